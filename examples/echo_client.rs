@@ -1,0 +1,81 @@
+//! Chapter 2.1: a basic WebSocket client. Connects, sends one text message,
+//! prints the reply, and closes the connection properly.
+//!
+//! What it teaches: `connect_async`, sending and receiving `Message`s (text
+//! payloads are `Utf8Bytes`, binary ones `Bytes`), the close handshake, and
+//! turning a failure into one clear line and exit code 1 instead of a panic.
+//!
+//! Start the echo server (terminal 1), then run the client (terminal 2):
+//!
+//! ```text
+//! cargo run --example echo_server
+//! cargo run --example echo_client -- ws://127.0.0.1:9001 "hello"
+//! ```
+//!
+//! You will see `hello`, echoed by the server. Without a server you get
+//! `error: cannot connect to ws://127.0.0.1:9001: ...Connection refused...`
+//! and exit code 1.
+//!
+//! Limits: replies up to 16 MiB (`max_message_size`), matching the echo
+//! server, instead of the 64 MiB default.
+//!
+//! Docs: docs/02-tokio-tungstenite.md
+
+use std::process::ExitCode;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use websocket_tutorial::cli::{self, Args};
+use websocket_tutorial::client::{self, DEFAULT_URL};
+use websocket_tutorial::close;
+
+const USAGE: &str =
+    "usage: echo_client [URL] [TEXT]   (defaults ws://127.0.0.1:9001 and \"hello\")";
+const REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+// ANCHOR: main
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::from_env(USAGE, &[]);
+    let url = args.positional(0, DEFAULT_URL);
+    let text = args.positional(1, "hello");
+
+    let config = WebSocketConfig::default().max_message_size(Some(16 << 20));
+    let mut ws = match client::connect(&url, config).await {
+        Ok(ws) => ws,
+        Err(e) => return cli::fail(format_args!("cannot connect to {url}: {e}")),
+    };
+
+    if let Err(e) = ws.send(Message::text(text)).await {
+        return cli::fail(format_args!("send failed: {e}"));
+    }
+
+    // Wait for the echo, skipping control frames; never wait forever.
+    let reply = timeout(REPLY_TIMEOUT, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(text))) => return Ok(text.to_string()),
+                Some(Ok(Message::Binary(data))) => return Ok(format!("[{} bytes]", data.len())),
+                Some(Ok(Message::Close(frame))) => return Err(format!("server closed: {frame:?}")),
+                Some(Ok(_)) => continue, // ping or pong
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Err("connection ended".to_string()),
+            }
+        }
+    })
+    .await;
+
+    match reply {
+        Ok(Ok(text)) => println!("{text}"),
+        Ok(Err(e)) => return cli::fail(format_args!("no echo: {e}")),
+        Err(_) => return cli::fail(format_args!("no echo within {REPLY_TIMEOUT:?}")),
+    }
+
+    // Close properly: send 1000 (normal) and wait for the server's answer.
+    close::handshake(&mut ws, CloseCode::Normal, "done").await;
+    ExitCode::SUCCESS
+}
+// ANCHOR_END: main

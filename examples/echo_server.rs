@@ -1,0 +1,105 @@
+//! Chapter 2.2: a basic WebSocket server that echoes every message back.
+//!
+//! What it teaches: the accept loop, upgrading a TCP connection to a
+//! WebSocket, echoing text and binary frames, the close handshake, and a
+//! server that no single client can crash: no `expect` on anything a peer
+//! sends, a deadline on the handshake, Ctrl-C closes every connection with
+//! code 1001 (going away).
+//!
+//! Run it (terminal 1), then talk to it (terminal 2):
+//!
+//! ```text
+//! cargo run --example echo_server                  # or: -- 127.0.0.1:0 for any free port
+//! cargo run --example echo_client -- ws://127.0.0.1:9001 "hello"
+//! ```
+//!
+//! You will see `listening on ws://127.0.0.1:9001`, then one line per
+//! connection; the client prints `hello` and exits.
+//!
+//! Limits: messages up to 16 MiB (`max_message_size`; the default 64 MiB lets
+//! one client make us hold 64 MiB), frames likewise; an 8 KiB read buffer per
+//! connection instead of the default 128 KiB, which is eagerly allocated for
+//! every connection. At most 1,024 connections at once.
+//!
+//! Docs: docs/02-tokio-tungstenite.md
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_util::sync::CancellationToken;
+use websocket_tutorial::cli::{self, Args};
+use websocket_tutorial::close;
+use websocket_tutorial::error::is_disconnect;
+use websocket_tutorial::server::{self, WsStream};
+
+const USAGE: &str =
+    "usage: echo_server [ADDR]   (default 127.0.0.1:9001; port 0 picks a free port)";
+const MAX_CONNECTIONS: usize = 1024;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::from_env(USAGE, &[]);
+    let addr = args.positional(0, server::DEFAULT_ADDR);
+
+    // ANCHOR: config
+    let config = WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .max_message_size(Some(16 << 20))
+        .max_frame_size(Some(16 << 20));
+    // ANCHOR_END: config
+
+    let listener = match server::bind(&addr).await {
+        Ok(listener) => listener,
+        Err(e) => return cli::fail(format_args!("cannot listen on {addr}: {e}")),
+    };
+    let shutdown = server::shutdown_on_ctrl_c();
+    server::serve(listener, config, MAX_CONNECTIONS, shutdown, echo).await;
+    ExitCode::SUCCESS
+}
+
+// ANCHOR: echo
+/// Echoes one connection until the client closes it, it fails, or the server
+/// shuts down.
+async fn echo(mut ws: WsStream, peer: SocketAddr, shutdown: CancellationToken) {
+    println!("{peer}: connected");
+    loop {
+        // Wait for one of: the next message, or shutdown.
+        let msg = tokio::select! {
+            msg = ws.next() => msg,
+            _ = shutdown.cancelled() => {
+                close::handshake(&mut ws, CloseCode::Away, "server shutting down").await;
+                break;
+            }
+        };
+        let reply = match msg {
+            Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => msg,
+            // tungstenite answers pings (and the peer's close) by itself;
+            // it sends the reply on our next read or write.
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+            // The peer's close frame: our reply is already queued, and the
+            // stream ends on the next read.
+            Some(Ok(Message::Close(_))) => continue,
+            None => break,
+            Some(Err(e)) => {
+                // A vanished peer, or one that broke a rule (for example a
+                // message over the size limit: close code 1009).
+                server::close_after_error(&mut ws, peer, &e).await;
+                break;
+            }
+        };
+        // Text and binary payloads are reference counted: echoing one does
+        // not copy it.
+        if let Err(e) = ws.send(reply).await {
+            if !is_disconnect(&e) {
+                eprintln!("{peer}: send failed: {e}");
+            }
+            break;
+        }
+    }
+    println!("{peer}: disconnected");
+}
+// ANCHOR_END: echo

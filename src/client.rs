@@ -1,0 +1,129 @@
+//! What the client examples share: connecting with a deadline and without
+//! Nagle's algorithm, reading stdin without blocking the runtime, and the
+//! reconnect backoff of chapter 3.2.
+
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
+
+use crate::error::Error;
+
+/// The URL clients connect to when none is given.
+pub const DEFAULT_URL: &str = "ws://127.0.0.1:9001";
+
+/// A host that drops our SYN packets would otherwise keep `connect` waiting
+/// for the operating system's own timeout (minutes).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A client-side WebSocket.
+pub type WsClient = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Connects to `url` and performs the WebSocket handshake, within
+/// [`CONNECT_TIMEOUT`]. `TCP_NODELAY` is set (the `true` below): a short
+/// interactive message must not wait for a delayed ACK.
+pub async fn connect(url: &str, config: WebSocketConfig) -> Result<WsClient, Error> {
+    match timeout(CONNECT_TIMEOUT, connect_async_with_config(url, Some(config), true)).await {
+        Ok(Ok((ws, _response))) => Ok(ws),
+        Ok(Err(e)) => Err(Error::WebSocket(e)),
+        Err(_) => Err(Error::Timeout("connecting")),
+    }
+}
+
+/// Reads stdin line by line on a plain thread and hands the lines over a
+/// bounded channel; the channel closes at end of input.
+///
+/// Why a thread and not `tokio::io::stdin()`: tokio reads stdin on a blocking
+/// thread that the runtime waits for when it shuts down, so a program that
+/// wants to exit while a read is pending would hang until the user presses
+/// Enter. A plain thread does not keep the process alive.
+pub fn stdin_lines(capacity: usize) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel(capacity);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            // blocking_send waits while the channel is full: backpressure
+            // all the way to the terminal or pipe.
+            let Ok(line) = line else { break };
+            if tx.blocking_send(line).is_err() {
+                break; // the program no longer wants input
+            }
+        }
+    });
+    rx
+}
+
+// ANCHOR: backoff
+/// Exponential backoff with a cap and random jitter.
+///
+/// The delay before retry `n` (1-based) is `base * 2^(n-1)`, capped at `cap`,
+/// then drawn at random from its upper half. The cap keeps a client that has
+/// been offline for an hour from waiting another hour; the jitter keeps a
+/// thousand clients that lost the same server from all reconnecting in the
+/// same millisecond when it comes back.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub base: Duration,
+    pub cap: Duration,
+    /// Consecutive failed attempts before giving up (0: never give up).
+    pub max_attempts: u32,
+}
+
+impl Backoff {
+    /// The delay to wait after failed attempt `attempt` (1-based).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let exponent = attempt.saturating_sub(1).min(31);
+        let ceiling = self.base.saturating_mul(1 << exponent).min(self.cap);
+        let half = ceiling / 2;
+        half + ceiling.saturating_sub(half).mul_f64(rand::random::<f64>())
+    }
+
+    /// Whether another attempt is allowed after `failed` consecutive failures.
+    pub fn should_retry(&self, failed: u32) -> bool {
+        self.max_attempts == 0 || failed < self.max_attempts
+    }
+}
+// ANCHOR_END: backoff
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_double_stay_within_jitter_bounds_and_stop_at_the_cap() {
+        let backoff = Backoff {
+            base: Duration::from_millis(100),
+            cap: Duration::from_millis(1000),
+            max_attempts: 5,
+        };
+        for _ in 0..200 {
+            let expected_ceilings = [100, 200, 400, 800, 1000, 1000, 1000];
+            for (i, ceiling) in expected_ceilings.iter().enumerate() {
+                let delay = backoff.delay(i as u32 + 1);
+                let ceiling = Duration::from_millis(*ceiling);
+                assert!(delay <= ceiling && delay >= ceiling / 2, "attempt {}: {delay:?}", i + 1);
+            }
+        }
+        // Huge attempt numbers must not overflow.
+        assert!(backoff.delay(u32::MAX) <= backoff.cap);
+    }
+
+    #[test]
+    fn jitter_spreads_the_delays() {
+        let backoff =
+            Backoff { base: Duration::from_secs(1), cap: Duration::from_secs(1), max_attempts: 0 };
+        let distinct: std::collections::HashSet<_> = (0..20).map(|_| backoff.delay(1)).collect();
+        assert!(distinct.len() > 10, "jitter should vary the delay: {distinct:?}");
+    }
+
+    #[test]
+    fn attempt_limit() {
+        let mut backoff = Backoff { base: Duration::ZERO, cap: Duration::ZERO, max_attempts: 3 };
+        assert!(backoff.should_retry(2));
+        assert!(!backoff.should_retry(3));
+        backoff.max_attempts = 0;
+        assert!(backoff.should_retry(1_000_000));
+    }
+}

@@ -1,0 +1,35 @@
+//! # websocket-tutorial
+//!
+//! The shared library behind the tutorial's examples. Each chapter's program
+//! lives in `examples/`; what several chapters use lives here, one concept per
+//! module:
+//!
+//! | module | what it holds | chapter |
+//! |---|---|---|
+//! | [`protocol`] | the JSON client commands and the chat server's events | 5.1, 6.1 |
+//! | [`codec`] | the binary format: one type byte, then the payload | 5.2 |
+//! | [`server`] | bind, accept loop with a connection cap, graceful shutdown | 2.2 onward |
+//! | [`close`] | the close handshake, with a deadline on every step; close codes for errors | all |
+//! | [`error`] | typed errors, and the one function that decides which disconnects are benign | all |
+//! | [`client`] | connecting with a deadline, stdin without blocking the runtime, reconnect backoff | 2.1, 3, 6.1 |
+//! | [`cli`] | the tiny argument parser the examples share | all |
+//!
+//! ## Tokio patterns shown here
+//! - **Detect, tell, wait** shutdown: [`server::shutdown_on_ctrl_c`], [`server::serve`].
+//! - **Connection cap** with a semaphore permit taken before `accept()`: [`server::serve`].
+//! - **Deadlines on everything a peer controls**: handshake, close handshake,
+//!   goodbye writes ([`server::HANDSHAKE_TIMEOUT`], [`close::CLOSE_TIMEOUT`]).
+//!
+//! Teaching shortcut, said plainly: examples print to stdout/stderr instead of
+//! using a logging framework, so that they have one dependency fewer and their
+//! output is easy to read in a terminal and to check in tests.
+
+pub mod cli;
+pub mod client;
+pub mod close;
+pub mod codec;
+pub mod error;
+pub mod protocol;
+pub mod server;
+
+pub use error::{CodecError, Error, ProtocolError};

@@ -1,0 +1,197 @@
+//! The JSON protocol of chapter 5.1 and the chat server's events (chapter 6.1).
+//!
+//! Both enums are tagged by a `"type"` field, the shape most JavaScript and
+//! Python clients expect:
+//!
+//! ```json
+//! {"type":"Join","room":"general","username":"alice"}
+//! {"type":"Message","room":"general","username":"alice","content":"hi","timestamp":"2026-11-25T19:50:35.123Z","seq":1}
+//! ```
+//!
+//! Converting from a WebSocket [`Message`] returns a [`ProtocolError`] for a
+//! binary frame or malformed JSON: a value to answer with, never a panic.
+
+use serde::{Deserialize, Serialize};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::error::ProtocolError;
+
+/// What a client sends: the commands of chapter 5.1.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum ClientMessage {
+    /// Enter `room` under the name `username`; the room is created if needed.
+    Join { room: String, username: String },
+    /// Leave `room`.
+    Leave { room: String },
+    /// Say `content` in `room` (the sender must have joined it).
+    Message { room: String, content: String },
+    /// Application-level ping: the server answers [`ServerEvent::Pong`].
+    Ping,
+    /// Application-level pong; carries nothing.
+    Pong,
+}
+
+/// What the chat server sends (chapter 6.1).
+///
+/// The server, not the client, sets `timestamp` and `seq`: a client cannot
+/// lie about when it spoke, and `seq` lets a client notice a gap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum ServerEvent {
+    /// `username` joined `room` (sent to every member, the newcomer included).
+    Joined { room: String, username: String },
+    /// `username` left `room` (sent to every member, the leaver included).
+    Left { room: String, username: String },
+    /// A chat message, stamped by the server.
+    Message {
+        room: String,
+        username: String,
+        content: String,
+        /// RFC 3339, UTC, set by the server.
+        timestamp: String,
+        /// Per-room counter starting at 1.
+        seq: u64,
+    },
+    /// The answer to [`ClientMessage::Ping`].
+    Pong,
+    /// The last command was refused; the connection stays open.
+    Error { message: String },
+}
+
+/// Serialises `value` into a text [`Message`]. The result is cheap to clone
+/// (its payload is reference counted), so serialise once and clone per
+/// recipient.
+pub fn to_message<T: Serialize>(value: &T) -> Message {
+    // Serialising these enums cannot fail: every field is a string or an
+    // integer, and none is a map with non-string keys.
+    Message::text(serde_json::to_string(value).unwrap_or_default())
+}
+
+/// Parses a text [`Message`] as JSON of type `T`.
+pub fn from_message<T: for<'de> Deserialize<'de>>(msg: &Message) -> Result<T, ProtocolError> {
+    match msg {
+        Message::Text(text) => serde_json::from_str(text).map_err(ProtocolError::InvalidJson),
+        other => Err(ProtocolError::NotText(frame_kind(other))),
+    }
+}
+
+/// A short name for the kind of frame, for error messages and logs.
+pub fn frame_kind(msg: &Message) -> &'static str {
+    match msg {
+        Message::Text(_) => "text",
+        Message::Binary(_) => "binary",
+        Message::Ping(_) => "ping",
+        Message::Pong(_) => "pong",
+        Message::Close(_) => "close",
+        Message::Frame(_) => "raw",
+    }
+}
+
+impl ClientMessage {
+    /// This message as a text frame.
+    pub fn to_message(&self) -> Message {
+        to_message(self)
+    }
+}
+
+impl ServerEvent {
+    /// This event as a text frame.
+    pub fn to_message(&self) -> Message {
+        to_message(self)
+    }
+}
+
+impl TryFrom<&Message> for ClientMessage {
+    type Error = ProtocolError;
+    fn try_from(msg: &Message) -> Result<Self, ProtocolError> {
+        from_message(msg)
+    }
+}
+
+impl TryFrom<&Message> for ServerEvent {
+    type Error = ProtocolError;
+    fn try_from(msg: &Message) -> Result<Self, ProtocolError> {
+        from_message(msg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(msg: &ClientMessage) -> String {
+        msg.to_message().into_text().unwrap().to_string()
+    }
+
+    #[test]
+    fn client_messages_have_the_documented_wire_format() {
+        let cases = [
+            (
+                ClientMessage::Join { room: "general".into(), username: "alice".into() },
+                r#"{"type":"Join","room":"general","username":"alice"}"#,
+            ),
+            (
+                ClientMessage::Leave { room: "general".into() },
+                r#"{"type":"Leave","room":"general"}"#,
+            ),
+            (
+                ClientMessage::Message { room: "general".into(), content: "hi".into() },
+                r#"{"type":"Message","room":"general","content":"hi"}"#,
+            ),
+            (ClientMessage::Ping, r#"{"type":"Ping"}"#),
+            (ClientMessage::Pong, r#"{"type":"Pong"}"#),
+        ];
+        for (msg, expected) in cases {
+            assert_eq!(wire(&msg), expected);
+            let back = ClientMessage::try_from(&Message::text(expected)).unwrap();
+            assert_eq!(back, msg, "round trip of {expected}");
+        }
+    }
+
+    #[test]
+    fn server_events_have_the_documented_wire_format() {
+        let cases = [
+            (
+                ServerEvent::Joined { room: "r".into(), username: "bob".into() },
+                r#"{"type":"Joined","room":"r","username":"bob"}"#,
+            ),
+            (
+                ServerEvent::Left { room: "r".into(), username: "bob".into() },
+                r#"{"type":"Left","room":"r","username":"bob"}"#,
+            ),
+            (
+                ServerEvent::Message {
+                    room: "r".into(),
+                    username: "bob".into(),
+                    content: "yo".into(),
+                    timestamp: "2026-11-25T12:00:00.000Z".into(),
+                    seq: 7,
+                },
+                r#"{"type":"Message","room":"r","username":"bob","content":"yo","timestamp":"2026-11-25T12:00:00.000Z","seq":7}"#,
+            ),
+            (ServerEvent::Pong, r#"{"type":"Pong"}"#),
+            (ServerEvent::Error { message: "no".into() }, r#"{"type":"Error","message":"no"}"#),
+        ];
+        for (event, expected) in cases {
+            assert_eq!(event.to_message().to_text().unwrap(), expected);
+            assert_eq!(ServerEvent::try_from(&Message::text(expected)).unwrap(), event);
+        }
+    }
+
+    #[test]
+    fn malformed_input_is_an_error_value() {
+        let not_json = ClientMessage::try_from(&Message::text("hello"));
+        assert!(matches!(not_json, Err(ProtocolError::InvalidJson(_))));
+
+        let unknown_type = ClientMessage::try_from(&Message::text(r#"{"type":"Shout"}"#));
+        assert!(matches!(unknown_type, Err(ProtocolError::InvalidJson(_))));
+
+        let missing_field =
+            ClientMessage::try_from(&Message::text(r#"{"type":"Join","room":"x"}"#));
+        assert!(matches!(missing_field, Err(ProtocolError::InvalidJson(_))));
+
+        let binary = ClientMessage::try_from(&Message::binary(vec![1, 2, 3]));
+        assert!(matches!(binary, Err(ProtocolError::NotText("binary"))));
+    }
+}

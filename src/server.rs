@@ -1,0 +1,157 @@
+//! What every server example shares: binding, the accept loop with a
+//! connection cap, graceful shutdown, and closing a connection properly.
+//!
+//! The pattern is *detect, tell, wait* (the one tokio's graceful-shutdown
+//! example teaches):
+//! - **detect**: [`shutdown_on_ctrl_c`] turns Ctrl-C into a cancelled
+//!   [`CancellationToken`];
+//! - **tell**: every connection handler gets a clone of that token and races
+//!   its loop against it, sending close code 1001 (going away) when it fires;
+//! - **wait**: [`serve`] stops accepting and waits, with a deadline, for the
+//!   handlers it spawned to finish their close handshakes.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{WebSocketStream, accept_async_with_config};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::close;
+use crate::error::Error;
+
+/// The address servers listen on when none is given.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:9001";
+
+/// A client that opens a TCP connection and then sends nothing must not hold a
+/// task and a file descriptor forever.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long shutdown waits for all connections to finish closing.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A server-side WebSocket over plain TCP.
+pub type WsStream = WebSocketStream<TcpStream>;
+
+/// Binds `addr` and prints `listening on ws://IP:PORT` with the real port, so
+/// `127.0.0.1:0` works and a script can read the port from the first line.
+pub async fn bind(addr: &str) -> io::Result<TcpListener> {
+    let listener = TcpListener::bind(addr).await?;
+    // stdout is line buffered, so this line is out before we accept anyone.
+    println!("listening on ws://{}", listener.local_addr()?);
+    Ok(listener)
+}
+
+/// A token that is cancelled when the process receives Ctrl-C (SIGINT).
+pub fn shutdown_on_ctrl_c() -> CancellationToken {
+    let token = CancellationToken::new();
+    let on_signal = token.clone();
+    tokio::spawn(async move {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => {
+                eprintln!("Ctrl-C: closing every connection with 1001 (going away)");
+                on_signal.cancel();
+            }
+            // Without a signal handler we cannot shut down gracefully, but
+            // that is no reason to stop serving.
+            Err(e) => eprintln!("cannot listen for Ctrl-C: {e}"),
+        }
+    });
+    token
+}
+
+/// Upgrades an accepted TCP connection to a WebSocket.
+///
+/// `TCP_NODELAY` goes on first: WebSocket messages are small and interactive,
+/// and Nagle's algorithm would hold one back waiting for a delayed ACK
+/// (about 40 ms on Linux). The handshake has a deadline, so a client that
+/// connects and says nothing cannot hold a task forever.
+pub async fn accept(stream: TcpStream, config: WebSocketConfig) -> Result<WsStream, Error> {
+    stream.set_nodelay(true)?;
+    match timeout(HANDSHAKE_TIMEOUT, accept_async_with_config(stream, Some(config))).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(Error::Timeout("WebSocket handshake")),
+    }
+}
+
+// ANCHOR: serve
+/// Accepts connections until `shutdown` is cancelled, runs `handler` for each
+/// one in its own task (with a clone of `shutdown`, which the handler races
+/// its loop against), then waits (at most [`SHUTDOWN_GRACE`]) for the
+/// handlers to finish.
+///
+/// At most `max_connections` connections are served at once: a permit is
+/// taken *before* `accept()` and moved into the connection's task, so a
+/// flood of clients waits in the kernel's backlog instead of costing memory.
+/// A failed handshake is logged and ends that one connection, nothing else.
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    config: WebSocketConfig,
+    max_connections: usize,
+    shutdown: CancellationToken,
+    handler: H,
+) where
+    H: Fn(WsStream, SocketAddr, CancellationToken) -> F + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    let limit = Arc::new(Semaphore::new(max_connections));
+    let tracker = TaskTracker::new();
+
+    loop {
+        // Wait for one of: a free slot and a new connection, or shutdown.
+        let (permit, accepted) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Ok(permit) = limit.clone().acquire_owned() => {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    accepted = listener.accept() => (permit, accepted),
+                }
+            }
+        };
+        let (stream, peer) = match accepted {
+            Ok(conn) => conn,
+            // Typically EMFILE (out of file descriptors): back off briefly
+            // rather than spin, and keep serving the connections we have.
+            Err(e) => {
+                eprintln!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (handler, shutdown) = (handler.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            let _permit = permit; // released when this connection ends
+            match accept(stream, config).await {
+                Ok(ws) => handler(ws, peer, shutdown).await,
+                Err(e) => eprintln!("{peer}: handshake failed: {e}"),
+            }
+        });
+    }
+
+    drop(listener); // refuse new connections while the others close
+    tracker.close();
+    if timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
+        eprintln!("some connections did not close within {SHUTDOWN_GRACE:?}");
+    }
+}
+// ANCHOR_END: serve
+
+/// Ends a connection whose read failed: a peer that broke a rule is told why
+/// with the matching close code; one that is simply gone is let go quietly.
+pub async fn close_after_error(ws: &mut WsStream, peer: SocketAddr, err: &tungstenite::Error) {
+    if let Some(code) = close::code_for(err) {
+        eprintln!("{peer}: closing with {}: {err}", u16::from(code));
+        // A close reason is limited to 123 bytes; error texts are shorter.
+        let reason: String = err.to_string().chars().take(100).collect();
+        close::handshake(ws, code, &reason).await;
+    }
+}
