@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | [`protocol`] | the JSON client commands and the chat server's events | 5.1, 6.1 |
 //! | [`codec`] | the binary format: one type byte, then the payload | 5.2 |
+//! | [`rooms`] | the room manager: bounded per-client queues, serialise once, evict slow members | 4.2, 6.1 |
 //! | [`server`] | bind, accept loop with a connection cap, graceful shutdown | 2.2 onward |
 //! | [`close`] | the close handshake, with a deadline on every step; close codes for errors | all |
 //! | [`error`] | typed errors, and the one function that decides which disconnects are benign | all |
@@ -30,6 +31,7 @@ pub mod close;
 pub mod codec;
 pub mod error;
 pub mod protocol;
+pub mod rooms;
 pub mod server;
 
 pub use error::{CodecError, Error, ProtocolError};
