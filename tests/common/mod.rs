@@ -1,0 +1,284 @@
+//! The test harness: runs the real example binaries (the very programs
+//! `cargo run --example NAME` starts) and talks to them over real sockets.
+//!
+//! Nothing here sleeps to synchronise: a server is ready when it has printed
+//! its `listening on` line, a message has arrived when it is read, and every
+//! wait has a deadline that fails the test.
+
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use websocket_tutorial::client::{self, WsClient};
+
+/// The deadline for anything that should happen promptly.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The path of a built example. `cargo test` builds every example before it
+/// runs the tests; when a single test target is built on its own, we build
+/// the examples once here.
+pub fn example_path(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    // target/debug/deps/<test binary> -> target/debug/examples/<name>
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir").join("examples");
+    let path = dir.join(name);
+    if !path.exists() {
+        BUILT.get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = std::process::Command::new(cargo)
+                .args(["build", "--examples"])
+                .status()
+                .expect("run cargo build --examples");
+            assert!(status.success(), "cargo build --examples failed");
+        });
+    }
+    assert!(path.exists(), "example binary {} is missing", path.display());
+    path
+}
+
+/// A running example program. It is killed when dropped, so a failing test
+/// leaves nothing behind.
+pub struct Program {
+    pub child: Child,
+    pub stdin: Option<ChildStdin>,
+    pub stdout: Lines<BufReader<ChildStdout>>,
+    pub stderr: Option<ChildStderr>,
+}
+
+impl Program {
+    /// Starts example `name` with `args`, stdin, stdout and stderr piped.
+    pub fn start(name: &str, args: &[&str]) -> Program {
+        let mut child = Command::new(example_path(name))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start example {name}: {e}"));
+        let stdout = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        Program { stdin: child.stdin.take(), stderr: child.stderr.take(), child, stdout }
+    }
+
+    /// The next line on stdout, within [`WAIT`]; `None` at end of output.
+    pub async fn next_line(&mut self) -> Option<String> {
+        match timeout(WAIT, self.stdout.next_line()).await {
+            Ok(line) => line.expect("read stdout"),
+            Err(_) => panic!("no output line within {WAIT:?}"),
+        }
+    }
+
+    /// Reads stdout until a line satisfies `pred`, and returns that line
+    /// and every line before it. Fails after [`WAIT`].
+    pub async fn wait_for(&mut self, pred: impl Fn(&str) -> bool) -> (String, Vec<String>) {
+        let mut seen = Vec::new();
+        let found = timeout(WAIT, async {
+            while let Some(line) = self.stdout.next_line().await.expect("read stdout") {
+                if pred(&line) {
+                    return Some(line);
+                }
+                seen.push(line);
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(line)) => (line, seen),
+            Ok(None) => panic!("output ended without the expected line; saw {seen:#?}"),
+            Err(_) => panic!("expected line not seen within {WAIT:?}; saw {seen:#?}"),
+        }
+    }
+
+    /// Writes `text` to the program's stdin.
+    pub async fn write_stdin(&mut self, text: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        stdin.write_all(text.as_bytes()).await.expect("write stdin");
+        stdin.flush().await.expect("flush stdin");
+    }
+
+    /// Closes stdin: the program sees end of input.
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Sends SIGINT, as Ctrl-C in a terminal does.
+    pub fn interrupt(&self) {
+        let pid = self.child.id().expect("program still running");
+        let status = std::process::Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -INT {pid} failed");
+    }
+
+    /// Waits for the program to exit, within [`WAIT`], and returns its code.
+    pub async fn exit_code(&mut self) -> i32 {
+        let status = timeout(WAIT, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("program still running after {WAIT:?}"))
+            .expect("wait for program");
+        status.code().expect("exited normally, not by a signal")
+    }
+
+    /// Everything the program wrote to stderr (call after it has exited).
+    pub async fn stderr_text(&mut self) -> String {
+        let mut text = String::new();
+        if let Some(mut stderr) = self.stderr.take() {
+            let _ = timeout(WAIT, tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut text))
+                .await;
+        }
+        text
+    }
+}
+
+/// A server example running on a free port.
+pub struct Server {
+    pub program: Program,
+    /// `IP:PORT` as the server printed it.
+    pub addr: String,
+    /// `ws://IP:PORT`.
+    pub url: String,
+}
+
+impl Server {
+    /// Starts server example `name` on `127.0.0.1:0` with extra `args`, and
+    /// waits for its first line, which must be `listening on ws://IP:PORT`.
+    pub async fn start(name: &str, args: &[&str]) -> Server {
+        Server::start_on(name, "127.0.0.1:0", args).await
+    }
+
+    /// Like [`Server::start`], on a given address.
+    pub async fn start_on(name: &str, addr: &str, args: &[&str]) -> Server {
+        let mut all_args = vec![addr];
+        all_args.extend_from_slice(args);
+        let mut program = Program::start(name, &all_args);
+        let first = program.next_line().await.expect("server printed nothing");
+        let url = first
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("first line should be `listening on ws://..`: {first:?}"))
+            .to_string();
+        let addr = url.strip_prefix("ws://").expect("ws:// URL").to_string();
+        assert!(!addr.ends_with(":0"), "the real port is printed, not 0: {url}");
+        Server { program, addr, url }
+    }
+
+    /// Ctrl-C: the server must exit 0.
+    pub async fn stop(mut self) {
+        self.program.interrupt();
+        assert_eq!(self.program.exit_code().await, 0, "server exits 0 on Ctrl-C");
+    }
+}
+
+/// A free port on 127.0.0.1 (bound, then released for the caller to use).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// Connects a WebSocket client, within [`WAIT`].
+pub async fn connect(url: &str) -> WsClient {
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
+    client::connect(url, config).await.unwrap_or_else(|e| panic!("connect to {url}: {e}"))
+}
+
+/// The next text or binary message (control frames skipped), within
+/// `deadline`. Panics on close, error or timeout.
+pub async fn recv_within(ws: &mut WsClient, deadline: Duration) -> Message {
+    let next = timeout(deadline, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => return Ok(msg),
+                Some(Ok(Message::Close(frame))) => return Err(format!("closed: {frame:?}")),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(format!("error: {e}")),
+                None => return Err("stream ended".to_string()),
+            }
+        }
+    })
+    .await;
+    match next {
+        Ok(Ok(msg)) => msg,
+        Ok(Err(e)) => panic!("expected a message, got {e}"),
+        Err(_) => panic!("no message within {deadline:?}"),
+    }
+}
+
+/// The next text or binary message, within [`WAIT`].
+pub async fn recv(ws: &mut WsClient) -> Message {
+    recv_within(ws, WAIT).await
+}
+
+/// The next message as text, within [`WAIT`].
+pub async fn recv_text(ws: &mut WsClient) -> String {
+    match recv(ws).await {
+        Message::Text(text) => text.to_string(),
+        other => panic!("expected text, got {other:?}"),
+    }
+}
+
+/// Reads until the server's close frame arrives, within [`WAIT`], and
+/// returns its code. Text and binary messages before it are skipped.
+pub async fn expect_close(ws: &mut WsClient) -> CloseCode {
+    let code = timeout(WAIT, async {
+        while let Some(msg) = ws.next().await {
+            match msg {
+                Ok(Message::Close(Some(frame))) => return Some(frame.code),
+                Ok(Message::Close(None)) => return None,
+                Ok(_) => continue,
+                Err(e) => panic!("expected a close frame, got error {e}"),
+            }
+        }
+        panic!("stream ended without a close frame")
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no close frame within {WAIT:?}"));
+    code.expect("close frame carries a code")
+}
+
+/// Closes from the client side with 1000 and expects the server's answer.
+pub async fn close_cleanly(ws: &mut WsClient) {
+    ws.send(Message::Close(None)).await.expect("send close");
+    let rest = timeout(WAIT, async {
+        let mut saw_close = false;
+        while let Some(msg) = ws.next().await {
+            if let Ok(Message::Close(_)) = msg {
+                saw_close = true;
+            }
+        }
+        saw_close
+    })
+    .await
+    .expect("server answered the close within the deadline");
+    assert!(rest, "server answered our close frame with its own");
+}
+
+/// Connects a client whose socket receive buffer is tiny (4 KiB), so that a
+/// client that stops reading backs up into the server after a few KiB
+/// instead of after the megabytes the kernel would otherwise buffer.
+pub async fn connect_with_small_receive_buffer(url: &str) -> WsClient {
+    let addr: std::net::SocketAddr =
+        url.strip_prefix("ws://").and_then(|a| a.parse().ok()).expect("ws://IP:PORT URL");
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    // Must be set before connecting: the window is negotiated in the handshake.
+    socket.set_recv_buffer_size(4096).expect("set SO_RCVBUF");
+    let stream =
+        timeout(WAIT, socket.connect(addr)).await.expect("connect in time").expect("connect");
+    let (ws, _) = timeout(
+        WAIT,
+        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream)),
+    )
+    .await
+    .expect("handshake in time")
+    .expect("handshake");
+    ws
+}
