@@ -140,9 +140,14 @@ async fn connection(ws: WsStream, peer: SocketAddr, shutdown: CancellationToken,
     };
 
     // Leave every room first, so nobody queues more for us while we close.
-    for (room, username) in chat.rooms.remove(me.id) {
-        chat.rooms
-            .broadcast(&room, &ServerEvent::Left { room: room.clone(), username }.to_message());
+    // When the whole server is going away, announcing each departure to
+    // everyone who is also leaving would cost members x members messages.
+    let rooms_left = chat.rooms.remove(me.id);
+    if !shutdown.is_cancelled() {
+        for (room, username) in rooms_left {
+            let left = ServerEvent::Left { room: room.clone(), username }.to_message();
+            chat.rooms.broadcast(&room, &left);
+        }
     }
 
     stop.cancel();

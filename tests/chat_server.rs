@@ -279,7 +279,6 @@ async fn a_client_that_stops_reading_does_not_hold_up_the_others() {
             let say = ClientMessage::Message { room: "general".into(), content: content.clone() };
             sender_sink.send(say.to_message()).await.expect("send");
         }
-        sender_sink
     });
     // The sender reads its own copies as it goes, like any good client.
     let sender_reads = tokio::spawn(async move {
@@ -373,4 +372,62 @@ async fn ctrl_c_closes_every_client_with_1001() {
     assert!(tokio::time::timeout(WAIT, a.ws.next()).await.expect("stream ends").is_none());
     let mut program = server.program;
     assert_eq!(program.exit_code().await, 0);
+}
+
+/// With 1,000 clients in one room, every message reaches every reading
+/// client, in order, and five clients that never read change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_clients_in_one_room_with_five_stalled() {
+    const CLIENTS: usize = 1_000;
+    const STALLED: usize = 5;
+    const MESSAGES: u64 = 20;
+    let server = Server::start("chat_server", &[]).await;
+
+    let mut readers = Vec::new();
+    let mut stalled = Vec::new();
+    for i in 0..CLIENTS {
+        let mut c = Chat::connect(&server).await;
+        c.join("general", &format!("user{i}")).await;
+        if i % (CLIENTS / STALLED) == 1 {
+            stalled.push(c); // joins, then never reads again
+            continue;
+        }
+        // Each reader skips the Joined events and collects the messages.
+        readers.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            while seqs.len() < MESSAGES as usize {
+                match c.event().await {
+                    ServerEvent::Joined { .. } => {}
+                    ServerEvent::Message { seq, username, .. } => {
+                        assert_eq!(username, "speaker");
+                        seqs.push(seq);
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            (seqs, c) // keep the connection open until the server stops
+        }));
+    }
+    assert_eq!(stalled.len(), STALLED);
+
+    let mut speaker = Chat::connect(&server).await;
+    speaker.join_ok("general", "speaker").await;
+    for i in 0..MESSAGES {
+        speaker.say("general", &format!("message {i}")).await;
+    }
+
+    let expected: Vec<u64> = (1..=MESSAGES).collect();
+    let all =
+        tokio::time::timeout(Duration::from_secs(60), futures_util::future::join_all(readers))
+            .await
+            .expect("all messages delivered within 60 s");
+    assert_eq!(all.len(), CLIENTS - STALLED);
+    let mut clients = Vec::new();
+    for reader in all {
+        let (seqs, client) = reader.expect("reader finished");
+        assert_eq!(seqs, expected);
+        clients.push(client);
+    }
+    server.stop().await;
+    drop((clients, stalled));
 }

@@ -13,8 +13,10 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -23,57 +25,88 @@ use websocket_tutorial::client::{self, WsClient};
 /// The deadline for anything that should happen promptly.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// The path of a built example. `cargo test` builds every example before it
-/// runs the tests; when a single test target is built on its own, we build
-/// the examples once here.
+/// The path of a built example.
+///
+/// `cargo test` builds every example before it runs any test, but
+/// `cargo test --test NAME` does not, and would run a stale binary after an
+/// edit. So each test binary runs `cargo build --examples` once (a no-op
+/// when nothing changed) before it starts its first example.
 pub fn example_path(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--examples", "--quiet"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build --examples");
+        assert!(status.success(), "cargo build --examples failed");
+    });
     // target/debug/deps/<test binary> -> target/debug/examples/<name>
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir").join("examples");
     let path = dir.join(name);
-    if !path.exists() {
-        BUILT.get_or_init(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = std::process::Command::new(cargo)
-                .args(["build", "--examples"])
-                .status()
-                .expect("run cargo build --examples");
-            assert!(status.success(), "cargo build --examples failed");
-        });
-    }
     assert!(path.exists(), "example binary {} is missing", path.display());
     path
 }
 
-/// A running example program. It is killed when dropped, so a failing test
-/// leaves nothing behind.
+/// A running program. It is killed when dropped, so a failing test leaves
+/// nothing behind.
+///
+/// Its stdout and stderr are drained all the time by background tasks: a
+/// busy server prints a line per connection, and a pipe nobody reads fills
+/// up (64 KiB) and blocks the server's `println!` mid-test.
 pub struct Program {
     pub child: Child,
     pub stdin: Option<ChildStdin>,
-    pub stdout: Lines<BufReader<ChildStdout>>,
-    pub stderr: Option<ChildStderr>,
+    stdout: mpsc::UnboundedReceiver<String>,
+    stderr: Option<JoinHandle<String>>,
 }
 
 impl Program {
-    /// Starts example `name` with `args`, stdin, stdout and stderr piped.
+    /// Starts example `name` with `args`.
     pub fn start(name: &str, args: &[&str]) -> Program {
-        let mut child = Command::new(example_path(name))
-            .args(args)
+        let mut command = Command::new(example_path(name));
+        command.args(args);
+        Program::spawn(command)
+    }
+
+    /// Starts `command` with stdin, stdout and stderr piped.
+    pub fn spawn(command: Command) -> Program {
+        let described = format!("{command:?}");
+        Program::try_spawn(command).unwrap_or_else(|e| panic!("start {described}: {e}"))
+    }
+
+    /// Like [`Program::spawn`], returning the error (for example NotFound).
+    pub fn try_spawn(mut command: Command) -> std::io::Result<Program> {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start example {name}: {e}"));
-        let stdout = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-        Program { stdin: child.stdin.take(), stderr: child.stderr.take(), child, stdout }
+            .spawn()?;
+        let (lines_tx, stdout) = mpsc::unbounded_channel();
+        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut stderr_pipe = child.stderr.take().expect("piped stderr");
+        let stderr = tokio::spawn(async move {
+            let mut text = String::new();
+            let _ = stderr_pipe.read_to_string(&mut text).await;
+            text
+        });
+        Ok(Program { stdin: child.stdin.take(), child, stdout, stderr: Some(stderr) })
     }
 
     /// The next line on stdout, within [`WAIT`]; `None` at end of output.
     pub async fn next_line(&mut self) -> Option<String> {
-        match timeout(WAIT, self.stdout.next_line()).await {
-            Ok(line) => line.expect("read stdout"),
+        match timeout(WAIT, self.stdout.recv()).await {
+            Ok(line) => line,
             Err(_) => panic!("no output line within {WAIT:?}"),
         }
     }
@@ -83,7 +116,7 @@ impl Program {
     pub async fn wait_for(&mut self, pred: impl Fn(&str) -> bool) -> (String, Vec<String>) {
         let mut seen = Vec::new();
         let found = timeout(WAIT, async {
-            while let Some(line) = self.stdout.next_line().await.expect("read stdout") {
+            while let Some(line) = self.stdout.recv().await {
                 if pred(&line) {
                     return Some(line);
                 }
@@ -97,6 +130,20 @@ impl Program {
             Ok(None) => panic!("output ended without the expected line; saw {seen:#?}"),
             Err(_) => panic!("expected line not seen within {WAIT:?}; saw {seen:#?}"),
         }
+    }
+
+    /// Every remaining stdout line, until the program closes its stdout
+    /// (within [`WAIT`]).
+    pub async fn remaining_lines(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        timeout(WAIT, async {
+            while let Some(line) = self.stdout.recv().await {
+                lines.push(line);
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("stdout still open after {WAIT:?}; saw {lines:#?}"));
+        lines
     }
 
     /// Writes `text` to the program's stdin.
@@ -132,12 +179,8 @@ impl Program {
 
     /// Everything the program wrote to stderr (call after it has exited).
     pub async fn stderr_text(&mut self) -> String {
-        let mut text = String::new();
-        if let Some(mut stderr) = self.stderr.take() {
-            let _ = timeout(WAIT, tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut text))
-                .await;
-        }
-        text
+        let Some(stderr) = self.stderr.take() else { return String::new() };
+        timeout(WAIT, stderr).await.expect("stderr closed in time").unwrap_or_default()
     }
 }
 
