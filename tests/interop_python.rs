@@ -1,0 +1,145 @@
+//! Interoperability: a WebSocket client nobody here wrote, Python's
+//! `websockets` package, uses the servers exactly as their docs say. The
+//! Python side lives in `tests/python/`.
+//!
+//! Needs `python3` with `websockets` >= 15 (`pip install websockets`). Without
+//! it each test prints `SKIPPED: ...` and passes, except in CI (the `CI`
+//! environment variable is set), where a missing package is a failure: CI
+//! must run these tests.
+
+mod common;
+
+use std::path::Path;
+
+use common::{Program, Server};
+use tokio::process::Command;
+
+/// The exit status the Python scripts use for "websockets is not available".
+const UNAVAILABLE: i32 = 77;
+
+/// Starts `python3 tests/python/<script> <args>`, stdout and stderr piped.
+/// `None` when there is no `python3` (see [`unavailable`]).
+fn start_python(script: &str, args: &[&str]) -> Option<Program> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
+    let mut command = Command::new("python3");
+    command.arg(&path).args(args);
+    match Program::try_spawn(command) {
+        Ok(program) => Some(program),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            unavailable("python3 not found");
+            None
+        }
+        Err(e) => panic!("start python3 {}: {e}", path.display()),
+    }
+}
+
+/// Python or its `websockets` package is missing: a failure in CI, which must
+/// run these tests; elsewhere the test says it was skipped and passes.
+fn unavailable(detail: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "CI must run the Python interop tests, but python3 websockets is not usable \
+             ({}); install it with `pip install websockets`",
+            detail.trim()
+        );
+    }
+    eprintln!("SKIPPED: python3 websockets not installed (pip install websockets)");
+    eprintln!("  ({})", detail.trim());
+}
+
+/// Runs a Python check to its end and returns its stdout lines, or `None`
+/// when Python or `websockets` is unavailable. Fails the test unless the
+/// script exits 0.
+async fn run_python(script: &str, args: &[&str]) -> Option<Vec<String>> {
+    let mut python = start_python(script, args)?;
+    let mut lines = Vec::new();
+    while let Some(line) = python.next_line().await {
+        lines.push(line);
+    }
+    let code = python.exit_code().await;
+    let stderr = python.stderr_text().await;
+    if code == UNAVAILABLE {
+        unavailable(&stderr);
+        return None;
+    }
+    assert_eq!(code, 0, "{script} failed\nstdout:\n{}\nstderr:\n{stderr}", lines.join("\n"));
+    Some(lines)
+}
+
+/// Python's client gets every text (ASCII, non-ASCII, empty) and binary
+/// message (0 bytes to 1 MiB, across each frame-length encoding) back from
+/// echo_server byte for byte and as the same frame type, its ping answered,
+/// and its close answered with 1000.
+#[tokio::test]
+async fn python_client_gets_identical_echoes_and_a_clean_close() {
+    let server = Server::start("echo_server", &[]).await;
+    let Some(lines) = run_python("echo_check.py", &[&server.url]).await else { return };
+    // One line per check, so a check the script skipped fails here too.
+    assert_eq!(
+        lines,
+        [
+            "text (5 bytes): identical",
+            "text (27 bytes): identical",
+            "text (0 bytes): identical",
+            "binary (0 bytes): identical",
+            "binary (1 bytes): identical",
+            "binary (125 bytes): identical",
+            "binary (126 bytes): identical",
+            "binary (65535 bytes): identical",
+            "binary (65536 bytes): identical",
+            "binary (1048576 bytes): identical",
+            "ping: pong received",
+            "close code: 1000",
+        ]
+    );
+    server.stop().await;
+}
+
+/// Ctrl-C on echo_server closes a Python client's connection with 1001
+/// (going away), and the server exits 0.
+#[tokio::test]
+async fn ctrl_c_closes_a_python_client_with_1001() {
+    let mut server = Server::start("echo_server", &[]).await;
+    let Some(mut python) = start_python("echo_check.py", &[&server.url, "--wait-for-close"]) else {
+        return;
+    };
+    match python.next_line().await {
+        Some(line) => assert_eq!(line, "connected"),
+        None => {
+            let code = python.exit_code().await;
+            let stderr = python.stderr_text().await;
+            assert_eq!(code, UNAVAILABLE, "echo_check.py ended before connecting: {stderr}");
+            unavailable(&stderr);
+            return;
+        }
+    }
+    server.program.wait_for(|line| line.ends_with(": connected")).await;
+
+    server.program.interrupt();
+    let (line, _) = python.wait_for(|line| line.starts_with("close code:")).await;
+    assert_eq!(line, "close code: 1001");
+    assert_eq!(python.exit_code().await, 0, "{}", python.stderr_text().await);
+    assert_eq!(server.program.exit_code().await, 0, "server exits 0 on Ctrl-C");
+}
+
+/// Two Python clients join `general` on chat_server: a Message reaches both
+/// with the sender's name, seq 1 and a server-set RFC 3339 timestamp; invalid
+/// JSON gets an Error event and the connection stays open (the next message,
+/// which claims another name and time, arrives as seq 2 under the sender's
+/// real name and the server's time); both close with 1000.
+#[tokio::test]
+async fn python_clients_chat_in_a_room() {
+    let server = Server::start("chat_server", &[]).await;
+    let Some(lines) = run_python("chat_check.py", &[&server.url]).await else { return };
+    assert_eq!(
+        lines,
+        [
+            "joined: alice and bob are in general",
+            "message seq 1 from alice: received by alice and bob",
+            "invalid JSON: answered with an Error event",
+            "message seq 2 from bob: received by alice and bob",
+            "close code: 1000 for both",
+        ]
+    );
+    server.stop().await;
+}

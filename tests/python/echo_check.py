@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Talks to the tutorial's echo_server with Python's `websockets` package, a
+WebSocket client written by someone else. Run by tests/interop_python.rs.
+
+    python3 tests/python/echo_check.py ws://127.0.0.1:PORT
+        Sends text (ASCII, non-ASCII, empty) and binary messages of sizes
+        around each WebSocket length encoding (7-bit, 16-bit, 64-bit), checks
+        each echo is identical and of the same frame type, pings, then closes
+        with 1000 and checks the server answers with 1000. One line per check.
+
+    python3 tests/python/echo_check.py ws://127.0.0.1:PORT --wait-for-close
+        Connects, prints `connected`, waits for the server to close, prints
+        `close code: N`.
+
+Exit status: 0 when every check passed, 1 when one failed (the reason is on
+stderr), 77 when the `websockets` package (>= 15) is not available.
+"""
+
+import sys
+
+UNAVAILABLE = 77
+DEADLINE = 10.0  # seconds, for every step that waits on the server
+
+try:
+    import websockets
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+except ImportError as e:
+    print(f"cannot import websockets: {e}", file=sys.stderr)
+    sys.exit(UNAVAILABLE)
+
+# `proxy=None` below needs websockets >= 15 (which otherwise takes a proxy from
+# the environment, and the server is on this machine).
+if int(websockets.__version__.split(".")[0]) < 15:
+    print(f"websockets {websockets.__version__} is too old; need >= 15", file=sys.stderr)
+    sys.exit(UNAVAILABLE)
+
+TEXTS = ["hello", "héllo wörld, 你好, 🦀", ""]
+# A frame's length field has three sizes: 125 is the largest length that fits
+# in 7 bits, 126 the smallest that needs the 16-bit field, 65535 the largest
+# that fits it and 65536 the smallest that needs the 64-bit field.
+BINARY_SIZES = [0, 1, 125, 126, 65535, 65536, 1 << 20]
+
+
+def fail(message):
+    print(f"FAILED: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def pattern(size):
+    """Deterministic bytes that are not all the same, so a shifted or
+    truncated echo cannot pass by accident."""
+    block = bytes(range(256))
+    return (block * (size // 256 + 1))[:size]
+
+
+def open_connection(url):
+    # max_size limits *incoming* messages; its default (1 MiB) is exactly our
+    # largest echo, so leave room.
+    return connect(url, max_size=4 << 20, open_timeout=DEADLINE, close_timeout=DEADLINE, proxy=None)
+
+
+def echo_checks(url):
+    with open_connection(url) as ws:
+        for text in TEXTS:
+            ws.send(text)
+            reply = ws.recv(timeout=DEADLINE)
+            if not isinstance(reply, str):
+                fail(f"text {text!r} came back as a binary frame")
+            if reply != text:
+                fail(f"text {text!r} came back as {reply!r}")
+            print(f"text ({len(text.encode())} bytes): identical", flush=True)
+
+        for size in BINARY_SIZES:
+            data = pattern(size)
+            ws.send(data)
+            reply = ws.recv(timeout=DEADLINE)
+            if not isinstance(reply, bytes):
+                fail(f"binary message of {size} bytes came back as a text frame")
+            if reply != data:
+                fail(f"binary message of {size} bytes came back different ({len(reply)} bytes)")
+            print(f"binary ({size} bytes): identical", flush=True)
+
+        # The server's WebSocket layer answers pings by itself.
+        if not ws.ping(b"are you there").wait(DEADLINE):
+            fail("no pong within the deadline")
+        print("ping: pong received", flush=True)
+
+        ws.close()  # code 1000; returns once the close handshake is done
+        print(f"close code: {ws.close_code}", flush=True)
+        if ws.close_code != 1000:
+            fail(f"server answered our 1000 with {ws.close_code}")
+
+
+def wait_for_close(url):
+    with open_connection(url) as ws:
+        print("connected", flush=True)
+        try:
+            while True:
+                message = ws.recv(timeout=DEADLINE)
+                print(f"unexpected message: {message!r}", flush=True)
+        except ConnectionClosed:
+            pass
+        except TimeoutError:
+            fail("the server did not close the connection")
+        print(f"close code: {ws.close_code}", flush=True)
+        print(f"close reason: {ws.close_reason}", flush=True)
+
+
+def main():
+    try:
+        if len(sys.argv) == 2:
+            echo_checks(sys.argv[1])
+        elif len(sys.argv) == 3 and sys.argv[2] == "--wait-for-close":
+            wait_for_close(sys.argv[1])
+        else:
+            fail(f"usage: {sys.argv[0]} URL [--wait-for-close]")
+    except (ConnectionClosed, OSError) as e:  # TimeoutError is an OSError
+        fail(f"{type(e).__name__}: {e}")
+
+
+if __name__ == "__main__":
+    main()
