@@ -1,0 +1,191 @@
+//! Chapter 6.1: a terminal client for the chat server.
+//!
+//! What it teaches: a client for a JSON protocol: typed commands out, typed
+//! events in, shown readably; one `select!` loop over the keyboard, the
+//! socket and Ctrl-C; a writer task fed by a bounded queue (as in chapter
+//! 3.1); and a clean close on `/quit`, end of input or Ctrl-C.
+//!
+//! ```text
+//! cargo run --example chat_server                                 # terminal 1
+//! cargo run --example chat_client -- ws://127.0.0.1:9001 alice    # terminal 2
+//! cargo run --example chat_client -- bob                          # terminal 3 (default URL)
+//! ```
+//!
+//! It joins `general`. Each line you type is said in the current room (the
+//! one you joined last); `/join ROOM` joins another and makes it current,
+//! `/leave ROOM` leaves one, `/quit` closes. You will see lines like:
+//!
+//! ```text
+//! [19:50:35] #general * bob joined
+//! [19:50:41] #general <bob> hi alice
+//! ```
+//!
+//! Limits: messages up to 64 KiB, like the server (default 64 MiB).
+//!
+//! Docs: docs/06-case-studies.md
+
+use std::process::ExitCode;
+
+use chrono::{DateTime, Local};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use websocket_tutorial::cli::{self, Args};
+use websocket_tutorial::client::{self, DEFAULT_URL};
+use websocket_tutorial::close::{self, CLOSE_TIMEOUT};
+use websocket_tutorial::protocol::{ClientMessage, ServerEvent};
+
+const USAGE: &str = "usage: chat_client [URL] USERNAME   (default URL ws://127.0.0.1:9001)\n\
+                     commands: /join ROOM, /leave ROOM, /quit; other lines are said in the current room";
+const FIRST_ROOM: &str = "general";
+const QUEUE: usize = 32;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::from_env(USAGE, &[]);
+    // One positional argument is the name; two are the URL and the name.
+    let (url, username) = match args.rest(0) {
+        [name] => (DEFAULT_URL.to_string(), name.clone()),
+        [url, name] => (url.clone(), name.clone()),
+        _ => return cli::fail(USAGE),
+    };
+
+    let config = WebSocketConfig::default().max_message_size(Some(64 * 1024));
+    let ws = match client::connect(&url, config).await {
+        Ok(ws) => ws,
+        Err(e) => return cli::fail(format_args!("cannot connect to {url}: {e}")),
+    };
+    let (mut sink, mut stream) = ws.split();
+
+    // The writer task: the only one that writes to the socket.
+    let (tx, mut rx) = mpsc::channel::<Message>(QUEUE);
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            let closing = msg.is_close();
+            if sink.send(msg).await.is_err() || closing {
+                break;
+            }
+        }
+    });
+
+    let join = ClientMessage::Join { room: FIRST_ROOM.into(), username: username.clone() };
+    let _ = tx.send(join.to_message()).await;
+    // The rooms we are in, as the server confirmed them; the last is current.
+    let mut rooms: Vec<String> = Vec::new();
+    let mut lines = client::stdin_lines(QUEUE);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+
+    // ANCHOR: loop
+    let code = loop {
+        // Wait for one of: a line typed, an event from the server, Ctrl-C.
+        tokio::select! {
+            line = lines.recv() => {
+                let Some(line) = line else { break None }; // end of input
+                match command(&line, &username, &rooms) {
+                    Input::Send(command) => {
+                        if tx.send(command.to_message()).await.is_err() {
+                            break Some(cli::fail("connection lost"));
+                        }
+                    }
+                    Input::Quit => break None,
+                    Input::Nothing => {}
+                    Input::Complain(text) => eprintln!("! {text}"),
+                }
+            }
+            msg = stream.next() => match msg {
+                Some(Ok(msg @ Message::Text(_))) => match ServerEvent::try_from(&msg) {
+                    Ok(event) => show(&event, &username, &mut rooms),
+                    Err(e) => eprintln!("! unexpected message from the server: {e}"),
+                },
+                Some(Ok(Message::Close(frame))) => {
+                    let why = frame.map(|f| format!("{} ({})", u16::from(f.code), f.reason));
+                    println!("server closed the connection: {}", why.unwrap_or_default());
+                    break Some(ExitCode::SUCCESS);
+                }
+                Some(Ok(_)) => {} // pings are answered by tungstenite
+                Some(Err(e)) => break Some(cli::fail(format_args!("connection lost: {e}"))),
+                None => break Some(cli::fail("connection lost")),
+            },
+            _ = &mut ctrl_c => break None,
+        }
+    };
+    // ANCHOR_END: loop
+
+    if let Some(code) = code {
+        return code; // the server ended it
+    }
+    // We end it: close 1000 through the queue, after anything still queued,
+    // then wait for the server's answer.
+    let _ = tx.send(close::message(CloseCode::Normal, "bye")).await;
+    let _ = timeout(CLOSE_TIMEOUT, close::wait_for_reply(&mut stream)).await;
+    drop(tx);
+    let _ = writer.await;
+    ExitCode::SUCCESS
+}
+
+/// What a typed line asks for.
+enum Input {
+    Send(ClientMessage),
+    Quit,
+    Nothing,
+    Complain(String),
+}
+
+// ANCHOR: command
+/// Turns a typed line into a protocol command.
+fn command(line: &str, username: &str, rooms: &[String]) -> Input {
+    let line = line.trim();
+    let (word, rest) = line.split_once(' ').map_or((line, ""), |(w, r)| (w, r.trim()));
+    match word {
+        "" => Input::Nothing,
+        "/quit" => Input::Quit,
+        "/join" | "/leave" if rest.is_empty() => Input::Complain(format!("usage: {word} ROOM")),
+        "/join" => {
+            Input::Send(ClientMessage::Join { room: rest.into(), username: username.into() })
+        }
+        "/leave" => Input::Send(ClientMessage::Leave { room: rest.into() }),
+        _ if word.starts_with('/') => {
+            Input::Complain(format!("unknown command {word}; try /join, /leave, /quit"))
+        }
+        _ => match rooms.last() {
+            Some(room) => {
+                Input::Send(ClientMessage::Message { room: room.clone(), content: line.into() })
+            }
+            None => Input::Complain("join a room first: /join ROOM".into()),
+        },
+    }
+}
+// ANCHOR_END: command
+
+/// Prints one server event readably, and keeps `rooms` in step with the
+/// server's confirmations of our own joins and leaves.
+fn show(event: &ServerEvent, me: &str, rooms: &mut Vec<String>) {
+    let now = Local::now().format("%H:%M:%S");
+    match event {
+        ServerEvent::Joined { room, username } => {
+            if username == me && !rooms.contains(room) {
+                rooms.push(room.clone());
+            }
+            println!("[{now}] #{room} * {username} joined");
+        }
+        ServerEvent::Left { room, username } => {
+            if username == me {
+                rooms.retain(|r| r != room);
+            }
+            println!("[{now}] #{room} * {username} left");
+        }
+        ServerEvent::Message { room, username, content, timestamp, .. } => {
+            // Show the server's time, in the reader's time zone.
+            let at = DateTime::parse_from_rfc3339(timestamp)
+                .map(|t| t.with_timezone(&Local).format("%H:%M:%S").to_string())
+                .unwrap_or_else(|_| timestamp.clone());
+            println!("[{at}] #{room} <{username}> {content}");
+        }
+        ServerEvent::Pong => println!("pong"),
+        ServerEvent::Error { message } => println!("! error: {message}"),
+    }
+}
