@@ -40,6 +40,7 @@ const USAGE: &str =
     "usage: echo_server [ADDR]   (default 127.0.0.1:9001; port 0 picks a free port)";
 const MAX_CONNECTIONS: usize = 1024;
 
+// ANCHOR: main
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::from_env(USAGE, &[]);
@@ -60,6 +61,7 @@ async fn main() -> ExitCode {
     server::serve(listener, config, MAX_CONNECTIONS, shutdown, echo).await;
     ExitCode::SUCCESS
 }
+// ANCHOR_END: main
 
 // ANCHOR: echo
 /// Echoes one connection until the client closes it, it fails, or the server

@@ -36,9 +36,11 @@ use websocket_tutorial::error::is_disconnect;
 const USAGE: &str =
     "usage: full_client [URL]   (default ws://127.0.0.1:9001); lines on stdin are sent";
 
+// ANCHOR: queue
 /// How many outgoing messages may wait for the writer. Small on purpose: the
 /// queue smooths bursts; it is not a place to store a backlog.
 const QUEUE: usize = 32;
+// ANCHOR_END: queue
 
 #[tokio::main]
 async fn main() -> ExitCode {

@@ -22,6 +22,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A client-side WebSocket.
 pub type WsClient = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+// ANCHOR: connect
 /// Connects to `url` and performs the WebSocket handshake, within
 /// [`CONNECT_TIMEOUT`]. `TCP_NODELAY` is set (the `true` below): a short
 /// interactive message must not wait for a delayed ACK.
@@ -32,7 +33,9 @@ pub async fn connect(url: &str, config: WebSocketConfig) -> Result<WsClient, Err
         Err(_) => Err(Error::Timeout("connecting")),
     }
 }
+// ANCHOR_END: connect
 
+// ANCHOR: stdin_lines
 /// Reads stdin line by line on a plain thread and hands the lines over a
 /// bounded channel; the channel closes at end of input.
 ///
@@ -54,6 +57,7 @@ pub fn stdin_lines(capacity: usize) -> mpsc::Receiver<String> {
     });
     rx
 }
+// ANCHOR_END: stdin_lines
 
 // ANCHOR: backoff
 /// Exponential backoff with a cap and random jitter.

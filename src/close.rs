@@ -68,6 +68,7 @@ where
     wait_for_reply(ws).await;
 }
 
+// ANCHOR: code_for
 /// The close code that tells a peer why its input ended the connection, or
 /// `None` when the error only means the peer is gone (nothing to tell).
 ///
@@ -83,3 +84,4 @@ pub fn code_for(err: &tungstenite::Error) -> Option<CloseCode> {
         _ => None,
     }
 }
+// ANCHOR_END: code_for

@@ -68,6 +68,7 @@ pub fn shutdown_on_ctrl_c() -> CancellationToken {
     token
 }
 
+// ANCHOR: accept
 /// Upgrades an accepted TCP connection to a WebSocket.
 ///
 /// `TCP_NODELAY` goes on first: WebSocket messages are small and interactive,
@@ -81,6 +82,7 @@ pub async fn accept(stream: TcpStream, config: WebSocketConfig) -> Result<WsStre
         Err(_) => Err(Error::Timeout("WebSocket handshake")),
     }
 }
+// ANCHOR_END: accept
 
 // ANCHOR: serve
 /// Accepts connections until `shutdown` is cancelled, runs `handler` for each
@@ -145,6 +147,7 @@ pub async fn serve<H, F>(
 }
 // ANCHOR_END: serve
 
+// ANCHOR: close_after_error
 /// Ends a connection whose read failed: a peer that broke a rule is told why
 /// with the matching close code; one that is simply gone is let go quietly.
 pub async fn close_after_error(ws: &mut WsStream, peer: SocketAddr, err: &tungstenite::Error) {
@@ -155,3 +158,4 @@ pub async fn close_after_error(ws: &mut WsStream, peer: SocketAddr, err: &tungst
         close::handshake(ws, code, &reason).await;
     }
 }
+// ANCHOR_END: close_after_error

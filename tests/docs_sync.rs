@@ -1,0 +1,348 @@
+//! Keeps docs/*.md and README.md in step with the code, the way the Rust Book
+//! does: a chapter never contains a copy of code, it names the code it quotes,
+//! and this test checks that the quote is still exact.
+//!
+//! Every ```rust block must be preceded (only blank lines between) by one of:
+//!
+//! - `<!-- include: examples/echo_server.rs#echo -->`: the block is the region
+//!   `echo` of that file, i.e. the lines between `// ANCHOR: echo` and
+//!   `// ANCHOR_END: echo`, with
+//!   1. every `// ANCHOR: ..` and `// ANCHOR_END: ..` line inside removed
+//!      (regions may nest or overlap), and
+//!   2. the indentation common to all non-blank lines removed (a method quoted
+//!      from inside an `impl` starts at column 0).
+//! - `<!-- include: src/client.rs -->`: the whole file, anchor lines removed.
+//! - `<!-- counter-example -->`: deliberately naive code the chapter warns
+//!   against; not compared with anything.
+//!
+//! Paths are relative to the crate root. Besides the quotes, the test checks
+//! that every `cargo run --example NAME` names a file in examples/, that every
+//! relative Markdown link points to a file that exists, and that every fenced
+//! block says its language (so that Rust cannot hide in an unlabelled block).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+/// What checking the docs found.
+#[derive(Debug, Default)]
+struct Report {
+    /// One line per problem: `doc:line: what is wrong`.
+    problems: Vec<String>,
+    /// How many blocks were compared with the code they quote.
+    compared: usize,
+}
+
+/// A marker that applies to the next ```rust block: where it was, and what it says.
+struct Marker {
+    line: usize,
+    include: Option<String>, // None: a counter-example
+}
+
+/// Checks one Markdown document. `doc` is its path relative to the crate
+/// root (for messages and relative links); `read` returns the text of a file
+/// given its path relative to the crate root, or `None` if there is none.
+fn check_doc(doc: &str, text: &str, read: &dyn Fn(&str) -> Option<String>) -> Report {
+    let mut report = Report::default();
+    let mut problem =
+        |line: usize, what: String| report.problems.push(format!("{doc}:{line}: {what}"));
+    let mut compared = 0;
+    let mut marker: Option<Marker> = None;
+    let mut lines = text.lines().enumerate().map(|(i, line)| (i + 1, line));
+
+    while let Some((n, line)) = lines.next() {
+        check_example_names(line, read, |what| problem(n, what));
+        let trimmed = line.trim();
+        if let Some(comment) = trimmed.strip_prefix("<!--").and_then(|c| c.strip_suffix("-->")) {
+            let comment = comment.trim();
+            if let Some(spec) = comment.strip_prefix("include:") {
+                marker = Some(Marker { line: n, include: Some(spec.trim().to_string()) });
+                continue;
+            } else if comment == "counter-example" {
+                marker = Some(Marker { line: n, include: None });
+                continue;
+            }
+        }
+        if trimmed.is_empty() {
+            continue; // a marker stays pending across blank lines
+        }
+        let Some(info) = trimmed.strip_prefix("```") else {
+            check_links(doc, line, read, |what| problem(n, what));
+            if let Some(m) = marker.take() {
+                problem(m.line, "marker is not followed by a ```rust block".into());
+            }
+            continue;
+        };
+
+        // A fenced block: collect its lines, without the fence's indentation.
+        let indent = &line[..line.len() - line.trim_start().len()];
+        let mut block = Vec::new();
+        for (m, inner) in lines.by_ref() {
+            if inner.trim() == "```" {
+                break;
+            }
+            check_example_names(inner, read, |what| problem(m, what));
+            block.push(inner.strip_prefix(indent).unwrap_or(inner.trim_start()));
+        }
+        let language = info.split([',', ' ']).next().unwrap_or_default();
+        match (language, marker.take()) {
+            ("", _) => problem(n, "fenced block without a language (```rust, ```text, ...)".into()),
+            ("rust", None) => problem(
+                n,
+                "```rust block without a marker: add <!-- include: FILE#REGION --> \
+                 or <!-- counter-example --> above it"
+                    .into(),
+            ),
+            ("rust", Some(Marker { include: None, .. })) => {}
+            ("rust", Some(Marker { include: Some(spec), .. })) => {
+                compared += 1;
+                if let Err((line, what)) = compare(&spec, &block, n, read) {
+                    problem(line, what);
+                }
+            }
+            (_, Some(m)) => problem(m.line, "marker is not followed by a ```rust block".into()),
+            (_, None) => {}
+        }
+    }
+    if let Some(m) = marker {
+        problem(m.line, "marker is not followed by a ```rust block".into());
+    }
+    report.compared = compared;
+    report
+}
+
+/// Compares a quoted block (whose opening fence is on line `fence`) with the
+/// code named by `spec` (`FILE` or `FILE#REGION`). An error carries the doc
+/// line it is about.
+fn compare(
+    spec: &str,
+    block: &[&str],
+    fence: usize,
+    read: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), (usize, String)> {
+    let (file, name) = match spec.split_once('#') {
+        Some((file, name)) => (file, Some(name)),
+        None => (spec, None),
+    };
+    let source = read(file).ok_or_else(|| (fence, format!("{file} does not exist")))?;
+    let code = region(&source, name).ok_or_else(|| {
+        let name = name.unwrap_or_default();
+        (fence, format!("{file} has no region `// ANCHOR: {name}` ... `// ANCHOR_END: {name}`"))
+    })?;
+    let code: Vec<&str> = code.lines().collect();
+    if code == block {
+        return Ok(());
+    }
+    // Name the first line that differs.
+    let i = code.iter().zip(block).take_while(|(a, b)| a == b).count();
+    let show = |line: Option<&&str>| match line {
+        Some(line) => format!("{line:?}"),
+        None => "(nothing: the block ends here)".to_string(),
+    };
+    let what = format!(
+        "block differs from {spec}:\n    doc:  {}\n    code: {}",
+        show(block.get(i)),
+        show(code.get(i))
+    );
+    Err((fence + 1 + i, what))
+}
+
+/// The region `name` of `source` (or all of it for `None`), anchor lines
+/// removed and common indentation removed; `None` if there is no such region.
+fn region(source: &str, name: Option<&str>) -> Option<String> {
+    let mut lines: Vec<&str> = source.lines().collect();
+    if let Some(name) = name {
+        let (start, end) = (format!("// ANCHOR: {name}"), format!("// ANCHOR_END: {name}"));
+        let first = lines.iter().position(|l| l.trim() == start)? + 1;
+        let len = lines[first..].iter().position(|l| l.trim() == end)?;
+        lines = lines[first..first + len].to_vec();
+    }
+    lines.retain(|l| {
+        !(l.trim().starts_with("// ANCHOR:") || l.trim().starts_with("// ANCHOR_END:"))
+    });
+    let indent = lines
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    let dedented: Vec<&str> = lines.iter().map(|l| l.get(indent..).unwrap_or("")).collect();
+    Some(dedented.join("\n"))
+}
+
+/// Every `cargo run ... --example NAME` on `line` must name an example.
+fn check_example_names(
+    line: &str,
+    read: &dyn Fn(&str) -> Option<String>,
+    mut problem: impl FnMut(String),
+) {
+    if !line.contains("cargo run") {
+        return;
+    }
+    let mut words = line.split_whitespace();
+    while let Some(word) = words.next() {
+        let name = match word.strip_prefix("--example") {
+            Some("") => words.next().unwrap_or_default(),
+            Some(rest) => rest.strip_prefix('=').unwrap_or_default(),
+            None => continue,
+        };
+        let name = name.trim_end_matches(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-'));
+        let exists = |path: String| read(&path).is_some();
+        if !exists(format!("examples/{name}.rs")) && !exists(format!("examples/{name}/main.rs")) {
+            problem(format!("`cargo run --example {name}`: there is no examples/{name}.rs"));
+        }
+    }
+}
+
+/// Every relative Markdown link `[text](target)` on `line` must point to a
+/// file or directory that exists. Web links and `#anchors` are not checked.
+fn check_links(
+    doc: &str,
+    line: &str,
+    read: &dyn Fn(&str) -> Option<String>,
+    mut problem: impl FnMut(String),
+) {
+    for (i, _) in line.match_indices("](") {
+        let target = line[i + 2..].split([')', ' ']).next().unwrap_or_default();
+        let path = target.split('#').next().unwrap_or_default();
+        if path.is_empty() || path.contains("://") || path.starts_with("mailto:") {
+            continue;
+        }
+        let dir = Path::new(doc).parent().unwrap_or(Path::new(""));
+        let resolved = normalize(&dir.join(path));
+        if read(&resolved).is_none() {
+            problem(format!("link to {target}: {resolved} does not exist"));
+        }
+    }
+}
+
+/// `docs/../examples/x.rs` -> `examples/x.rs`, so that paths match the keys
+/// of the in-memory file map used by the unit checks below.
+fn normalize(path: &Path) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.to_str().unwrap_or_default().split('/') {
+        match part {
+            "" | "." => {}
+            ".." => _ = parts.pop(),
+            _ => parts.push(part),
+        }
+    }
+    parts.join("/")
+}
+
+/// Reads a file of this crate; a directory reads as empty text, so that links
+/// to directories count as existing.
+fn read_crate_file(path: &str) -> Option<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    std::fs::read_to_string(&path).ok().or_else(|| path.is_dir().then(String::new))
+}
+
+/// docs/*.md (sorted) and README.md if it exists, relative to the crate root.
+fn doc_files() -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut docs: Vec<String> = std::fs::read_dir(root.join("docs"))
+        .expect("docs/ exists")
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".md"))
+        .map(|name| format!("docs/{name}"))
+        .collect();
+    docs.sort();
+    if root.join("README.md").exists() {
+        docs.push("README.md".into());
+    }
+    docs
+}
+
+/// Every quote in docs/ and README.md is exactly the code it names, every
+/// `cargo run --example` names a real example, and every relative link works.
+#[test]
+fn docs_quote_the_code_exactly() {
+    let mut problems = Vec::new();
+    let mut compared = 0;
+    for doc in doc_files() {
+        let text = read_crate_file(&doc).expect("doc is readable");
+        let report = check_doc(&doc, &text, &read_crate_file);
+        problems.extend(report.problems);
+        compared += report.compared;
+    }
+    assert!(problems.is_empty(), "docs out of step with the code:\n{}", problems.join("\n"));
+    assert!(compared > 0, "no quoted code found in docs/: is the marker syntax right?");
+}
+
+// The checks below feed the checker in-memory files, so that it is known to
+// fail when it should: a checker that passes everything would be worse than none.
+
+const LIB: &str = "\
+pub struct A;
+impl A {
+    // ANCHOR: new
+    pub fn new() -> A {
+        // ANCHOR: body
+        A
+        // ANCHOR_END: body
+    }
+    // ANCHOR_END: new
+}
+";
+
+fn check_in_memory(doc: &str) -> Report {
+    let files: HashMap<&str, &str> = HashMap::from([("src/a.rs", LIB), ("examples/demo.rs", "")]);
+    check_doc("docs/01-test.md", doc, &|path| files.get(path).map(|text| text.to_string()))
+}
+
+/// A region drops nested anchor lines and the indentation they all share.
+#[test]
+fn region_removes_nested_anchors_and_common_indentation() {
+    assert_eq!(region(LIB, Some("new")).unwrap(), "pub fn new() -> A {\n    A\n}");
+    assert_eq!(region(LIB, Some("body")).unwrap(), "A");
+    assert_eq!(region(LIB, Some("missing")), None);
+    assert!(!region(LIB, None).unwrap().contains("ANCHOR"));
+}
+
+/// An exact quote passes; changing one line of it fails, naming the doc
+/// line and both versions of the first line that differs.
+#[test]
+fn a_changed_line_in_a_quote_is_reported() {
+    let exact =
+        "Text.\n\n<!-- include: src/a.rs#new -->\n\n```rust\npub fn new() -> A {\n    A\n}\n```\n";
+    let report = check_in_memory(exact);
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.compared, 1);
+
+    let changed = exact.replace("    A\n", "    A::default()\n");
+    let problems = check_in_memory(&changed).problems;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].starts_with("docs/01-test.md:7: block differs from src/a.rs#new"));
+    assert!(problems[0].contains(r#"doc:  "    A::default()""#), "{}", problems[0]);
+    assert!(problems[0].contains(r#"code: "    A""#), "{}", problems[0]);
+
+    let shorter = exact.replace("    A\n}\n", "    A\n");
+    let problems = check_in_memory(&shorter).problems;
+    assert!(problems[0].contains("(nothing: the block ends here)"), "{problems:?}");
+}
+
+/// Each kind of mistake is reported, on the line where it is.
+#[test]
+fn every_kind_of_mistake_is_reported() {
+    let cases = [
+        ("```rust\nfn main() {}\n```\n", "docs/01-test.md:1: ```rust block without a marker"),
+        ("<!-- include: src/gone.rs#new -->\n```rust\n```\n", "src/gone.rs does not exist"),
+        ("<!-- include: src/a.rs#nope -->\n```rust\n```\n", "src/a.rs has no region"),
+        ("<!-- include: src/a.rs#new -->\nSome text.\n", ":1: marker is not followed by"),
+        ("<!-- include: src/a.rs#new -->\n```text\n```\n", ":1: marker is not followed by"),
+        ("```\nfn main() {}\n```\n", "fenced block without a language"),
+        ("```text\ncargo run --example nope\n```\n", ":2: `cargo run --example nope`"),
+        ("Run `cargo run --example=nope`.", "there is no examples/nope.rs"),
+        ("See [a](../src/b.rs).", "link to ../src/b.rs: src/b.rs does not exist"),
+    ];
+    for (doc, expected) in cases {
+        let problems = check_in_memory(doc).problems;
+        assert!(
+            problems.len() == 1 && problems[0].contains(expected),
+            "doc {doc:?}: expected one problem containing {expected:?}, got {problems:?}"
+        );
+    }
+    let fine = "<!-- counter-example -->\n```rust\nloop {}\n```\n\
+                `cargo run --example demo` [a](../src/a.rs) [w](https://x.org) [s](#top)\n";
+    let report = check_in_memory(fine);
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
