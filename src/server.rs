@@ -132,7 +132,13 @@ pub async fn serve<H, F>(
         let (handler, shutdown) = (handler.clone(), shutdown.clone());
         tracker.spawn(async move {
             let _permit = permit; // released when this connection ends
-            match accept(stream, config).await {
+            // A handshake still under way at shutdown is simply dropped:
+            // there is no WebSocket yet to send a close frame on.
+            let upgraded = tokio::select! {
+                upgraded = accept(stream, config) => upgraded,
+                _ = shutdown.cancelled() => return,
+            };
+            match upgraded {
                 Ok(ws) => handler(ws, peer, shutdown).await,
                 Err(e) => eprintln!("{peer}: handshake failed: {e}"),
             }

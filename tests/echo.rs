@@ -1,0 +1,210 @@
+//! Chapters 2 and 3: the echo server, the basic client, the full client and
+//! the reconnecting client, run as a user would run them.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Program, Server, WAIT, close_cleanly, connect, expect_close, free_port, recv};
+use futures_util::SinkExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+/// Text and binary messages come back unchanged, up to 1 MiB, and the
+/// client's close is answered with the server's.
+#[tokio::test]
+async fn echo_server_returns_text_and_binary_unchanged() {
+    let server = Server::start("echo_server", &[]).await;
+    let mut ws = connect(&server.url).await;
+    for msg in [
+        Message::text("hello"),
+        Message::text("héllo wörld ✓"),
+        Message::text(""),
+        Message::binary(vec![0u8, 1, 2, 255]),
+        Message::binary((0..1_048_576).map(|i| (i % 251) as u8).collect::<Vec<u8>>()),
+        Message::text("x".repeat(1_048_576)),
+    ] {
+        ws.send(msg.clone()).await.expect("send");
+        assert_eq!(recv(&mut ws).await, msg);
+    }
+    close_cleanly(&mut ws).await;
+    server.stop().await;
+}
+
+/// The basic client prints the echo of its text and exits 0.
+#[tokio::test]
+async fn echo_client_prints_the_echo() {
+    let server = Server::start("echo_server", &[]).await;
+    let mut client = Program::start("echo_client", &[&server.url, "hi there"]);
+    assert_eq!(client.next_line().await.as_deref(), Some("hi there"));
+    assert_eq!(client.exit_code().await, 0);
+    server.stop().await;
+}
+
+/// A refused connection is one clear line on stderr and exit code 1.
+#[tokio::test]
+async fn echo_client_reports_a_refused_connection() {
+    let url = format!("ws://127.0.0.1:{}", free_port());
+    let mut client = Program::start("echo_client", &[&url, "hi"]);
+    assert_eq!(client.exit_code().await, 1);
+    let stderr = client.stderr_text().await;
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
+    assert!(stderr.starts_with(&format!("error: cannot connect to {url}")), "{stderr}");
+    assert!(stderr.contains("refused"), "{stderr}");
+}
+
+/// The full client sends each stdin line, prints each echo, and at end of
+/// input closes with 1000 and waits for the server's close before exiting 0.
+#[tokio::test]
+async fn full_client_sends_stdin_lines_and_closes_at_end_of_input() {
+    let server = Server::start("echo_server", &[]).await;
+    let mut client = Program::start("full_client", &[&server.url]);
+    client.write_stdin("one\ntwo\n\nthree\n").await;
+    client.close_stdin();
+    let lines = client.remaining_lines().await;
+    assert_eq!(lines, ["< one", "< two", "< three", "closed: 1000 (end of input)"]);
+    assert_eq!(client.exit_code().await, 0);
+    server.stop().await;
+}
+
+/// When the server shuts down first, the full client reports the 1001
+/// close and exits 0 even though its stdin is still open.
+#[tokio::test]
+async fn full_client_ends_when_the_server_goes_away() {
+    let server = Server::start("echo_server", &[]).await;
+    let mut client = Program::start("full_client", &[&server.url]);
+    client.write_stdin("ping\n").await;
+    client.wait_for(|l| l == "< ping").await;
+    server.stop().await;
+    client.wait_for(|l| l.starts_with("closed: 1001")).await;
+    assert_eq!(client.exit_code().await, 0);
+}
+
+/// The reconnecting client keeps trying (printing each attempt and delay)
+/// until a late server starts, then reconnects after that server restarts.
+#[tokio::test]
+async fn reconnect_client_survives_a_late_start_and_a_restart() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let url = format!("ws://{addr}");
+    let mut client = Program::start(
+        "reconnect_client",
+        &[&url, "--base-ms", "20", "--cap-ms", "200", "--max-attempts", "0", "--ping-ms", "1000"],
+    );
+    // No server yet: attempts fail, each with its delay.
+    let (line, _) = client.wait_for(|l| l.starts_with("attempt 3 failed")).await;
+    assert!(line.contains("retrying in") && line.ends_with(" ms"), "{line}");
+
+    let server = Server::start_on("echo_server", &addr, &[]).await;
+    client.wait_for(|l| l == "connected (connection 1)").await;
+    client.wait_for(|l| l == "< hello (connection 1)").await;
+
+    // The server restarts: the client notices and connects again.
+    server.stop().await;
+    client.wait_for(|l| l.starts_with("connection lost")).await;
+    let server = Server::start_on("echo_server", &addr, &[]).await;
+    client.wait_for(|l| l == "< hello (connection 2)").await;
+
+    // Ctrl-C: a clean close, exit 0.
+    client.interrupt();
+    client.wait_for(|l| l == "closed").await;
+    assert_eq!(client.exit_code().await, 0);
+    server.stop().await;
+}
+
+/// Delays double up to the cap, and after the attempt limit the client
+/// gives up with exit code 1.
+#[tokio::test]
+async fn reconnect_client_backs_off_to_the_cap_and_gives_up() {
+    let url = format!("ws://127.0.0.1:{}", free_port());
+    let mut client = Program::start(
+        "reconnect_client",
+        &[&url, "--base-ms", "10", "--cap-ms", "40", "--max-attempts", "5"],
+    );
+    assert_eq!(client.exit_code().await, 1);
+    let lines = client.remaining_lines().await;
+    let delays: Vec<u64> = lines
+        .iter()
+        .filter_map(|l| l.split("retrying in ").nth(1))
+        .map(|d| d.trim_end_matches(" ms").parse().expect("delay in ms"))
+        .collect();
+    assert_eq!(delays.len(), 4, "a delay after each of the first 4 failures: {lines:?}");
+    // Ceilings 10, 20, 40, 40 ms (capped); jitter draws from the upper half.
+    for (delay, ceiling) in delays.iter().zip([10, 20, 40, 40]) {
+        assert!(*delay <= ceiling && *delay >= ceiling / 2 - 1, "{delay} vs {ceiling}: {lines:?}");
+    }
+    assert!(lines.last().unwrap().starts_with("attempt 5 failed"), "{lines:?}");
+    assert!(client.stderr_text().await.contains("giving up after 5 failed attempts"));
+}
+
+/// Garbage bytes, a half-finished handshake and a client that vanishes in
+/// the middle of a frame leave the server serving the next client.
+#[tokio::test]
+async fn bad_peers_do_not_disturb_the_server() {
+    let server = Server::start("echo_server", &[]).await;
+
+    // Garbage instead of an HTTP request: the server answers and hangs up.
+    let mut garbage = TcpStream::connect(&server.addr).await.expect("connect");
+    garbage.write_all(b"\x00\xffnot http at all\r\n\r\n").await.expect("write");
+    let mut buf = Vec::new();
+    let read = timeout(WAIT, garbage.read_to_end(&mut buf)).await.expect("server hangs up");
+    assert!(read.is_ok());
+
+    // Half a handshake, left open: must not block anyone else.
+    let mut half = TcpStream::connect(&server.addr).await.expect("connect");
+    half.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n").await.expect("write");
+
+    // A client that starts a 1 KiB frame, sends 10 bytes of it and vanishes.
+    let mut vanishing = connect(&server.url).await;
+    let tcp = match vanishing.get_mut() {
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp) => tcp,
+        _ => unreachable!("plain ws://"),
+    };
+    tcp.write_all(&[0x82, 0xFE, 0x04, 0x00, 1, 2, 3, 4, 9, 9]).await.expect("write partial frame");
+    drop(vanishing);
+
+    // The next client is served normally, while `half` is still open.
+    let mut ws = connect(&server.url).await;
+    ws.send(Message::text("still alive")).await.expect("send");
+    assert_eq!(recv(&mut ws).await, Message::text("still alive"));
+    close_cleanly(&mut ws).await;
+
+    // Shutdown does not wait for the half-finished handshake either.
+    let started = std::time::Instant::now();
+    server.stop().await;
+    assert!(started.elapsed() < Duration::from_secs(4), "shutdown waited {:?}", started.elapsed());
+    drop(half);
+}
+
+/// A message over the echo server's 16 MiB limit is refused with close code
+/// 1009 (message too big).
+#[tokio::test]
+async fn echo_server_closes_with_1009_over_its_limit() {
+    let server = Server::start("echo_server", &[]).await;
+    let mut ws = connect(&server.url).await;
+    let _ = ws.send(Message::binary(vec![0u8; 16 * 1024 * 1024 + 1])).await;
+    assert_eq!(expect_close(&mut ws).await, CloseCode::Size);
+    server.stop().await;
+}
+
+/// Ctrl-C closes every open connection with 1001 and the server exits 0,
+/// promptly.
+#[tokio::test]
+async fn ctrl_c_closes_connections_with_1001_and_exits_0() {
+    let server = Server::start("echo_server", &[]).await;
+    let mut a = connect(&server.url).await;
+    let mut b = connect(&server.url).await;
+    a.send(Message::text("x")).await.expect("send");
+    recv(&mut a).await; // the server has surely accepted `a` now
+    b.send(Message::text("y")).await.expect("send");
+    recv(&mut b).await;
+    server.program.interrupt();
+    assert_eq!(expect_close(&mut a).await, CloseCode::Away);
+    assert_eq!(expect_close(&mut b).await, CloseCode::Away);
+    let mut program = server.program;
+    let started = std::time::Instant::now();
+    assert_eq!(program.exit_code().await, 0);
+    assert!(started.elapsed() < Duration::from_secs(5), "exits promptly");
+}
