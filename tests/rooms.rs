@@ -1,0 +1,26 @@
+//! The room manager walk-through (chapter 4.2) prints what the chapter says.
+
+mod common;
+
+use common::Program;
+
+/// The demo runs to the end and shows delivery, numbering, eviction of a
+/// slow member and removal of empty rooms.
+#[tokio::test]
+async fn rooms_demo_shows_delivery_numbering_eviction_and_cleanup() {
+    let mut demo = Program::start("rooms", &[]);
+    let lines = demo.remaining_lines().await;
+    assert_eq!(demo.exit_code().await, 0);
+    for expected in [
+        "rooms: [\"general\", \"rust\"]",
+        "bob joins general again: already in that room",
+        "broadcast to general reached 2 members",
+        "alice got [\"#1 <bob> first\", \"#2 <bob> second\"]",
+        "bob says something in rust: not in that room",
+        "slow evicted: true",
+        "alice got [\"news 1\", \"news 2\", \"news 3\"]",
+        "rooms after everyone left: []",
+    ] {
+        assert!(lines.iter().any(|l| l == expected), "missing {expected:?} in {lines:#?}");
+    }
+}
