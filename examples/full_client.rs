@@ -14,7 +14,7 @@
 //! ```
 //!
 //! Each reply is printed as `< one`. At the end you see
-//! `closed: 1000 (normal)` and the client exits 0.
+//! `closed: 1000 (end of input)` and the client exits 0.
 //!
 //! Limits: messages up to 16 MiB, like the echo server (default 64 MiB).
 //!

@@ -20,9 +20,19 @@ use crate::error::is_disconnect;
 /// goodbye write to a peer that has stopped reading.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A close frame with `code` and a human-readable `reason`.
+/// The most bytes a close reason may have: a control frame carries at most
+/// 125 bytes, two of which are the code.
+pub const MAX_REASON_BYTES: usize = 123;
+
+/// A close frame with `code` and a human-readable `reason`, cut to
+/// [`MAX_REASON_BYTES`] (at a character boundary) so that any text, an error
+/// message say, makes a valid frame.
 pub fn message(code: CloseCode, reason: &str) -> Message {
-    Message::Close(Some(CloseFrame { code, reason: reason.into() }))
+    let mut end = reason.len().min(MAX_REASON_BYTES);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    Message::Close(Some(CloseFrame { code, reason: reason[..end].into() }))
 }
 
 /// Sends a close frame, giving up after [`CLOSE_TIMEOUT`]: a peer that has
@@ -85,3 +95,17 @@ pub fn code_for(err: &tungstenite::Error) -> Option<CloseCode> {
     }
 }
 // ANCHOR_END: code_for
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_reasons_are_cut_to_a_valid_control_frame() {
+        let long = "é".repeat(100); // 200 bytes
+        let Message::Close(Some(frame)) = message(CloseCode::Error, &long) else { panic!() };
+        assert_eq!(frame.reason.len(), 122, "cut at a character boundary");
+        let Message::Close(Some(frame)) = message(CloseCode::Away, "bye") else { panic!() };
+        assert_eq!((frame.code, frame.reason.as_str()), (CloseCode::Away, "bye"));
+    }
+}

@@ -159,9 +159,7 @@ pub async fn serve<H, F>(
 pub async fn close_after_error(ws: &mut WsStream, peer: SocketAddr, err: &tungstenite::Error) {
     if let Some(code) = close::code_for(err) {
         eprintln!("{peer}: closing with {}: {err}", u16::from(code));
-        // A close reason is limited to 123 bytes; error texts are shorter.
-        let reason: String = err.to_string().chars().take(100).collect();
-        close::handshake(ws, code, &reason).await;
+        close::handshake(ws, code, &err.to_string()).await;
     }
 }
 // ANCHOR_END: close_after_error
