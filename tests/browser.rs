@@ -1,0 +1,733 @@
+//! The browser client, `web/chat.html`, in a real headless Chromium against
+//! the real `chat_server`.
+//!
+//! Chromium is driven through its DevTools Protocol (CDP): JSON commands and
+//! replies over a WebSocket, so the tokio-tungstenite client that the rest of
+//! the tutorial uses is all we need, no browser-automation crate. The page
+//! is opened from disk, as a reader would open it.
+//!
+//! Needs Chromium at `/usr/bin/chromium` (Debian: `apt-get install chromium`)
+//! or wherever `CHROMIUM` points. Without it the tests are skipped, unless
+//! `CI` is set: then they fail, so CI cannot pass by not running them.
+//!
+//! The chat test leaves a screenshot in `target/chat-page.png`; with
+//! `UPDATE_SCREENSHOT=1` it also refreshes `docs/images/chat-page.png`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset};
+use common::{Server, WAIT, connect, recv};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::Mutex;
+use tokio::time::{Instant, sleep, timeout};
+use tokio_tungstenite::tungstenite::Message;
+use websocket_tutorial::client::WsClient;
+use websocket_tutorial::protocol::{ClientMessage, ServerEvent};
+
+/// The pages run in a time zone that is not UTC and has a half-hour offset,
+/// so showing the server's UTC time unconverted cannot pass.
+const TIME_ZONE: &str = "Asia/Kolkata";
+const UTC_OFFSET_SECS: i32 = 5 * 3600 + 30 * 60;
+
+/// Two pages chat in `general`: each sees the other join, alice's message
+/// reaches bob with her name and the local time, bob's Enter-key reply
+/// reaches alice, rooms switch as tabs, a leave is shown, markup stays text,
+/// a server `Error` is shown, and a client in `other` hears nothing of it.
+#[tokio::test]
+async fn two_pages_chat_in_a_room_that_other_rooms_do_not_hear() {
+    let Some(browser) = Browser::launch().await else { return };
+    let server = Server::start("chat_server", &[]).await;
+
+    let alice = browser.open_chat(&server.url).await;
+    assert_eq!(alice.eval("document.querySelector('#server').value").await, server.url.as_str());
+    alice.connect("alice", "general").await;
+    alice
+        .wait_for_entry("alice sees her own join", |e| e.is_event("general", "alice joined"))
+        .await;
+
+    // A plain WebSocket client in another room.
+    let mut carol = connect(&server.url).await;
+    let join = ClientMessage::Join { room: "other".into(), username: "carol".into() };
+    carol.send(join.to_message()).await.expect("send Join");
+    let joined = ServerEvent::Joined { room: "other".into(), username: "carol".into() };
+    assert_eq!(event(&recv(&mut carol).await), joined);
+
+    let bob = browser.open_chat(&server.url).await;
+    bob.connect("bob", "general").await;
+    bob.wait_for_entry("bob sees his own join", |e| e.is_event("general", "bob joined")).await;
+    alice.wait_for_entry("alice sees bob join", |e| e.is_event("general", "bob joined")).await;
+
+    // Alice sends with the button.
+    let hello = "Hi bob! Welcome to #general.";
+    alice.fill("#message", hello).await;
+    alice.click("#send").await;
+    let got =
+        bob.wait_for_entry("bob sees alice's message", |e| e.is_message("alice", hello)).await;
+    assert!(!got.mine, "alice's message is not marked as bob's own");
+    let sent_at = DateTime::parse_from_rfc3339(&got.datetime)
+        .unwrap_or_else(|e| panic!("server timestamp {:?} is RFC 3339: {e}", got.datetime));
+    let zone = FixedOffset::east_opt(UTC_OFFSET_SECS).expect("valid offset");
+    let local = sent_at.with_timezone(&zone).format("%H:%M:%S").to_string();
+    assert_eq!(got.time, local, "the time is shown as local HH:MM:SS");
+    alice
+        .wait_for_entry("alice sees her own message", |e| e.is_message("alice", hello) && e.mine)
+        .await;
+    assert_eq!(alice.eval("document.querySelector('#message').value").await, "", "input cleared");
+
+    // Bob types and presses Enter, as a person would.
+    bob.type_text("#message", "Hey alice, all good here.").await;
+    bob.press_enter().await;
+    alice
+        .wait_for_entry("alice sees bob's reply", |e| {
+            e.is_message("bob", "Hey alice, all good here.")
+        })
+        .await;
+    alice.fill("#message", "The server stamps the time; you see it in yours.").await;
+    alice.click("#send").await;
+    bob.wait_for_entry("bob sees the third message", |e| {
+        e.is_msg_from("alice") && e.text.starts_with("The server stamps")
+    })
+    .await;
+
+    // A second room is a second tab; the log shows one room at a time.
+    alice.fill("#room", "random").await;
+    alice.click("#join").await;
+    alice.wait_for_entry("alice joins random", |e| e.is_event("random", "alice joined")).await;
+    assert!(
+        alice.entries().await.iter().all(|e| e.visible == (e.room == "random")),
+        "only random shows"
+    );
+    alice.click("#rooms button[data-room='general']").await;
+    assert!(
+        alice.entries().await.iter().all(|e| e.visible == (e.room == "general")),
+        "only general shows"
+    );
+
+    bob.click("#leave").await;
+    alice.wait_for_entry("alice sees bob leave", |e| e.is_event("general", "bob left")).await;
+    let no_room = "document.querySelectorAll('#rooms li').length === 0 \
+                   && document.querySelector('#send').disabled";
+    bob.wait_until("bob's page has no room left", no_room).await;
+
+    alice.screenshot_to("chat-page.png").await;
+
+    // Markup in a message arrives as text: no element is created, no
+    // handler runs.
+    let markup = "<b>not bold</b> & <img src=x onerror=\"document.title='owned'\">";
+    alice.fill("#message", markup).await;
+    alice.click("#send").await;
+    let shown = alice
+        .wait_for_entry("alice sees her markup message", |e| {
+            e.is_msg_from("alice") && e.text.contains("not bold")
+        })
+        .await;
+    let created =
+        "[document.querySelectorAll('#messages b, #messages img').length, document.title]";
+    let untouched = json!([0, "Chat · websocket-tutorial"]);
+    assert_eq!(alice.eval(created).await, untouched, "no markup ran");
+    assert_eq!(shown.text, markup);
+
+    // Nothing said in general reached `other`. Waiting out a short silence
+    // is the expected outcome here, and carol's connection is alive: her own
+    // message comes straight back.
+    assert_silent(&mut carol, Duration::from_millis(300)).await;
+    let say = ClientMessage::Message { room: "other".into(), content: "anyone?".into() };
+    carol.send(say.to_message()).await.expect("send Message");
+    match event(&recv(&mut carol).await) {
+        ServerEvent::Message { room, username, content, seq, .. } => {
+            assert_eq!(
+                (room.as_str(), username.as_str(), content.as_str(), seq),
+                ("other", "carol", "anyone?", 1)
+            );
+        }
+        other => panic!("expected carol's message, got {other:?}"),
+    }
+
+    // The server refuses a message to a room the page is not in; the page
+    // shows the server's Error. (The UI cannot send one, so we use the
+    // page's socket directly.)
+    alice.eval("ws.send(JSON.stringify({type: 'Message', room: 'nowhere', content: 'x'}))").await;
+    let shows_error = "document.querySelector('#error').checkVisibility() \
+                       && document.querySelector('#error-text').textContent.includes('nowhere')";
+    alice.wait_until("alice's page shows the server's error", shows_error).await;
+    alice.assert_no_errors().await;
+    bob.assert_no_errors().await;
+
+    server.stop().await;
+}
+
+/// When the server goes away (Ctrl-C, close 1001), the page says so, retries
+/// with backoff, and once a server is back on the same port it reconnects
+/// and joins its rooms again: a message sent there reaches it.
+#[tokio::test]
+async fn page_reconnects_and_rejoins_its_rooms() {
+    let Some(browser) = Browser::launch().await else { return };
+    let server = Server::start("chat_server", &[]).await;
+    let addr = server.addr.clone();
+
+    let alice = browser.open_chat(&server.url).await;
+    alice.connect("alice", "general").await;
+    alice.wait_for_entry("alice joins", |e| e.is_event("general", "alice joined")).await;
+
+    server.stop().await;
+    alice.wait_for_status("the page shows it is retrying", "disconnected", "retrying in").await;
+
+    let server = Server::start_on("chat_server", &addr, &[]).await;
+    alice.wait_for_status("the page reconnects", "connected", "alice").await;
+    let rejoined = |entries: &[Entry]| {
+        entries.iter().filter(|e| e.is_event("general", "alice joined")).count() == 2
+    };
+    alice.wait_until_entries("the page joins general again", rejoined).await;
+
+    // The new server really has the page in `general`.
+    let mut bob = connect(&server.url).await;
+    let join = ClientMessage::Join { room: "general".into(), username: "bob".into() };
+    bob.send(join.to_message()).await.expect("send Join");
+    assert_eq!(
+        event(&recv(&mut bob).await),
+        ServerEvent::Joined { room: "general".into(), username: "bob".into() }
+    );
+    alice.wait_for_entry("alice sees bob join", |e| e.is_event("general", "bob joined")).await;
+    alice.fill("#message", "back again").await;
+    alice.click("#send").await;
+    match event(&recv(&mut bob).await) {
+        ServerEvent::Message { username, content, seq, .. } => {
+            assert_eq!((username.as_str(), content.as_str(), seq), ("alice", "back again", 1));
+        }
+        other => panic!("expected alice's message, got {other:?}"),
+    }
+    alice.assert_no_errors().await;
+
+    server.stop().await;
+}
+
+/// A server that goes silent without closing (here: stopped with SIGSTOP,
+/// as a vanished machine would be) is noticed by the page's own heartbeat:
+/// the page gives up on the connection, and reconnects and rejoins once the
+/// server answers again.
+#[tokio::test]
+async fn page_heartbeat_notices_a_silent_server() {
+    let Some(browser) = Browser::launch().await else { return };
+    let server = Server::start("chat_server", &[]).await;
+
+    let alice = browser.open_chat_with(&format!("server={}&heartbeat_ms=100", server.url)).await;
+    alice.connect("alice", "general").await;
+    alice.wait_for_entry("alice joins", |e| e.is_event("general", "alice joined")).await;
+
+    // A healthy connection stays: the server's Pongs are heard long after the
+    // silence limit (3 heartbeats) has passed, and nothing reconnected.
+    let heard_late = "lastHeard - openedAt > 5 * HEARTBEAT_MS";
+    alice.wait_until("the page hears Pongs", heard_late).await;
+    assert_eq!(alice.eval("attempt").await, 0, "no reconnect while the server answers");
+
+    signal(&server, "STOP");
+    // `attempt` counts reconnects; the status soon shows `connecting` again
+    // (the stopped server's kernel still accepts TCP), so it is the
+    // counter that stays as evidence.
+    alice.wait_until("the page gives up on the silent connection", "attempt > 0").await;
+    assert_ne!(alice.eval("document.querySelector('#status').dataset.state").await, "connected");
+
+    signal(&server, "CONT");
+    alice.wait_for_status("the page reconnects", "connected", "alice").await;
+    let rejoined = |entries: &[Entry]| {
+        entries.iter().filter(|e| e.is_event("general", "alice joined")).count() == 2
+    };
+    alice.wait_until_entries("the page joins general again", rejoined).await;
+    alice.assert_no_errors().await;
+
+    server.stop().await;
+}
+
+/// Sends signal `name` (`STOP`, `CONT`) to the server process.
+fn signal(server: &Server, name: &str) {
+    let pid = server.program.child.id().expect("server running");
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+fn event(msg: &Message) -> ServerEvent {
+    ServerEvent::try_from(msg).unwrap_or_else(|e| panic!("not a server event: {msg:?}: {e}"))
+}
+
+/// Fails if a text or binary message arrives within `window`.
+async fn assert_silent(ws: &mut WsClient, window: Duration) {
+    let heard = timeout(window, async {
+        while let Some(msg) = ws.next().await {
+            match msg {
+                Ok(Message::Text(_) | Message::Binary(_)) => return Some(msg),
+                Ok(_) => continue, // pings: the server checking we are alive
+                Err(_) => return Some(msg),
+            }
+        }
+        None
+    })
+    .await;
+    if let Ok(msg) = heard {
+        panic!("expected silence for {window:?}, got {msg:?}");
+    }
+}
+
+// ---- the page, as the test sees it ---------------------------------------
+
+/// One line of the page's log, read from the DOM.
+#[derive(Debug, Deserialize)]
+struct Entry {
+    room: String,
+    /// `msg` for a chat message, `event` for a join or leave, `note`.
+    kind: String,
+    mine: bool,
+    user: Option<String>,
+    text: String,
+    /// What the reader sees, `HH:MM:SS`.
+    time: String,
+    /// The `<time datetime>` attribute: the server's timestamp.
+    datetime: String,
+    /// Whether it is on screen (only the selected room's entries are).
+    visible: bool,
+}
+
+impl Entry {
+    fn is_event(&self, room: &str, text: &str) -> bool {
+        self.kind == "event" && self.room == room && self.text == text
+    }
+
+    fn is_msg_from(&self, user: &str) -> bool {
+        self.kind == "msg" && self.user.as_deref() == Some(user)
+    }
+
+    fn is_message(&self, user: &str, text: &str) -> bool {
+        self.is_msg_from(user) && self.text == text
+    }
+}
+
+const READ_ENTRIES: &str = "[...document.querySelectorAll('#messages li')].map((li) => ({
+    room: li.dataset.room,
+    kind: li.classList[0],
+    mine: li.classList.contains('mine'),
+    user: li.querySelector('.user')?.textContent ?? null,
+    text: li.querySelector('.text').textContent,
+    time: li.querySelector('time').textContent,
+    datetime: li.querySelector('time').dateTime,
+    visible: li.checkVisibility(),
+}))";
+
+/// A tab showing `web/chat.html`.
+struct ChatPage {
+    page: Page,
+}
+
+impl ChatPage {
+    /// Types a name and a room and presses Connect; waits until connected
+    /// and the server has confirmed the room (the Send button turns on).
+    async fn connect(&self, name: &str, room: &str) {
+        self.fill("#name", name).await;
+        self.fill("#room", room).await;
+        self.click("#connect").await;
+        self.wait_for_status(&format!("{name} is connected"), "connected", name).await;
+        self.wait_until(
+            "the server confirmed the room",
+            "!document.querySelector('#send').disabled",
+        )
+        .await;
+    }
+
+    /// Polls until the status badge is in `state` and its text contains
+    /// `text`.
+    async fn wait_for_status(&self, what: &str, state: &str, text: &str) {
+        let js = format!(
+            "(() => {{
+                const status = document.querySelector('#status');
+                return status.dataset.state === {} && status.textContent.includes({});
+            }})()",
+            json!(state),
+            json!(text)
+        );
+        self.wait_until(what, &js).await;
+    }
+
+    /// Fails if the page's JavaScript threw anything uncaught.
+    async fn assert_no_errors(&self) {
+        assert_eq!(self.eval("pageErrors").await, json!([]), "uncaught errors in the page");
+    }
+
+    async fn entries(&self) -> Vec<Entry> {
+        let value = self.eval(READ_ENTRIES).await;
+        serde_json::from_value(value).expect("entries have the expected shape")
+    }
+
+    /// Polls the log until an entry satisfies `pred`, and returns it.
+    async fn wait_for_entry(&self, what: &str, pred: impl Fn(&Entry) -> bool) -> Entry {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(entry) = self.entries().await.into_iter().find(&pred) {
+                return entry;
+            }
+            self.check_deadline(what, deadline).await;
+        }
+    }
+
+    /// Polls the log until `pred` holds for all its entries together.
+    async fn wait_until_entries(&self, what: &str, pred: impl Fn(&[Entry]) -> bool) {
+        let deadline = Instant::now() + WAIT;
+        while !pred(&self.entries().await) {
+            self.check_deadline(what, deadline).await;
+        }
+    }
+
+    /// Writes the page as a PNG into the target directory, and into
+    /// `docs/images/` when `UPDATE_SCREENSHOT=1`.
+    async fn screenshot_to(&self, file: &str) {
+        let png = self.screenshot().await;
+        assert!(png.starts_with(b"\x89PNG"), "Page.captureScreenshot returns a PNG");
+        let mut targets = vec![target_dir().join(file)];
+        if std::env::var("UPDATE_SCREENSHOT").is_ok_and(|v| v == "1") {
+            targets.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/images").join(file));
+        }
+        for path in targets {
+            std::fs::create_dir_all(path.parent().expect("a directory"))
+                .unwrap_or_else(|e| panic!("create directory for {}: {e}", path.display()));
+            std::fs::write(&path, &png).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+            eprintln!("screenshot: {}", path.display());
+        }
+    }
+}
+
+impl std::ops::Deref for ChatPage {
+    type Target = Page;
+    fn deref(&self) -> &Page {
+        &self.page
+    }
+}
+
+/// target/, found from the test binary's path (target/debug/deps/...), so a
+/// custom `CARGO_TARGET_DIR` works.
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.ancestors().nth(3).expect("target directory").to_path_buf()
+}
+
+// ---- a small CDP client ---------------------------------------------------
+
+static PROFILES: AtomicUsize = AtomicUsize::new(0);
+
+/// A headless Chromium and the DevTools connection to it. On drop the whole
+/// process group is killed and the profile directory removed.
+struct Browser {
+    child: Child,
+    cdp: Arc<Mutex<Cdp>>,
+    profile: PathBuf,
+}
+
+impl Browser {
+    /// Starts Chromium, or returns `None` (test skipped) when it is not
+    /// installed and `CI` is not set.
+    async fn launch() -> Option<Browser> {
+        let binary =
+            std::env::var_os("CHROMIUM").map_or_else(|| "/usr/bin/chromium".into(), PathBuf::from);
+        if !binary.exists() {
+            if std::env::var_os("CI").is_some() {
+                panic!(
+                    "chromium not found at {}: CI must install it (apt-get install chromium)",
+                    binary.display()
+                );
+            }
+            eprintln!("SKIPPED: chromium not installed (apt-get install chromium)");
+            return None;
+        }
+
+        // A fresh profile per browser: tests running side by side must not
+        // share one, and nothing from an earlier run may leak in.
+        let n = PROFILES.fetch_add(1, Ordering::Relaxed);
+        let profile =
+            std::env::temp_dir().join(format!("chat-browser-test-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&profile).expect("create profile directory");
+
+        let mut child = Command::new(&binary)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg("about:blank")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            // Chromium is a family of processes (browser, zygote, renderers).
+            // Its own process group lets Drop kill all of them at once.
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
+
+        // With port 0 Chromium picks a free port and tells us on stderr.
+        let mut stderr = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+        let mut seen = Vec::new();
+        let found = timeout(WAIT, async {
+            while let Ok(Some(line)) = stderr.next_line().await {
+                if let Some(url) = line.strip_prefix("DevTools listening on ") {
+                    return Some(url.trim().to_string());
+                }
+                seen.push(line);
+            }
+            None
+        })
+        .await;
+        let Ok(Some(url)) = found else {
+            panic!(
+                "chromium did not print `DevTools listening on` within {WAIT:?}; stderr: {seen:#?}"
+            );
+        };
+        // Keep draining stderr: a full pipe would block Chromium's logging.
+        tokio::spawn(async move { while let Ok(Some(_)) = stderr.next_line().await {} });
+
+        let ws = connect(&url).await;
+        let cdp = Arc::new(Mutex::new(Cdp { ws, next_id: 0 }));
+        Some(Browser { child, cdp, profile })
+    }
+
+    /// A new tab, 900x420, in [`TIME_ZONE`], showing the chat page set to
+    /// talk to `server_url`; returns once the page has loaded.
+    async fn open_chat(&self, server_url: &str) -> ChatPage {
+        self.open_chat_with(&format!("server={server_url}")).await
+    }
+
+    /// Like [`Browser::open_chat`], with the page's whole query string.
+    async fn open_chat_with(&self, query: &str) -> ChatPage {
+        let mut cdp = self.cdp.lock().await;
+        let target = cdp.call(None, "Target.createTarget", json!({ "url": "about:blank" })).await;
+        let params = json!({ "targetId": target["targetId"], "flatten": true });
+        let attached = cdp.call(None, "Target.attachToTarget", params).await;
+        drop(cdp);
+        let session = attached["sessionId"].as_str().expect("sessionId").to_string();
+        let page = Page { cdp: self.cdp.clone(), session };
+
+        let metrics =
+            json!({ "width": 900, "height": 420, "deviceScaleFactor": 1, "mobile": false });
+        page.call("Emulation.setDeviceMetricsOverride", metrics).await;
+        page.call("Emulation.setTimezoneOverride", json!({ "timezoneId": TIME_ZONE })).await;
+
+        // Collect the page's uncaught errors, so a broken handler that the
+        // scenario happens not to look at still fails the test.
+        let collect = "window.pageErrors = [];
+            addEventListener('error', (e) => pageErrors.push(e.message));
+            addEventListener('unhandledrejection', (e) => pageErrors.push(String(e.reason)));";
+        page.call("Page.enable", json!({})).await; // needed for the next call to take effect
+        page.call("Page.addScriptToEvaluateOnNewDocument", json!({ "source": collect })).await;
+
+        let html = Path::new(env!("CARGO_MANIFEST_DIR")).join("web/chat.html");
+        let url = format!("{}?{query}", file_url(&html));
+        let navigated = page.call("Page.navigate", json!({ "url": url })).await;
+        assert!(navigated.get("errorText").is_none(), "open {url}: {navigated}");
+        page.wait_until(
+            "the chat page has loaded",
+            "location.protocol === 'file:' && document.readyState === 'complete'",
+        )
+        .await;
+        ChatPage { page }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            // A negative pid means the whole process group.
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+/// The DevTools connection: commands go out as `{id, method, params}` (plus
+/// `sessionId` for a tab), and the reply carries the same `id`.
+struct Cdp {
+    ws: WsClient,
+    next_id: u64,
+}
+
+impl Cdp {
+    /// Sends one command and returns its result, within [`WAIT`]. Events
+    /// that arrive meanwhile (we subscribe to none on purpose) are skipped.
+    async fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut command = json!({ "id": id, "method": method, "params": params });
+        if let Some(session) = session {
+            command["sessionId"] = session.into();
+        }
+        self.ws.send(Message::text(command.to_string())).await.expect("send CDP command");
+
+        let reply = timeout(WAIT, async {
+            loop {
+                let Some(Ok(msg)) = self.ws.next().await else {
+                    panic!("the DevTools connection ended while waiting for {method}");
+                };
+                let Message::Text(text) = msg else { continue };
+                let reply: Value = serde_json::from_str(&text).expect("CDP speaks JSON");
+                if reply["id"] == id {
+                    return reply;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no reply to {method} within {WAIT:?}"));
+        if let Some(error) = reply.get("error") {
+            panic!("{method} failed: {error}");
+        }
+        reply["result"].clone()
+    }
+}
+
+/// One tab, reached through its CDP session.
+struct Page {
+    cdp: Arc<Mutex<Cdp>>,
+    session: String,
+}
+
+impl Page {
+    async fn call(&self, method: &str, params: Value) -> Value {
+        self.cdp.lock().await.call(Some(&self.session), method, params).await
+    }
+
+    /// Evaluates JavaScript in the page and returns its value (promises are
+    /// awaited). A thrown exception fails the test.
+    async fn eval(&self, expression: &str) -> Value {
+        let params =
+            json!({ "expression": expression, "awaitPromise": true, "returnByValue": true });
+        let result = self.call("Runtime.evaluate", params).await;
+        if let Some(exception) = result.get("exceptionDetails") {
+            panic!("JavaScript threw: {}\nin: {expression}", exception["exception"]["description"]);
+        }
+        result["result"].get("value").cloned().unwrap_or(Value::Null)
+    }
+
+    /// Polls `condition` (JavaScript) every 50 ms until it is true; fails
+    /// with what the page shows after [`WAIT`].
+    async fn wait_until(&self, what: &str, condition: &str) {
+        let deadline = Instant::now() + WAIT;
+        while self.eval(condition).await != Value::Bool(true) {
+            self.check_deadline(what, deadline).await;
+        }
+    }
+
+    /// Between two polls: fails past `deadline`, otherwise pauses 50 ms.
+    async fn check_deadline(&self, what: &str, deadline: Instant) {
+        if Instant::now() >= deadline {
+            let shown = self.eval("document.body.innerText").await;
+            panic!(
+                "{what}: not within {WAIT:?}. The page shows:\n{}",
+                shown.as_str().unwrap_or("")
+            );
+        }
+        sleep(Duration::from_millis(50)).await;
+    }
+
+    /// Sets an input's value, as if pasted.
+    async fn fill(&self, selector: &str, text: &str) {
+        let js = format!("document.querySelector({}).value = {}", json!(selector), json!(text));
+        self.eval(&js).await;
+    }
+
+    /// Clicks an element once it exists and is enabled and visible.
+    async fn click(&self, selector: &str) {
+        let js = format!(
+            "(() => {{
+                const el = document.querySelector({});
+                if (!el || el.disabled || !el.checkVisibility()) return false;
+                el.click();
+                return true;
+            }})()",
+            json!(selector)
+        );
+        self.wait_until(&format!("click {selector}"), &js).await;
+    }
+
+    /// Focuses an input and types `text` into it through the input pipeline.
+    async fn type_text(&self, selector: &str, text: &str) {
+        self.eval(&format!("document.querySelector({}).focus()", json!(selector))).await;
+        self.call("Input.insertText", json!({ "text": text })).await;
+    }
+
+    /// Presses and releases Enter in the focused element.
+    async fn press_enter(&self) {
+        for kind in ["keyDown", "keyUp"] {
+            let key = json!({
+                "type": kind, "key": "Enter", "code": "Enter",
+                "windowsVirtualKeyCode": 13, "text": if kind == "keyDown" { "\r" } else { "" },
+            });
+            self.call("Input.dispatchKeyEvent", key).await;
+        }
+    }
+
+    /// The visible page as PNG bytes.
+    async fn screenshot(&self) -> Vec<u8> {
+        let shot = self.call("Page.captureScreenshot", json!({ "format": "png" })).await;
+        decode_base64(shot["data"].as_str().expect("screenshot data"))
+    }
+}
+
+/// `file://` URL for an absolute path, percent-encoding what a URL path
+/// cannot hold (spaces, for example).
+fn file_url(path: &Path) -> String {
+    let mut url = String::from("file://");
+    for byte in path.to_str().expect("UTF-8 path").bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' | b'~' => {
+                url.push(byte as char)
+            }
+            _ => url.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    url
+}
+
+/// Standard base64 (CDP sends screenshots that way); small enough to write
+/// here rather than add a crate for one test.
+fn decode_base64(text: &str) -> Vec<u8> {
+    fn value(c: u8) -> u32 {
+        match c {
+            b'A'..=b'Z' => u32::from(c - b'A'),
+            b'a'..=b'z' => u32::from(c - b'a') + 26,
+            b'0'..=b'9' => u32::from(c - b'0') + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => panic!("not base64: {:?}", c as char),
+        }
+    }
+    let mut bytes = Vec::with_capacity(text.len() / 4 * 3);
+    for chunk in text.trim_end_matches('=').as_bytes().chunks(4) {
+        let n = chunk.iter().enumerate().fold(0, |n, (i, &c)| n | (value(c) << (18 - 6 * i)));
+        bytes.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
+    }
+    bytes
+}
+
+/// The screenshot decoder handles padding and the whole alphabet.
+#[test]
+fn base64_decodes_the_standard_alphabet() {
+    assert_eq!(decode_base64("TWFu"), b"Man");
+    assert_eq!(decode_base64("TWE="), b"Ma");
+    assert_eq!(decode_base64("TQ=="), b"M");
+    assert_eq!(decode_base64("+/8A"), [0xfb, 0xff, 0x00]);
+}
