@@ -1,0 +1,234 @@
+//! Chapter 6.2: real-time data push. The server produces a sample every
+//! `--interval-ms` (default 1000) and pushes it to every connected client:
+//!
+//! ```json
+//! {"seq":42,"timestamp":"2025-01-01T12:00:41.000Z","value":-3.1415}
+//! ```
+//!
+//! `timestamp` is RFC 3339 in UTC, `value` a random walk (a stand-in for a
+//! sensor or a price), `seq` counts samples from 1, so a client can see that
+//! it skipped some.
+//!
+//! What it teaches: one producer for all clients. A single task owns the
+//! timer, builds each sample and serialises it *once*; a `broadcast` channel
+//! hands the same reference-counted `Message` to every connection. Each
+//! connection forwards samples at its client's pace, in one `select!` loop
+//! (the client has nothing to say, so no reader/writer split), so a slow
+//! client delays nobody but itself, and one that falls behind skips stale
+//! samples: for live data the latest value is what matters. A client that
+//! joins late starts with the next sample. What clients send is read (so
+//! pings and the close handshake work) and otherwise ignored.
+//!
+//! Run it (terminal 1), then watch (terminal 2):
+//!
+//! ```text
+//! cargo run --example data_pusher                  # or: -- 127.0.0.1:0 --interval-ms 200
+//! cargo run --example full_client -- ws://127.0.0.1:9001
+//! ```
+//!
+//! The server prints `listening on ws://127.0.0.1:9001`, then one line per
+//! connect and disconnect; the client prints a sample every second, as
+//! `< {"seq":1,...}`.
+//!
+//! Limits: clients have nothing to say here, so their messages are limited to
+//! 4 KiB (a bigger one closes the connection with 1009), and the read buffer
+//! to 4 KiB instead of the default 128 KiB, which is allocated up front for
+//! every connection. At most 1,024 connections at once.
+//!
+//! Docs: docs/06-case-studies.md
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use chrono::{SecondsFormat, Utc};
+use futures_util::{SinkExt, StreamExt};
+use serde::Serialize;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::broadcast::{self, Receiver, Sender};
+use tokio::time::MissedTickBehavior;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_util::sync::CancellationToken;
+use websocket_tutorial::cli::{self, Args};
+use websocket_tutorial::close;
+use websocket_tutorial::error::is_disconnect;
+use websocket_tutorial::server::{self, WsStream};
+
+const USAGE: &str = "usage: data_pusher [ADDR] [--interval-ms MS]
+  ADDR           default 127.0.0.1:9001; port 0 picks a free port
+  --interval-ms  time between samples (default 1000)";
+const MAX_CONNECTIONS: usize = 1024;
+/// How many samples may wait for a client before it starts skipping stale
+/// ones: enough to ride out a short hiccup without losing any.
+const BACKLOG: usize = 16;
+
+// ANCHOR: sample
+/// One data point, as clients receive it.
+#[derive(Debug, Serialize)]
+struct Sample {
+    seq: u64,
+    /// RFC 3339, UTC, milliseconds: `2025-01-01T12:00:41.000Z`.
+    timestamp: String,
+    value: f64,
+}
+// ANCHOR_END: sample
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::from_env(USAGE, &["interval-ms"]);
+    let addr = args.positional(0, server::DEFAULT_ADDR);
+    let every = args.millis("interval-ms", 1000);
+    if every.is_zero() {
+        return cli::fail("--interval-ms must be at least 1");
+    }
+
+    // ANCHOR: config
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .max_message_size(Some(4 * 1024))
+        .max_frame_size(Some(4 * 1024));
+    // ANCHOR_END: config
+
+    let listener = match server::bind(&addr).await {
+        Ok(listener) => listener,
+        Err(e) => return cli::fail(format_args!("cannot listen on {addr}: {e}")),
+    };
+    let shutdown = server::shutdown_on_ctrl_c();
+
+    // ANCHOR: channel
+    // One producer publishes; each connection subscribes as it is accepted.
+    let (samples, _) = broadcast::channel::<Message>(BACKLOG);
+    let producer = tokio::spawn(produce(samples.clone(), every, shutdown.clone()));
+    server::serve(listener, config, MAX_CONNECTIONS, shutdown, move |ws, peer, shutdown| {
+        client(ws, peer, shutdown, samples.subscribe())
+    })
+    .await;
+    // ANCHOR_END: channel
+    // The producer watches the same token; wait for it too, so that
+    // nothing is left running when `main` returns.
+    let _ = producer.await;
+    ExitCode::SUCCESS
+}
+
+// ANCHOR: produce
+/// Publishes a sample every `every` until shutdown. The only place samples
+/// are made: each is serialised once, whatever the number of clients.
+async fn produce(samples: Sender<Message>, every: Duration, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(every);
+    // If this task is held up (an overloaded host, a suspended laptop), the
+    // default, `Burst`, would fire every missed tick at once: a burst of
+    // samples with nearly equal timestamps. `Delay` waits a full interval
+    // after a late tick, so samples are never closer than `every`.
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut value = 0.0_f64;
+    for seq in 1_u64.. {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = ticks.tick() => {}
+        }
+        value += rand::random_range(-1.0..=1.0);
+        let sample = Sample {
+            seq,
+            timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+            value,
+        };
+        match serde_json::to_string(&sample) {
+            // Fails only when nobody is connected: nobody needs this sample.
+            Ok(json) => {
+                let _ = samples.send(Message::text(json));
+            }
+            Err(e) => eprintln!("cannot serialise {sample:?}: {e}"),
+        }
+    }
+}
+// ANCHOR_END: produce
+
+// ANCHOR: push
+/// Serves one client with a single loop: no split, no second task. The
+/// client has nothing to say, so one `select!` over shutdown, the samples
+/// and the socket is all it takes. (The broadcast server of chapter 4.1
+/// needs a reader and a writer; here one loop is enough.)
+async fn client(
+    mut ws: WsStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+    mut samples: Receiver<Message>,
+) {
+    // `samples` was subscribed before this line, so a client that waits for
+    // it will get the next sample produced.
+    println!("{peer}: connected");
+    loop {
+        // Wait for one of: shutdown, the next sample, or the client.
+        // `biased`: shutdown first, then samples, then the socket.
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => {
+                close::handshake(&mut ws, CloseCode::Away, "server shutting down").await;
+                break;
+            }
+            sample = next_sample(&mut samples) => {
+                let Some(sample) = sample else { break }; // the producer stopped
+                // A client that stopped reading makes this send wait once its
+                // socket buffers are full: race it against shutdown, so that
+                // Ctrl-C still gets through (the next turn of the loop closes).
+                let sent = tokio::select! {
+                    sent = ws.send(sample) => sent,
+                    _ = shutdown.cancelled() => continue,
+                };
+                if let Err(e) = sent {
+                    if !is_disconnect(&e) {
+                        eprintln!("{peer}: send failed: {e}");
+                    }
+                    break;
+                }
+            }
+            // What the client sends is ignored, but reading it is what lets
+            // tungstenite answer pings and the client's close frame.
+            msg = ws.next() => match msg {
+                Some(Ok(_)) => {}
+                None => break,
+                Some(Err(e)) => {
+                    // For example 1009 for a message over 4 KiB.
+                    server::close_after_error(&mut ws, peer, &e).await;
+                    break;
+                }
+            },
+        }
+    }
+    println!("{peer}: disconnected");
+}
+
+/// The next sample for this client; `None` when the producer has stopped.
+///
+/// A client more than [`BACKLOG`] samples behind skips to the newest one:
+/// old samples would only delay the current value. (Had clients wanted
+/// *only* the current value, never the series, `tokio::sync::watch` would
+/// do; a broadcast lets a client that keeps up see every sample.)
+async fn next_sample(samples: &mut Receiver<Message>) -> Option<Message> {
+    loop {
+        match samples.recv().await {
+            Ok(sample) => return Some(sample),
+            Err(RecvError::Lagged(_)) => {
+                if let Some(newest) = newest_queued(samples) {
+                    return Some(newest);
+                }
+            }
+            Err(RecvError::Closed) => return None,
+        }
+    }
+}
+
+/// Empties the receiver's queue and returns the last sample in it.
+fn newest_queued(samples: &mut Receiver<Message>) -> Option<Message> {
+    let mut newest = None;
+    loop {
+        match samples.try_recv() {
+            Ok(sample) => newest = Some(sample),
+            Err(TryRecvError::Lagged(_)) => continue, // overtaken again: keep going
+            Err(TryRecvError::Empty | TryRecvError::Closed) => return newest,
+        }
+    }
+}
+// ANCHOR_END: push

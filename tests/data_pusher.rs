@@ -1,0 +1,201 @@
+//! Chapter 6.2: the real-time data pusher (`examples/data_pusher.rs`), run
+//! as a real process and watched by real WebSocket clients.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset};
+use common::{Server, connect, expect_close, recv_text};
+use futures_util::SinkExt;
+use tokio::time::{Instant, timeout};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use websocket_tutorial::client::WsClient;
+
+const NAME: &str = "data_pusher";
+const INTERVAL_MS: i64 = 50;
+
+/// One sample as a client sees it.
+#[derive(Debug, PartialEq)]
+struct Sample {
+    seq: u64,
+    timestamp: DateTime<FixedOffset>,
+    value: f64,
+}
+
+/// Parses a pushed message, asserting its shape: `seq` a whole number,
+/// `timestamp` RFC 3339 in UTC, `value` a number.
+fn parse(text: &str) -> Sample {
+    let json: serde_json::Value =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    let seq = json["seq"].as_u64().unwrap_or_else(|| panic!("no seq: {text}"));
+    let timestamp = json["timestamp"].as_str().unwrap_or_else(|| panic!("no timestamp: {text}"));
+    let timestamp = DateTime::parse_from_rfc3339(timestamp)
+        .unwrap_or_else(|e| panic!("timestamp is not RFC 3339 ({e}): {text}"));
+    assert_eq!(timestamp.offset().local_minus_utc(), 0, "timestamp in UTC: {text}");
+    let value = json["value"].as_f64().unwrap_or_else(|| panic!("value is not a number: {text}"));
+    Sample { seq, timestamp, value }
+}
+
+async fn next_sample(ws: &mut WsClient) -> Sample {
+    parse(&recv_text(ws).await)
+}
+
+/// Every sample that arrives within `window`.
+async fn samples_for(ws: &mut WsClient, window: Duration) -> Vec<Sample> {
+    let end = Instant::now() + window;
+    let mut samples = Vec::new();
+    // Cancelling a read at the deadline is safe: a partly read frame stays
+    // buffered in the stream.
+    while let Ok(sample) = tokio::time::timeout_at(end, next_sample(ws)).await {
+        samples.push(sample);
+    }
+    samples
+}
+
+/// Samples are numbered in order, and never produced closer together than
+/// half the interval (the server keeps them at least one interval apart;
+/// half leaves room for a clock that is read a little late).
+fn assert_paced(samples: &[Sample]) {
+    for pair in samples.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        assert!(b.seq > a.seq, "seq increases: {a:?} then {b:?}");
+        let gap = (b.timestamp - a.timestamp).num_milliseconds();
+        let at_least = (b.seq - a.seq) as i64 * INTERVAL_MS / 2;
+        assert!(gap >= at_least, "{gap} ms between {a:?} and {b:?}, expected >= {at_least}");
+    }
+}
+
+/// Waits until the server has logged `n` more connections; each was
+/// subscribed to the samples before it was logged.
+async fn wait_connected(server: &mut Server, n: usize) {
+    for _ in 0..n {
+        server.program.wait_for(|line| line.ends_with(": connected")).await;
+    }
+}
+
+/// Three clients all receive well-formed samples at the configured interval, and the same samples: one producer, not one per client.
+#[tokio::test]
+async fn every_client_receives_the_same_samples_at_the_interval() {
+    let interval = INTERVAL_MS.to_string();
+    let mut server = Server::start(NAME, &["--interval-ms", &interval]).await;
+    let (mut a, mut b, mut c) =
+        (connect(&server.url).await, connect(&server.url).await, connect(&server.url).await);
+    wait_connected(&mut server, 3).await;
+
+    // 2 s at 50 ms is 40 samples; at least 10 allows for a loaded machine,
+    // yet fails a server that ignores --interval-ms (1 s: 2 or 3 samples).
+    let window = Duration::from_secs(2);
+    let (a, b, c) = tokio::join!(
+        samples_for(&mut a, window),
+        samples_for(&mut b, window),
+        samples_for(&mut c, window)
+    );
+    for samples in [&a, &b, &c] {
+        assert!(samples.len() >= 10, "{} samples in {window:?}", samples.len());
+        assert_paced(samples);
+    }
+    // A sample with a given seq is the very same for everyone.
+    for sample in &a {
+        for other in [&b, &c] {
+            if let Some(same) = other.iter().find(|s| s.seq == sample.seq) {
+                assert_eq!(same, sample);
+            }
+        }
+    }
+    server.stop().await;
+}
+
+/// A client that joins late starts with the next sample produced (its seq is above what an earlier client had already seen) and keeps receiving.
+#[tokio::test]
+async fn a_late_joiner_receives_the_next_samples() {
+    let interval = INTERVAL_MS.to_string();
+    let mut server = Server::start(NAME, &["--interval-ms", &interval]).await;
+    let mut early = connect(&server.url).await;
+    wait_connected(&mut server, 1).await;
+    let mut seen = 0;
+    for _ in 0..3 {
+        seen = next_sample(&mut early).await.seq;
+    }
+
+    let mut late = connect(&server.url).await;
+    wait_connected(&mut server, 1).await;
+    let mut samples = Vec::new();
+    for _ in 0..3 {
+        samples.push(next_sample(&mut late).await);
+    }
+    assert!(samples[0].seq > seen, "first sample {:?}, already seen {seen}", samples[0]);
+    assert_paced(&samples);
+    server.stop().await;
+}
+
+/// While one client stops reading, the others keep receiving at the interval; the stalled one, reading again, gets current samples.
+#[tokio::test]
+async fn a_stalled_client_does_not_delay_the_others() {
+    let interval = INTERVAL_MS.to_string();
+    let mut server = Server::start(NAME, &["--interval-ms", &interval]).await;
+    let mut stalled = connect(&server.url).await;
+    let (mut a, mut b) = (connect(&server.url).await, connect(&server.url).await);
+    wait_connected(&mut server, 3).await;
+
+    // `stalled` is not read at all during this window. 1.5 s at 50 ms is
+    // 30 samples; at least 8 allows for a loaded machine.
+    let window = Duration::from_millis(1500);
+    let (a, b) = tokio::join!(samples_for(&mut a, window), samples_for(&mut b, window));
+    for samples in [&a, &b] {
+        assert!(samples.len() >= 8, "{} samples in {window:?}", samples.len());
+        assert_paced(samples);
+    }
+
+    // Reading again, the stalled client reaches samples as new as the
+    // others had, so it was never cut off.
+    let newest = a.last().map_or(0, |s| s.seq);
+    let caught_up = timeout(Duration::from_secs(10), async {
+        let mut samples = vec![next_sample(&mut stalled).await];
+        while samples.last().map_or(0, |s| s.seq) < newest {
+            samples.push(next_sample(&mut stalled).await);
+        }
+        samples
+    })
+    .await
+    .expect("the stalled client catches up within 10 s");
+    assert_paced(&caught_up);
+    server.stop().await;
+}
+
+/// Ctrl-C closes every connection with 1001 (going away), also for a client that never read, and the server exits 0.
+#[tokio::test]
+async fn ctrl_c_closes_every_client_with_1001() {
+    let interval = INTERVAL_MS.to_string();
+    let mut server = Server::start(NAME, &["--interval-ms", &interval]).await;
+    let mut reading = connect(&server.url).await;
+    let mut idle = connect(&server.url).await;
+    wait_connected(&mut server, 2).await;
+    next_sample(&mut reading).await;
+
+    server.program.interrupt();
+    for ws in [&mut reading, &mut idle] {
+        // Samples queued before the close frame are skipped.
+        assert_eq!(expect_close(ws).await, CloseCode::Away);
+        let _ = ws.flush().await; // answer the close frame
+    }
+    assert_eq!(server.program.exit_code().await, 0, "exit code after Ctrl-C");
+}
+
+/// A client message over the 4 KiB limit closes that client's connection with 1009 (too big); samples keep flowing to the others.
+#[tokio::test]
+async fn an_oversized_message_closes_only_its_sender() {
+    let interval = INTERVAL_MS.to_string();
+    let mut server = Server::start(NAME, &["--interval-ms", &interval]).await;
+    let mut offender = connect(&server.url).await;
+    let mut other = connect(&server.url).await;
+    wait_connected(&mut server, 2).await;
+
+    offender.send(Message::text("x".repeat(5 * 1024))).await.expect("send");
+    assert_eq!(expect_close(&mut offender).await, CloseCode::Size);
+    let before = next_sample(&mut other).await;
+    let after = next_sample(&mut other).await;
+    assert!(after.seq > before.seq);
+    server.stop().await;
+}
