@@ -134,7 +134,8 @@ impl From<io::Error> for Error {
 }
 
 /// True when `err` only means "the peer went away": a closed connection, a
-/// reset, a TCP close without a close frame. Servers see these all day; they
+/// reset, a TCP close without a close frame, a send that raced the peer's
+/// close frame. Servers see these all day; they
 /// end one connection and deserve a quiet log line, not an alarm.
 ///
 /// This is the one place the examples decide what is benign.
@@ -144,6 +145,9 @@ pub fn is_disconnect(err: &tungstenite::Error) -> bool {
     match err {
         E::ConnectionClosed | E::AlreadyClosed => true,
         E::Protocol(P::ResetWithoutClosingHandshake) => true,
+        // The peer's close frame arrived while we still had something to
+        // send: it is leaving, and tungstenite refuses anything but the reply.
+        E::Protocol(P::SendAfterClosing) => true,
         E::Io(e) => matches!(
             e.kind(),
             io::ErrorKind::ConnectionReset
