@@ -113,6 +113,8 @@ async fn main() -> ExitCode {
 enum Ending {
     /// The peer closed (its close frame is already answered) or vanished.
     PeerDone,
+    /// Writing failed: the peer is gone, and the writer task has ended.
+    WriteFailed,
     /// We close, with this code and reason.
     Close(CloseCode, String),
 }
@@ -138,7 +140,7 @@ async fn connection(ws: WsStream, peer: SocketAddr, shutdown: CancellationToken,
         _ = me.evicted.cancelled() => {
             Ending::Close(CloseCode::Policy, "too slow: send queue full".into())
         }
-        _ = &mut writer => Ending::PeerDone,
+        _ = &mut writer => Ending::WriteFailed,
     };
 
     // Leave every room first, so nobody queues more for us while we close.
@@ -152,10 +154,14 @@ async fn connection(ws: WsStream, peer: SocketAddr, shutdown: CancellationToken,
         }
     }
 
+    // Take the sink back from the writer (unless it has already ended), so
+    // that no task outlives the connection and we can send our close frame.
     stop.cancel();
-    if let Ending::Close(code, reason) = ending
-        && let Ok((mut sink, _)) = writer.await
-    {
+    let sink = match ending {
+        Ending::WriteFailed => None,
+        _ => writer.await.ok().map(|(sink, _)| sink),
+    };
+    if let (Ending::Close(code, reason), Some(mut sink)) = (ending, sink) {
         println!("{peer}: closing with {}: {reason}", u16::from(code));
         close::send(&mut sink, code, &reason).await;
         close::wait_for_reply(&mut stream).await;
