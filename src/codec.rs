@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::{Bytes, Message};
 
 use crate::error::CodecError;
 
+// ANCHOR: frame_type
 /// The kinds of frame this codec knows. The byte values are the wire format:
 /// never renumber them, only add.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +29,7 @@ pub enum FrameType {
     /// Application-level pong.
     Pong = 0x04,
 }
+// ANCHOR_END: frame_type
 
 impl TryFrom<u8> for FrameType {
     type Error = CodecError;
@@ -67,6 +69,7 @@ impl Frame {
     }
 }
 
+// ANCHOR: encode_decode
 /// Encodes a frame: the type byte followed by the payload, in one allocation.
 pub fn encode(kind: FrameType, payload: &[u8]) -> Bytes {
     let mut buf = Vec::with_capacity(1 + payload.len());
@@ -85,6 +88,7 @@ pub fn decode(bytes: Bytes) -> Result<Frame, CodecError> {
     }
     Ok(Frame { kind, payload })
 }
+// ANCHOR_END: encode_decode
 
 impl TryFrom<Message> for Frame {
     type Error = CodecError;

@@ -11,6 +11,7 @@ use std::io;
 
 use tokio_tungstenite::tungstenite;
 
+// ANCHOR: protocol_error
 /// Why a WebSocket message is not a valid JSON protocol message (chapter 5.1).
 #[derive(Debug)]
 #[non_exhaustive]
@@ -21,7 +22,9 @@ pub enum ProtocolError {
     /// The text was not JSON, or not one of the protocol's messages.
     InvalidJson(serde_json::Error),
 }
+// ANCHOR_END: protocol_error
 
+// ANCHOR: codec_error
 /// Why a binary frame could not be decoded (chapter 5.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -35,6 +38,7 @@ pub enum CodecError {
     /// A frame typed as text whose payload is not UTF-8.
     InvalidUtf8,
 }
+// ANCHOR_END: codec_error
 
 /// Any error the library returns.
 #[derive(Debug)]

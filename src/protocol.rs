@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::error::ProtocolError;
 
+// ANCHOR: client_message
 /// What a client sends: the commands of chapter 5.1.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
@@ -31,7 +32,9 @@ pub enum ClientMessage {
     /// Application-level pong; carries nothing.
     Pong,
 }
+// ANCHOR_END: client_message
 
+// ANCHOR: server_event
 /// What the chat server sends (chapter 6.1).
 ///
 /// The server, not the client, sets `timestamp` and `seq`: a client cannot
@@ -58,7 +61,9 @@ pub enum ServerEvent {
     /// The last command was refused; the connection stays open.
     Error { message: String },
 }
+// ANCHOR_END: server_event
 
+// ANCHOR: from_message
 /// Serialises `value` into a text [`Message`]. The result is cheap to clone
 /// (its payload is reference counted), so serialise once and clone per
 /// recipient.
@@ -75,6 +80,7 @@ pub fn from_message<T: for<'de> Deserialize<'de>>(msg: &Message) -> Result<T, Pr
         other => Err(ProtocolError::NotText(frame_kind(other))),
     }
 }
+// ANCHOR_END: from_message
 
 /// A short name for the kind of frame, for error messages and logs.
 pub fn frame_kind(msg: &Message) -> &'static str {

@@ -71,6 +71,7 @@ impl std::fmt::Display for RoomError {
 
 impl std::error::Error for RoomError {}
 
+// ANCHOR: state
 /// The rooms and their members. Share it with `Arc<RoomManager>`.
 #[derive(Debug, Default)]
 pub struct RoomManager {
@@ -101,6 +102,7 @@ struct Client {
     /// can still say which rooms the client has left.
     rooms: BTreeMap<String, String>,
 }
+// ANCHOR_END: state
 
 impl RoomManager {
     /// An empty manager.
@@ -108,6 +110,7 @@ impl RoomManager {
         RoomManager::default()
     }
 
+    // ANCHOR: register
     /// Registers a connected client whose messages go into `queue`.
     pub fn register(&self, queue: mpsc::Sender<Message>) -> Registration {
         // Relaxed is enough: we need unique numbers, not ordering with
@@ -118,7 +121,9 @@ impl RoomManager {
         self.lock().clients.insert(id, client);
         Registration { id, evicted }
     }
+    // ANCHOR_END: register
 
+    // ANCHOR: join
     /// Adds `id` to `room` under `username`, creating the room if needed.
     pub fn join(&self, id: ClientId, room: &str, username: &str) -> Result<(), RoomError> {
         let mut state = self.lock();
@@ -134,6 +139,7 @@ impl RoomManager {
         room.members.insert(id, username.to_string());
         Ok(())
     }
+    // ANCHOR_END: join
 
     /// Removes `id` from `room`, deleting the room if it is now empty.
     /// Returns the name the client had there.
@@ -223,15 +229,18 @@ impl RoomManager {
     }
     // ANCHOR_END: broadcast
 
+    // ANCHOR: lock
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock would be a bug in this module; the
         // maps are still consistent after any single statement, so keep
         // serving rather than poisoning every connection.
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+    // ANCHOR_END: lock
 }
 
 impl State {
+    // ANCHOR: deliver
     fn deliver(&mut self, room: &str, msg: &Message) -> usize {
         let Some(room_state) = self.rooms.get(room) else { return 0 };
         let mut delivered = 0;
@@ -261,7 +270,9 @@ impl State {
             self.remove_member(&room, id);
         }
     }
+    // ANCHOR_END: deliver
 
+    // ANCHOR: remove_member
     fn remove_member(&mut self, room: &str, id: ClientId) {
         if let Some(room_state) = self.rooms.get_mut(room) {
             room_state.members.remove(&id);
@@ -270,6 +281,7 @@ impl State {
             }
         }
     }
+    // ANCHOR_END: remove_member
 }
 
 #[cfg(test)]
