@@ -229,11 +229,11 @@ fn normalize(path: &Path) -> String {
     parts.join("/")
 }
 
-/// Reads a file of this crate; a directory reads as empty text, so that links
-/// to directories count as existing.
+/// Reads a file of this crate; a directory or a binary file (an image)
+/// reads as empty text, so that links to them count as existing.
 fn read_crate_file(path: &str) -> Option<String> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
-    std::fs::read_to_string(&path).ok().or_else(|| path.is_dir().then(String::new))
+    std::fs::read_to_string(&path).ok().or_else(|| path.exists().then(String::new))
 }
 
 /// docs/*.md (sorted) and README.md if it exists, relative to the crate root.
