@@ -58,7 +58,8 @@ use websocket_tutorial::server::{self, WsStream};
 
 const USAGE: &str = "usage: broadcast_server [ADDR] [--capacity N]
   ADDR        default 127.0.0.1:9001; port 0 picks a free port
-  --capacity  messages kept for a client that falls behind (default 128)";
+  --capacity  messages kept for a client that falls behind (default 128;
+              tokio rounds it up to a power of two)";
 const MAX_CONNECTIONS: usize = 1024;
 /// The channel allocates `capacity` slots up front; keep a typo from
 /// asking for gigabytes.
@@ -167,6 +168,12 @@ async fn read_loop(
                 // Fails only when nobody is subscribed, which cannot be the
                 // case while this client's own writer is.
                 let _ = hub.send(msg);
+                // Fairness: a burst already in our read buffer would
+                // otherwise be published message after message, overrunning
+                // the channel before any writer runs, so that clients that
+                // read fine would be told they missed messages. Yielding
+                // lets the writers we just woke forward it first.
+                tokio::task::yield_now().await;
             }
             // tungstenite answers pings and the client's close frame by
             // itself; after a close the stream ends on the next read.

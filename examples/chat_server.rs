@@ -22,10 +22,11 @@
 //! `general` receives
 //! `{"type":"Message","room":"general","username":"alice","content":"hi","timestamp":"...","seq":1}`.
 //!
-//! Rules: a username is 1 to 32 characters, a room name likewise, content 1
-//! byte to 4 KiB, at most 16 rooms per connection. Invalid JSON, a binary
-//! frame, a message to a room you have not joined, or a broken rule gets
-//! `{"type":"Error","message":"..."}` and the connection stays open.
+//! Rules: a username is 1 to 32 characters and unique within a room, a room
+//! name is 1 to 32 characters, content 1 byte to 4 KiB, at most 16 rooms per
+//! connection. Invalid JSON, a binary frame, a message to a room you have
+//! not joined, or a broken rule gets `{"type":"Error","message":"..."}` and
+//! the connection stays open.
 //!
 //! Limits (`WebSocketConfig`): a frame or message over 64 KiB closes the
 //! connection with 1009 (the default would accept 64 MiB); a 4 KiB read

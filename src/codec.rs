@@ -24,7 +24,7 @@ pub enum FrameType {
     Text = 0x01,
     /// Opaque bytes.
     Data = 0x02,
-    /// Application-level ping; the payload is echoed in the pong.
+    /// Application-level ping (a peer would answer with a `Pong` frame).
     Ping = 0x03,
     /// Application-level pong.
     Pong = 0x04,

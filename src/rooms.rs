@@ -19,8 +19,11 @@
 //! is therefore bounded by its queue's capacity.
 //!
 //! One `std::sync::Mutex` guards the state. It is never held across an
-//! `.await`, and everything done under it is a few map operations and
-//! non-blocking `try_send`s, so a plain mutex beats an async `RwLock` here.
+//! `.await`, and what runs under it is short: map operations, non-blocking
+//! `try_send`s, and in [`RoomManager::say`] the caller's `make` closure
+//! (one serialisation, so that numbering and delivery stay in order). So a
+//! plain mutex beats an async `RwLock` here; a server with very busy rooms
+//! would shard the state by room.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,6 +60,8 @@ pub enum RoomError {
     AlreadyJoined,
     /// The client is not in that room.
     NotJoined,
+    /// Another member of that room already uses that name.
+    NameTaken,
 }
 
 impl std::fmt::Display for RoomError {
@@ -65,6 +70,7 @@ impl std::fmt::Display for RoomError {
             RoomError::UnknownClient => "unknown client",
             RoomError::AlreadyJoined => "already in that room",
             RoomError::NotJoined => "not in that room",
+            RoomError::NameTaken => "that name is taken in that room",
         })
     }
 }
@@ -125,16 +131,26 @@ impl RoomManager {
 
     // ANCHOR: join
     /// Adds `id` to `room` under `username`, creating the room if needed.
+    /// Names are unique within a room ([`RoomError::NameTaken`]).
     pub fn join(&self, id: ClientId, room: &str, username: &str) -> Result<(), RoomError> {
         let mut state = self.lock();
-        let client = state.clients.get_mut(&id).ok_or(RoomError::UnknownClient)?;
+        let client = state.clients.get(&id).ok_or(RoomError::UnknownClient)?;
         if client.evicted.is_cancelled() {
             return Err(RoomError::UnknownClient);
         }
         if client.rooms.contains_key(room) {
             return Err(RoomError::AlreadyJoined);
         }
-        client.rooms.insert(room.to_string(), username.to_string());
+        // Names are unique within a room, so that "bob said" means one bob,
+        // and a client can recognise its own Joined and Left events by name.
+        let members = state.rooms.get(room).map(|r| &r.members);
+        if members.is_some_and(|m| m.values().any(|name| name == username)) {
+            return Err(RoomError::NameTaken);
+        }
+        // Record the membership on both sides.
+        if let Some(client) = state.clients.get_mut(&id) {
+            client.rooms.insert(room.to_string(), username.to_string());
+        }
         let room = state.rooms.entry(room.to_string()).or_default();
         room.members.insert(id, username.to_string());
         Ok(())
@@ -324,6 +340,18 @@ mod tests {
     }
 
     #[test]
+    fn names_are_unique_within_a_room_only() {
+        let rooms = RoomManager::new();
+        let (a, _ra) = client(&rooms, 4);
+        let (b, _rb) = client(&rooms, 4);
+        rooms.join(a.id, "general", "sam").unwrap();
+        assert_eq!(rooms.join(b.id, "general", "sam"), Err(RoomError::NameTaken));
+        assert_eq!(rooms.join(b.id, "other", "sam"), Ok(()), "another room is another namespace");
+        rooms.leave(a.id, "general").unwrap();
+        assert_eq!(rooms.join(b.id, "general", "sam"), Ok(()), "free again once its owner left");
+    }
+
+    #[test]
     fn a_client_can_be_in_several_rooms_and_removal_leaves_them_all() {
         let rooms = RoomManager::new();
         let (a, _ra) = client(&rooms, 4);
@@ -426,7 +454,7 @@ mod tests {
                     for i in 0..500 {
                         let room = format!("room{}", (i + t) % 5);
                         // Rooms kept from earlier rounds may come round again.
-                        match rooms.join(me.id, &room, "x") {
+                        match rooms.join(me.id, &room, &format!("user{t}")) {
                             Ok(()) | Err(RoomError::AlreadyJoined) => {}
                             Err(e) => panic!("join failed: {e}"),
                         }

@@ -8,8 +8,12 @@ use std::time::{Duration, Instant};
 
 use common::{Server, WAIT, connect, connect_with_small_receive_buffer, expect_close, recv_within};
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::AsyncWriteExt;
+use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
 use websocket_tutorial::client::WsClient;
 use websocket_tutorial::protocol::{ClientMessage, ServerEvent};
 
@@ -194,6 +198,10 @@ async fn every_rule_is_answered_with_an_error_event_and_the_connection_stays_ope
     c.join_ok("general", &name).await;
     c.join("general", &name).await;
     assert!(c.error().await.contains("already"));
+    let mut twin = Chat::connect(&server).await;
+    twin.join("general", &name).await;
+    assert!(twin.error().await.contains("name is taken"), "names are unique in a room");
+    twin.join_ok("elsewhere", &name).await;
 
     c.say("general", "").await;
     assert!(c.error().await.contains("content"));
@@ -227,11 +235,35 @@ async fn a_message_over_64_kib_closes_with_1009() {
     server.stop().await;
 }
 
+/// Frames that break the WebSocket protocol close the connection with the
+/// matching code: 1007 for text that is not UTF-8, 1002 for an unmasked
+/// client frame.
+#[tokio::test]
+async fn protocol_violations_close_with_1007_and_1002() {
+    let server = Server::start("chat_server", &[]).await;
+
+    let mut bad_text = Chat::connect(&server).await;
+    let not_utf8 = Frame::message(vec![0xff, 0xfe, 0xfd], OpCode::Data(OpData::Text), true);
+    bad_text.send_raw(Message::Frame(not_utf8)).await;
+    assert_eq!(expect_close(&mut bad_text.ws).await, CloseCode::Invalid);
+
+    // Clients must mask every frame (RFC 6455 5.1); this one is written by
+    // hand, unmasked: FIN + text, length 2, "hi".
+    let mut unmasked = Chat::connect(&server).await;
+    let MaybeTlsStream::Plain(tcp) = unmasked.ws.get_mut() else { unreachable!("ws://") };
+    tcp.write_all(&[0x81, 0x02, b'h', b'i']).await.expect("write raw frame");
+    assert_eq!(expect_close(&mut unmasked.ws).await, CloseCode::Protocol);
+
+    let mut next = Chat::connect(&server).await;
+    next.expect_nothing_pending().await;
+    server.stop().await;
+}
+
 /// A client that stops answering pings is dropped after the timeout, and
 /// its rooms hear that it left; a client that answers stays.
 #[tokio::test]
 async fn a_client_that_stops_answering_pings_is_dropped() {
-    let server =
+    let mut server =
         Server::start("chat_server", &["--ping-ms", "100", "--pong-timeout-ms", "300"]).await;
     let mut watcher = Chat::connect(&server).await;
     watcher.join_ok("general", "watcher").await;
@@ -246,6 +278,10 @@ async fn a_client_that_stops_answering_pings_is_dropped() {
     assert_eq!(watcher.event().await, left("general", "silent"));
     let took = started.elapsed();
     assert!(took >= Duration::from_millis(300), "not dropped before the timeout ({took:?})");
+    // The server said why, with 1011 (its close frame to a silent peer is
+    // a courtesy nobody reads; its log is what an operator sees).
+    let (line, _) = server.program.wait_for(|l| l.contains("closing with 1011")).await;
+    assert!(line.ends_with("ping timeout"), "{line}");
 
     // The watcher kept reading (and so answering pings) all along: still here.
     watcher.expect_nothing_pending().await;
