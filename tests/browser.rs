@@ -230,14 +230,14 @@ async fn page_heartbeat_notices_a_silent_server() {
     alice.wait_until("the page hears Pongs", heard_late).await;
     assert_eq!(alice.eval("attempt").await, 0, "no reconnect while the server answers");
 
-    signal(&server, "STOP");
+    server.program.signal("STOP");
     // `attempt` counts reconnects; the status soon shows `connecting` again
     // (the stopped server's kernel still accepts TCP), so it is the
     // counter that stays as evidence.
     alice.wait_until("the page gives up on the silent connection", "attempt > 0").await;
     assert_ne!(alice.eval("document.querySelector('#status').dataset.state").await, "connected");
 
-    signal(&server, "CONT");
+    server.program.signal("CONT");
     alice.wait_for_status("the page reconnects", "connected", "alice").await;
     let rejoined = |entries: &[Entry]| {
         entries.iter().filter(|e| e.is_event("general", "alice joined")).count() == 2
@@ -246,16 +246,6 @@ async fn page_heartbeat_notices_a_silent_server() {
     alice.assert_no_errors().await;
 
     server.stop().await;
-}
-
-/// Sends signal `name` (`STOP`, `CONT`) to the server process.
-fn signal(server: &Server, name: &str) {
-    let pid = server.program.child.id().expect("server running");
-    let status = std::process::Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -{name} {pid} failed");
 }
 
 fn event(msg: &Message) -> ServerEvent {

@@ -392,6 +392,28 @@ async fn a_burst_of_500_messages_reaches_all_100_clients() {
     server.stop().await;
 }
 
+/// With `--max-connections 2`, a third client waits (its TCP connection sits
+/// in the kernel's backlog, its handshake unanswered) until a slot is free.
+#[tokio::test]
+async fn the_connection_cap_makes_extra_clients_wait_for_a_slot() {
+    let server = Server::start("chat_server", &["--max-connections", "2"]).await;
+    let first = Chat::connect(&server).await;
+    let mut second = Chat::connect(&server).await;
+    second.expect_nothing_pending().await;
+
+    let url = server.url.clone();
+    let mut third = tokio::spawn(async move { connect(&url).await });
+    // The one place where waiting for nothing is the point: the cap holds.
+    let early = tokio::time::timeout(Duration::from_millis(500), &mut third).await;
+    assert!(early.is_err(), "a third connection was served while two were open");
+
+    drop(first);
+    let third = tokio::time::timeout(WAIT, third).await.expect("served once a slot freed");
+    let mut third = Chat { ws: third.expect("connected") };
+    third.expect_nothing_pending().await;
+    server.stop().await;
+}
+
 /// Ctrl-C sends close code 1001 (going away) to every client, and the
 /// server exits 0.
 #[tokio::test]

@@ -208,3 +208,36 @@ async fn ctrl_c_closes_connections_with_1001_and_exits_0() {
     assert_eq!(program.exit_code().await, 0);
     assert!(started.elapsed() < Duration::from_secs(5), "exits promptly");
 }
+
+/// The reconnecting client's heartbeat notices a server that has gone
+/// silent without closing anything (frozen with SIGSTOP), drops that
+/// connection and reconnects once the server answers again.
+#[tokio::test]
+async fn reconnect_client_heartbeat_notices_a_silent_server() {
+    let server = Server::start("echo_server", &[]).await;
+    let mut client = Program::start(
+        "reconnect_client",
+        &[
+            &server.url,
+            "--base-ms",
+            "20",
+            "--cap-ms",
+            "100",
+            "--max-attempts",
+            "0",
+            "--ping-ms",
+            "100",
+        ],
+    );
+    client.wait_for(|l| l == "< hello (connection 1)").await;
+
+    server.program.signal("STOP");
+    let (line, _) = client.wait_for(|l| l.starts_with("connection lost")).await;
+    assert!(line.contains("no answer for"), "the heartbeat, not TCP, noticed: {line}");
+    server.program.signal("CONT");
+    client.wait_for(|l| l == "< hello (connection 2)").await;
+
+    client.interrupt();
+    assert_eq!(client.exit_code().await, 0);
+    server.stop().await;
+}

@@ -160,12 +160,19 @@ impl Program {
 
     /// Sends SIGINT, as Ctrl-C in a terminal does.
     pub fn interrupt(&self) {
+        self.signal("INT");
+    }
+
+    /// Sends signal `name` (`INT`, `STOP`, `CONT`, ...) with `kill`. STOP
+    /// freezes a server without closing its sockets: from outside it looks
+    /// like a machine that vanished, the case heartbeats exist for.
+    pub fn signal(&self, name: &str) {
         let pid = self.child.id().expect("program still running");
         let status = std::process::Command::new("kill")
-            .args(["-INT", &pid.to_string()])
+            .args([&format!("-{name}"), &pid.to_string()])
             .status()
             .expect("run kill");
-        assert!(status.success(), "kill -INT {pid} failed");
+        assert!(status.success(), "kill -{name} {pid} failed");
     }
 
     /// Waits for the program to exit, within [`WAIT`], and returns its code.
