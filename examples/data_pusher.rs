@@ -19,6 +19,17 @@
 //! joins late starts with the next sample. What clients send is read (so
 //! pings and the close handshake work) and otherwise ignored.
 //!
+//! The same loop keeps the connection honest in both directions:
+//! - a heartbeat: it pings every `--ping-ms`, counts any frame from the
+//!   client as a sign of life, and closes with 1011 (`ping timeout`) after
+//!   `--ping-ms` + `--pong-timeout-ms` of silence, so a client whose machine
+//!   vanished without a FIN does not keep its slot for the many minutes TCP
+//!   would take to notice;
+//! - a send deadline: while a send waits for a client that has stopped
+//!   reading, the loop reads nothing (not even pongs or a close frame), so a
+//!   send that cannot finish within `--send-timeout-ms` closes the client
+//!   with 1008 (`too slow`): skipping samples was not enough.
+//!
 //! Run it (terminal 1), then watch (terminal 2):
 //!
 //! ```text
@@ -27,17 +38,25 @@
 //! ```
 //!
 //! The server prints `listening on ws://127.0.0.1:9001`, then one line per
-//! connect and disconnect; the client prints a sample every second, as
-//! `< {"seq":1,...}`.
+//! connect and disconnect (and `closing with CODE: REASON` before it drops a
+//! client); the client prints a sample every second, as `< {"seq":1,...}`.
+//!
+//! Settings: `--interval-ms 1000` (time between samples), `--ping-ms 5000`
+//! (heartbeat interval), `--pong-timeout-ms 10000` (silence allowed after a
+//! ping), `--send-timeout-ms 5000` (the longest one send may wait).
 //!
 //! Limits: clients have nothing to say here, so their messages are limited to
 //! 4 KiB (a bigger one closes the connection with 1009), and the read buffer
 //! to 4 KiB instead of the default 128 KiB, which is allocated up front for
-//! every connection. At most 1,024 connections at once.
+//! every connection. At most 1,024 connections at once. Every close has a
+//! deadline (`close::CLOSE_TIMEOUT` for our close frame and again for the
+//! answer), so no client, however stuck, holds its slot for much longer than
+//! the timeouts above.
 //!
 //! Docs: docs/06-case-studies.md
 
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -46,7 +65,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::broadcast::{self, Receiver, Sender};
-use tokio::time::MissedTickBehavior;
+use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep, timeout};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -56,9 +75,13 @@ use websocket_tutorial::close;
 use websocket_tutorial::error::is_disconnect;
 use websocket_tutorial::server::{self, WsStream};
 
-const USAGE: &str = "usage: data_pusher [ADDR] [--interval-ms MS]
-  ADDR           default 127.0.0.1:9001; port 0 picks a free port
-  --interval-ms  time between samples (default 1000)";
+const USAGE: &str = "usage: data_pusher [ADDR] [--interval-ms MS] [--ping-ms MS] \
+                     [--pong-timeout-ms MS] [--send-timeout-ms MS]
+  ADDR               default 127.0.0.1:9001; port 0 picks a free port
+  --interval-ms      time between samples (default 1000)
+  --ping-ms          heartbeat interval (default 5000)
+  --pong-timeout-ms  silence allowed after a ping (default 10000)
+  --send-timeout-ms  the longest one send may wait for the client (default 5000)";
 const MAX_CONNECTIONS: usize = 1024;
 /// How many samples may wait for a client before it starts skipping stale
 /// ones: enough to ride out a short hiccup without losing any.
@@ -75,13 +98,33 @@ struct Sample {
 }
 // ANCHOR_END: sample
 
+// ANCHOR: deadlines
+/// How long a connection waits for its client, in each direction.
+#[derive(Debug, Clone, Copy)]
+struct Deadlines {
+    /// How often we ping the client.
+    ping_every: Duration,
+    /// Silence allowed after a ping before the client counts as gone.
+    pong_timeout: Duration,
+    /// The longest one send may wait for the client to make room.
+    send_timeout: Duration,
+}
+// ANCHOR_END: deadlines
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::from_env(USAGE, &["interval-ms"]);
+    let args =
+        Args::from_env(USAGE, &["interval-ms", "ping-ms", "pong-timeout-ms", "send-timeout-ms"]);
     let addr = args.positional(0, server::DEFAULT_ADDR);
     let every = args.millis("interval-ms", 1000);
-    if every.is_zero() {
-        return cli::fail("--interval-ms must be at least 1");
+    let deadlines = Deadlines {
+        ping_every: args.millis("ping-ms", 5_000),
+        pong_timeout: args.millis("pong-timeout-ms", 10_000),
+        send_timeout: args.millis("send-timeout-ms", 5_000),
+    };
+    // tokio's `interval` panics on a zero period: refuse it up front.
+    if every.is_zero() || deadlines.ping_every.is_zero() {
+        return cli::fail("--interval-ms and --ping-ms must be at least 1");
     }
 
     // ANCHOR: config
@@ -102,7 +145,7 @@ async fn main() -> ExitCode {
     let (samples, _) = broadcast::channel::<Message>(BACKLOG);
     let producer = tokio::spawn(produce(samples.clone(), every, shutdown.clone()));
     server::serve(listener, config, MAX_CONNECTIONS, shutdown, move |ws, peer, shutdown| {
-        client(ws, peer, shutdown, samples.subscribe())
+        client(ws, peer, shutdown, samples.subscribe(), deadlines)
     })
     .await;
     // ANCHOR_END: channel
@@ -147,47 +190,47 @@ async fn produce(samples: Sender<Message>, every: Duration, shutdown: Cancellati
 
 // ANCHOR: push
 /// Serves one client with a single loop: no split, no second task. The
-/// client has nothing to say, so one `select!` over shutdown, the samples
-/// and the socket is all it takes. (The broadcast server of chapter 4.1
-/// needs a reader and a writer; here one loop is enough.)
+/// client has nothing to say, so one `select!` over shutdown, the socket,
+/// the heartbeat and the samples is all it takes. (The broadcast server of
+/// chapter 4.1 needs a reader and a writer; here one loop is enough.)
 async fn client(
     mut ws: WsStream,
     peer: SocketAddr,
     shutdown: CancellationToken,
     mut samples: Receiver<Message>,
+    deadlines: Deadlines,
 ) {
     // `samples` was subscribed before this line, so a client that waits for
     // it will get the next sample produced.
     println!("{peer}: connected");
+    // The heartbeat: a ping every `ping_every`, and any frame from the
+    // client (its pong included) proves it alive. Silence for longer than
+    // `ping_every + pong_timeout` means the connection is half-open: the
+    // client's machine vanished without a FIN, and TCP alone would keep the
+    // slot for many minutes.
+    let allowed_silence = deadlines.ping_every + deadlines.pong_timeout;
+    let mut ping = interval_at(Instant::now() + deadlines.ping_every, deadlines.ping_every);
+    let mut silence = pin!(sleep(allowed_silence));
     loop {
-        // Wait for one of: shutdown, the next sample, or the client.
-        // `biased`: shutdown first, then samples, then the socket.
-        tokio::select! {
+        // Wait for one of: shutdown, the client, too much silence, time to
+        // ping, or the next sample. `biased`: in this order. The client
+        // comes before the silence check, so a pong that arrived while we
+        // were sending still counts; pings and the client come before the
+        // samples, so a client that is behind (a sample always ready) is
+        // still pinged and heard.
+        let outgoing = tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
                 close::handshake(&mut ws, CloseCode::Away, "server shutting down").await;
                 break;
             }
-            sample = next_sample(&mut samples) => {
-                let Some(sample) = sample else { break }; // the producer stopped
-                // A client that stopped reading makes this send wait once its
-                // socket buffers are full: race it against shutdown, so that
-                // Ctrl-C still gets through (the next turn of the loop closes).
-                let sent = tokio::select! {
-                    sent = ws.send(sample) => sent,
-                    _ = shutdown.cancelled() => continue,
-                };
-                if let Err(e) = sent {
-                    if !is_disconnect(&e) {
-                        eprintln!("{peer}: send failed: {e}");
-                    }
-                    break;
-                }
-            }
             // What the client sends is ignored, but reading it is what lets
             // tungstenite answer pings and the client's close frame.
             msg = ws.next() => match msg {
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => {
+                    silence.as_mut().reset(Instant::now() + allowed_silence);
+                    continue;
+                }
                 None => break,
                 Some(Err(e)) => {
                     // For example 1009 for a message over 4 KiB.
@@ -195,11 +238,54 @@ async fn client(
                     break;
                 }
             },
+            _ = &mut silence => {
+                close_with(&mut ws, peer, CloseCode::Error, "ping timeout").await;
+                break;
+            }
+            _ = ping.tick() => Message::Ping(Default::default()),
+            sample = next_sample(&mut samples) => match sample {
+                Some(sample) => sample,
+                None => break, // the producer stopped
+            },
+        };
+        // A client that stopped reading makes this send wait once its socket
+        // buffers are full, and while it waits this loop reads nothing: not
+        // the client's pongs, not its close frame. So the wait is bounded: a
+        // client that cannot take one message within `send_timeout`, even
+        // after skipping stale samples, cannot keep up, and is let go. The
+        // send also races shutdown, so that Ctrl-C still gets through (the
+        // next turn of the loop closes).
+        let sent = tokio::select! {
+            sent = timeout(deadlines.send_timeout, ws.send(outgoing)) => sent,
+            _ = shutdown.cancelled() => continue,
+        };
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                if !is_disconnect(&e) {
+                    eprintln!("{peer}: send failed: {e}");
+                }
+                break;
+            }
+            Err(_) => {
+                close_with(&mut ws, peer, CloseCode::Policy, "too slow: a send timed out").await;
+                break;
+            }
         }
     }
     println!("{peer}: disconnected");
 }
 
+/// Says why we drop the client, in our log and in the close frame. Each step
+/// of the handshake has a deadline, so a client that is stuck or gone costs
+/// us seconds, not a slot forever.
+async fn close_with(ws: &mut WsStream, peer: SocketAddr, code: CloseCode, reason: &str) {
+    println!("{peer}: closing with {}: {reason}", u16::from(code));
+    close::handshake(ws, code, reason).await;
+}
+// ANCHOR_END: push
+
+// ANCHOR: skip
 /// The next sample for this client; `None` when the producer has stopped.
 ///
 /// A client more than [`BACKLOG`] samples behind skips to the newest one:
@@ -231,4 +317,4 @@ fn newest_queued(samples: &mut Receiver<Message>) -> Option<Message> {
         }
     }
 }
-// ANCHOR_END: push
+// ANCHOR_END: skip

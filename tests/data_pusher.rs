@@ -9,6 +9,7 @@ use chrono::{DateTime, FixedOffset};
 use common::{Server, connect, expect_close, recv_text};
 use futures_util::SinkExt;
 use tokio::time::{Instant, timeout};
+use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use websocket_tutorial::client::WsClient;
@@ -64,6 +65,22 @@ fn assert_paced(samples: &[Sample]) {
         let gap = (b.timestamp - a.timestamp).num_milliseconds();
         let at_least = (b.seq - a.seq) as i64 * INTERVAL_MS / 2;
         assert!(gap >= at_least, "{gap} ms between {a:?} and {b:?}, expected >= {at_least}");
+    }
+}
+
+/// Reads samples until the caller stops polling; panics if the connection
+/// closes. Reading is also what answers the server's pings.
+async fn keep_reading(ws: &mut WsClient) {
+    loop {
+        next_sample(ws).await;
+    }
+}
+
+/// The `IP:PORT` the server sees for this client, as its log lines name it.
+fn local_addr(ws: &WsClient) -> String {
+    match ws.get_ref() {
+        MaybeTlsStream::Plain(tcp) => tcp.local_addr().expect("local address").to_string(),
+        other => panic!("expected plain TCP, got {other:?}"),
     }
 }
 
@@ -197,5 +214,47 @@ async fn an_oversized_message_closes_only_its_sender() {
     let before = next_sample(&mut other).await;
     let after = next_sample(&mut other).await;
     assert!(after.seq > before.seq);
+    server.stop().await;
+}
+
+/// A client that never reads (so never answers a ping) is closed with 1011 once ping + pong timeout of silence have passed, not before; a client that reads stays connected.
+#[tokio::test]
+async fn a_client_that_never_answers_pings_is_closed_with_1011() {
+    let (ping_ms, pong_timeout_ms) = (100, 300);
+    let (ping, pong_timeout) = (ping_ms.to_string(), pong_timeout_ms.to_string());
+    let args = ["--interval-ms", "50", "--ping-ms", &ping, "--pong-timeout-ms", &pong_timeout];
+    let mut server = Server::start(NAME, &args).await;
+    let mut reader = connect(&server.url).await;
+    wait_connected(&mut server, 1).await;
+
+    // tungstenite answers pings only while the stream is read: this client
+    // never reads, like a machine that vanished. Its silence starts after
+    // `started`, so the server must not give up before the full timeout.
+    let started = Instant::now();
+    let mut silent = connect(&server.url).await;
+    let silent_addr = local_addr(&silent);
+    let silent_part = async {
+        let closing = format!("{silent_addr}: closing with");
+        let (line, _) = server.program.wait_for(|l| l.starts_with(&closing)).await;
+        let took = started.elapsed();
+        let allowed = Duration::from_millis(ping_ms + pong_timeout_ms);
+        assert!(took >= allowed, "closed after {took:?}, before {allowed:?} of silence");
+        assert!(line.ends_with("1011: ping timeout"), "{line}");
+        // Reading at last, the client finds the samples and pings it left
+        // unread, then the close frame. It must read while the server still
+        // waits for its answer: once the server has dropped the socket,
+        // answering those pings fails (broken pipe) before the close frame.
+        assert_eq!(expect_close(&mut silent).await, CloseCode::Error);
+        let _ = silent.flush().await; // answer the close frame
+        let disconnected = format!("{silent_addr}: disconnected");
+        server.program.wait_for(|l| l == disconnected).await;
+    };
+    // Meanwhile the reader reads, and so answers every ping.
+    tokio::select! {
+        _ = silent_part => {}
+        _ = keep_reading(&mut reader) => unreachable!("keep_reading returns only by panicking"),
+    }
+    // It was pinged several times over and is still connected.
+    next_sample(&mut reader).await;
     server.stop().await;
 }
