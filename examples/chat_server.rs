@@ -84,7 +84,7 @@ async fn main() -> ExitCode {
     let addr = args.positional(0, server::DEFAULT_ADDR);
     let chat = Arc::new(Chat {
         rooms: RoomManager::new(),
-        ping_every: args.millis("ping-ms", 5_000),
+        ping_every: args.period("ping-ms", 5_000),
         pong_timeout: args.millis("pong-timeout-ms", 10_000),
         queue: args.get("queue", 256_usize).max(1),
     });

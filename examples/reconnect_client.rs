@@ -46,7 +46,7 @@ async fn main() -> ExitCode {
         cap: args.millis("cap-ms", 30_000),
         max_attempts: args.get("max-attempts", 10),
     };
-    let ping_every = args.millis("ping-ms", 5_000);
+    let ping_every = args.period("ping-ms", 5_000);
     let config = WebSocketConfig::default().max_message_size(Some(16 << 20));
 
     let ctrl_c = tokio::signal::ctrl_c();

@@ -5,6 +5,7 @@
 //! can make a 5-second heartbeat take 50 ms).
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
@@ -23,7 +24,9 @@ impl Args {
         match Args::parse(std::env::args().skip(1), known) {
             Ok(args) => args,
             Err(None) => {
-                println!("{usage}");
+                // Not println!, which panics when stdout is a closed pipe
+                // (`--help | head -1`).
+                let _ = writeln!(std::io::stdout(), "{usage}");
                 std::process::exit(0);
             }
             Err(Some(mistake)) => {
@@ -88,6 +91,18 @@ impl Args {
     /// The setting `--name` as a number of milliseconds.
     pub fn millis(&self, name: &str, default_ms: u64) -> Duration {
         Duration::from_millis(self.get(name, default_ms))
+    }
+
+    /// The setting `--name` as the period of a timer, in milliseconds: at
+    /// least 1, because `tokio::time::interval` panics on a zero period.
+    /// Exits with a usage error for 0.
+    pub fn period(&self, name: &str, default_ms: u64) -> Duration {
+        let period = self.millis(name, default_ms);
+        if period.is_zero() {
+            eprintln!("error: --{name} must be at least 1");
+            std::process::exit(2);
+        }
+        period
     }
 }
 

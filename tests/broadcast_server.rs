@@ -5,24 +5,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Server, close_cleanly, connect, expect_close, recv, recv_text};
+use common::{Server, close_cleanly, connect, expect_close, local_addr, recv, recv_text};
 use futures_util::SinkExt;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
-use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use websocket_tutorial::client::WsClient;
 
 const NAME: &str = "broadcast_server";
-
-/// The `IP:PORT` the server sees for this client, as its log lines name it.
-fn local_addr(ws: &WsClient) -> String {
-    match ws.get_ref() {
-        MaybeTlsStream::Plain(tcp) => tcp.local_addr().expect("local address").to_string(),
-        other => panic!("expected plain TCP, got {other:?}"),
-    }
-}
 
 /// Waits until the server has logged `n` more connections. The server
 /// subscribes a client before logging it, so after this every one of them

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Server, WAIT, connect, connect_with_small_receive_buffer, expect_close, recv_within};
+use common::{Server, WAIT, connect, connect_with_small_buffers, expect_close, recv_within};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::MaybeTlsStream;
@@ -296,7 +296,7 @@ async fn a_client_that_stops_reading_does_not_hold_up_the_others() {
     let server = Server::start("chat_server", &["--queue", "64"]).await;
     let mut sender = Chat::connect(&server).await;
     let mut fast = Chat::connect(&server).await;
-    let mut slow = Chat { ws: connect_with_small_receive_buffer(&server.url).await };
+    let mut slow = Chat { ws: connect_with_small_buffers(&server.url).await };
     sender.join_ok("general", "sender").await;
     fast.join_ok("general", "fast").await;
     slow.join("general", "slow").await;

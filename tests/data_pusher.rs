@@ -6,10 +6,9 @@ mod common;
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
-use common::{Server, connect, expect_close, recv_text};
+use common::{Server, connect, connect_with_small_buffers, expect_close, local_addr, recv_text};
 use futures_util::SinkExt;
 use tokio::time::{Instant, timeout};
-use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use websocket_tutorial::client::WsClient;
@@ -73,14 +72,6 @@ fn assert_paced(samples: &[Sample]) {
 async fn keep_reading(ws: &mut WsClient) {
     loop {
         next_sample(ws).await;
-    }
-}
-
-/// The `IP:PORT` the server sees for this client, as its log lines name it.
-fn local_addr(ws: &WsClient) -> String {
-    match ws.get_ref() {
-        MaybeTlsStream::Plain(tcp) => tcp.local_addr().expect("local address").to_string(),
-        other => panic!("expected plain TCP, got {other:?}"),
     }
 }
 
@@ -255,6 +246,46 @@ async fn a_client_that_never_answers_pings_is_closed_with_1011() {
         _ = keep_reading(&mut reader) => unreachable!("keep_reading returns only by panicking"),
     }
     // It was pinged several times over and is still connected.
+    next_sample(&mut reader).await;
+    server.stop().await;
+}
+
+/// A client that stops reading is closed with 1008 (too slow) once one send has waited --send-timeout-ms for it, not before; a client that reads keeps receiving.
+#[tokio::test]
+async fn a_client_that_cannot_keep_up_is_closed_with_1008() {
+    let send_timeout_ms = 1000;
+    let send_timeout = send_timeout_ms.to_string();
+    let mut server =
+        Server::start(NAME, &["--interval-ms", "1", "--send-timeout-ms", &send_timeout]).await;
+    let mut reader = connect(&server.url).await;
+    wait_connected(&mut server, 1).await;
+
+    // This client never reads. With its small socket buffers (which also
+    // keep the server's send buffer small), samples at one a millisecond
+    // fill everything between us within about a second; then the server's
+    // next send has to wait.
+    let started = Instant::now();
+    let mut slow = connect_with_small_buffers(&server.url).await;
+    let slow_addr = local_addr(&slow);
+    let slow_part = async {
+        let closing = format!("{slow_addr}: closing with");
+        let (line, _) = server.program.wait_for(|l| l.starts_with(&closing)).await;
+        let took = started.elapsed();
+        let allowed = Duration::from_millis(send_timeout_ms);
+        assert!(took >= allowed, "closed after {took:?}, before a send could wait {allowed:?}");
+        assert!(line.ends_with("1008: too slow: a send timed out"), "{line}");
+        // Reading again (while the server still waits to deliver its close
+        // frame), the client finds what was buffered, then 1008.
+        assert_eq!(expect_close(&mut slow).await, CloseCode::Policy);
+        let _ = slow.flush().await; // answer the close frame
+        let disconnected = format!("{slow_addr}: disconnected");
+        server.program.wait_for(|l| l == disconnected).await;
+    };
+    // Meanwhile the reader reads, at one sample a millisecond.
+    tokio::select! {
+        _ = slow_part => {}
+        _ = keep_reading(&mut reader) => unreachable!("keep_reading returns only by panicking"),
+    }
     next_sample(&mut reader).await;
     server.stop().await;
 }

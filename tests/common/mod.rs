@@ -312,15 +312,22 @@ pub async fn close_cleanly(ws: &mut WsClient) {
     assert!(rest, "server answered our close frame with its own");
 }
 
-/// Connects a client whose socket receive buffer is tiny (4 KiB), so that a
-/// client that stops reading backs up into the server after a few KiB
-/// instead of after the megabytes the kernel would otherwise buffer.
-pub async fn connect_with_small_receive_buffer(url: &str) -> WsClient {
+/// Connects a client with small socket buffers, so that when it stops
+/// reading, the server's sends back up after some 70 KiB instead of the
+/// megabytes the kernels would otherwise buffer.
+///
+/// Two settings, both before connecting, because both are announced in the
+/// TCP handshake: a 4 KiB receive buffer (our window), and a 536-byte
+/// maximum segment size. The server's kernel sizes its send buffer from the
+/// segment size we announce: on loopback (64 KiB segments) it grows to the
+/// `tcp_wmem` maximum, 4 MiB by default; with 536-byte segments to about
+/// 70 KiB.
+pub async fn connect_with_small_buffers(url: &str) -> WsClient {
     let addr: std::net::SocketAddr =
         url.strip_prefix("ws://").and_then(|a| a.parse().ok()).expect("ws://IP:PORT URL");
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    // Must be set before connecting: the window is negotiated in the handshake.
     socket.set_recv_buffer_size(4096).expect("set SO_RCVBUF");
+    socket2::SockRef::from(&socket).set_tcp_mss(536).expect("set TCP_MAXSEG");
     let stream =
         timeout(WAIT, socket.connect(addr)).await.expect("connect in time").expect("connect");
     let (ws, _) = timeout(
@@ -331,4 +338,14 @@ pub async fn connect_with_small_receive_buffer(url: &str) -> WsClient {
     .expect("handshake in time")
     .expect("handshake");
     ws
+}
+
+/// The `IP:PORT` the server sees for this client, as its log lines name it.
+pub fn local_addr(ws: &WsClient) -> String {
+    match ws.get_ref() {
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp) => {
+            tcp.local_addr().expect("local address").to_string()
+        }
+        other => panic!("expected plain TCP, got {other:?}"),
+    }
 }
