@@ -73,8 +73,11 @@ async fn main() -> ExitCode {
 
     let join = ClientMessage::Join { room: FIRST_ROOM.into(), username: username.clone() };
     let _ = tx.send(join.to_message()).await;
-    // The rooms we are in, as the server confirmed them; the last is current.
-    let mut rooms: Vec<String> = Vec::new();
+    // The rooms we are in; the last is current. A room counts from the
+    // moment we ask to join it: the server handles our commands in order,
+    // so a line typed (or piped) right after `/join` lands in that room,
+    // and a refused join comes back as an Error event.
+    let mut rooms: Vec<String> = vec![FIRST_ROOM.to_string()];
     let mut lines = client::stdin_lines(QUEUE);
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -87,6 +90,10 @@ async fn main() -> ExitCode {
                 let Some(line) = line else { break None }; // end of input
                 match command(&line, &username, &rooms) {
                     Input::Send(command) => {
+                        if let ClientMessage::Join { room, .. } = &command {
+                            rooms.retain(|r| r != room); // it becomes the current room
+                            rooms.push(room.clone());
+                        }
                         if tx.send(command.to_message()).await.is_err() {
                             break Some(cli::fail("connection lost"));
                         }
@@ -162,11 +169,13 @@ fn command(line: &str, username: &str, rooms: &[String]) -> Input {
 // ANCHOR_END: command
 
 /// Prints one server event readably, and keeps `rooms` in step with the
-/// server's confirmations of our own joins and leaves.
+/// server's word on our own joins and leaves.
 fn show(event: &ServerEvent, me: &str, rooms: &mut Vec<String>) {
     let now = Local::now().format("%H:%M:%S");
     match event {
         ServerEvent::Joined { room, username } => {
+            // Usually already there (we added it when asking); names are
+            // unique in a room, so this event is ours.
             if username == me && !rooms.contains(room) {
                 rooms.push(room.clone());
             }

@@ -74,3 +74,29 @@ async fn no_server_is_a_clear_error() {
     let stderr = client.stderr_text().await;
     assert!(stderr.starts_with("error: cannot connect to"), "{stderr}");
 }
+
+/// Lines piped in all at once work: the first goes to `general` even though
+/// it was read before the server confirmed the join, and a `/join` applies
+/// to the very next line.
+#[tokio::test]
+async fn piped_input_is_said_in_the_right_rooms() {
+    let server = Server::start("chat_server", &[]).await;
+    let mut bob = chat_client(&server, "bob").await;
+    let mut carol = chat_client(&server, "carol").await;
+    carol.write_stdin("/join side\n").await;
+    carol.wait_for(|l| l.ends_with("#side * carol joined")).await;
+
+    let mut alice = Program::start("chat_client", &[&server.url, "alice"]);
+    alice.write_stdin("first line\n/join side\nsecond line\n/quit\n").await;
+    assert_eq!(alice.exit_code().await, 0);
+    let lines = alice.remaining_lines().await;
+    assert!(!lines.iter().any(|l| l.starts_with("! ")), "no complaint: {lines:#?}");
+
+    let (line, _) = bob.wait_for(|l| l.contains("<alice>")).await;
+    assert!(line.ends_with("#general <alice> first line"), "{line}");
+    let (line, _) = carol.wait_for(|l| l.contains("<alice>")).await;
+    assert!(line.ends_with("#general <alice> first line"), "{line}");
+    let (line, _) = carol.wait_for(|l| l.contains("<alice>")).await;
+    assert!(line.ends_with("#side <alice> second line"), "{line}");
+    server.stop().await;
+}
