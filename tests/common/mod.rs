@@ -33,19 +33,24 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// when nothing changed) before it starts its first example.
 pub fn example_path(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
+    // target/<profile>/deps/<test binary> -> target/<profile>/examples/<name>
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir");
     BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "--examples", "--quiet"])
+        let mut build = std::process::Command::new(cargo);
+        build.args(["build", "--examples", "--quiet"]);
+        // Build the same profile as this test binary (`cargo test --release`).
+        if profile_dir.ends_with("release") {
+            build.arg("--release");
+        }
+        let status = build
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("run cargo build --examples");
         assert!(status.success(), "cargo build --examples failed");
     });
-    // target/debug/deps/<test binary> -> target/debug/examples/<name>
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir").join("examples");
-    let path = dir.join(name);
+    let path = profile_dir.join("examples").join(name);
     assert!(path.exists(), "example binary {} is missing", path.display());
     path
 }
