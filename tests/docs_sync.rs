@@ -252,13 +252,68 @@ fn doc_files() -> Vec<String> {
     docs
 }
 
+/// Rewrites every ```rust block that follows an include marker with the
+/// code it names (blocks whose code is missing are left as they are, for
+/// the check to report). Used by `UPDATE_DOCS=1 cargo test --test docs_sync`
+/// after an intended change to quoted code; review the diff before committing.
+fn requote(text: &str, read: &dyn Fn(&str) -> Option<String>) -> String {
+    let mut out = Vec::new();
+    let mut include: Option<String> = None;
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        out.push(line.to_string());
+        let trimmed = line.trim();
+        if let Some(spec) =
+            trimmed.strip_prefix("<!-- include:").and_then(|c| c.strip_suffix("-->"))
+        {
+            include = Some(spec.trim().to_string());
+        } else if trimmed == "```rust" {
+            let spec = include.take();
+            let (file, name) = match spec.as_deref().map(|s| s.split_once('#')) {
+                Some(Some((file, name))) => (file, Some(name)),
+                Some(None) => (spec.as_deref().unwrap_or_default(), None),
+                None => continue, // a counter-example: keep as written
+            };
+            let Some(code) = read(file).and_then(|source| region(&source, name)) else {
+                continue;
+            };
+            out.extend(code.lines().map(str::to_string));
+            // Skip the old body up to (not including) the closing fence.
+            for old in lines.by_ref() {
+                if old.trim() == "```" {
+                    out.push(old.to_string());
+                    break;
+                }
+            }
+        } else if !trimmed.is_empty() {
+            include = None;
+        }
+    }
+    let mut text_out = out.join("\n");
+    if text.ends_with('\n') {
+        text_out.push('\n');
+    }
+    text_out
+}
+
 /// Every quote in docs/ and README.md is exactly the code it names, every
 /// `cargo run --example` names a real example, and every relative link works.
+/// With `UPDATE_DOCS=1`, quotes are first re-copied from the code.
 #[test]
 fn docs_quote_the_code_exactly() {
     let mut problems = Vec::new();
     let mut compared = 0;
+    let update = std::env::var_os("UPDATE_DOCS").is_some_and(|v| v == "1");
     for doc in doc_files() {
+        if update {
+            let text = read_crate_file(&doc).expect("doc is readable");
+            let fresh = requote(&text, &read_crate_file);
+            if fresh != text {
+                let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(&doc);
+                std::fs::write(&path, fresh).expect("rewrite doc");
+                eprintln!("UPDATE_DOCS: re-quoted {doc}");
+            }
+        }
         let text = read_crate_file(&doc).expect("doc is readable");
         let report = check_doc(&doc, &text, &read_crate_file);
         problems.extend(report.problems);
@@ -345,4 +400,21 @@ fn every_kind_of_mistake_is_reported() {
                 `cargo run --example demo` [a](../src/a.rs) [w](https://x.org) [s](#top)\n";
     let report = check_in_memory(fine);
     assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+/// Re-quoting replaces a stale quote with the region, and leaves
+/// counter-examples and prose alone.
+#[test]
+fn requote_refreshes_stale_quotes_only() {
+    let files: HashMap<&str, &str> = HashMap::from([("src/a.rs", LIB)]);
+    let read = |path: &str| files.get(path).map(|text| text.to_string());
+    let doc = "Intro.\n\n<!-- include: src/a.rs#body -->\n\n```rust\nB\nold line\n```\n\n\
+               <!-- counter-example -->\n```rust\nnaive()\n```\n";
+    let fresh = requote(doc, &read);
+    assert_eq!(
+        fresh,
+        "Intro.\n\n<!-- include: src/a.rs#body -->\n\n```rust\nA\n```\n\n\
+         <!-- counter-example -->\n```rust\nnaive()\n```\n"
+    );
+    assert!(check_in_memory(&fresh).problems.is_empty());
 }
