@@ -223,22 +223,10 @@ async fn a_client_that_never_answers_pings_is_closed_with_1011() {
     // `started`, so the server must not give up before the full timeout.
     let started = Instant::now();
     let mut silent = connect(&server.url).await;
-    let silent_addr = local_addr(&silent);
     let silent_part = async {
-        let closing = format!("{silent_addr}: closing with");
-        let (line, _) = server.program.wait_for(|l| l.starts_with(&closing)).await;
-        let took = started.elapsed();
         let allowed = Duration::from_millis(ping_ms + pong_timeout_ms);
-        assert!(took >= allowed, "closed after {took:?}, before {allowed:?} of silence");
-        assert!(line.ends_with("1011: ping timeout"), "{line}");
-        // Reading at last, the client finds the samples and pings it left
-        // unread, then the close frame. It must read while the server still
-        // waits for its answer: once the server has dropped the socket,
-        // answering those pings fails (broken pipe) before the close frame.
-        assert_eq!(expect_close(&mut silent).await, CloseCode::Error);
-        let _ = silent.flush().await; // answer the close frame
-        let disconnected = format!("{silent_addr}: disconnected");
-        server.program.wait_for(|l| l == disconnected).await;
+        let log = "1011: ping timeout";
+        expect_dropped(&mut server, &mut silent, started, allowed, log, CloseCode::Error).await;
     };
     // Meanwhile the reader reads, and so answers every ping.
     tokio::select! {
@@ -266,20 +254,10 @@ async fn a_client_that_cannot_keep_up_is_closed_with_1008() {
     // next send has to wait.
     let started = Instant::now();
     let mut slow = connect_with_small_buffers(&server.url).await;
-    let slow_addr = local_addr(&slow);
     let slow_part = async {
-        let closing = format!("{slow_addr}: closing with");
-        let (line, _) = server.program.wait_for(|l| l.starts_with(&closing)).await;
-        let took = started.elapsed();
         let allowed = Duration::from_millis(send_timeout_ms);
-        assert!(took >= allowed, "closed after {took:?}, before a send could wait {allowed:?}");
-        assert!(line.ends_with("1008: too slow: a send timed out"), "{line}");
-        // Reading again (while the server still waits to deliver its close
-        // frame), the client finds what was buffered, then 1008.
-        assert_eq!(expect_close(&mut slow).await, CloseCode::Policy);
-        let _ = slow.flush().await; // answer the close frame
-        let disconnected = format!("{slow_addr}: disconnected");
-        server.program.wait_for(|l| l == disconnected).await;
+        let log = "1008: too slow: a send timed out";
+        expect_dropped(&mut server, &mut slow, started, allowed, log, CloseCode::Policy).await;
     };
     // Meanwhile the reader reads, at one sample a millisecond.
     tokio::select! {
@@ -288,4 +266,32 @@ async fn a_client_that_cannot_keep_up_is_closed_with_1008() {
     }
     next_sample(&mut reader).await;
     server.stop().await;
+}
+
+/// Waits for the server to log that it is closing `ws` with `log` (for
+/// example `1011: ping timeout`), no sooner than `at_least` after `started`;
+/// then reads the close frame, which must carry `code`, answers it, and
+/// waits for the server's `disconnected` line.
+///
+/// The client reads while the server still waits for its answer: once the
+/// server has dropped the socket, answering the pings it left unread would
+/// fail (broken pipe) before the close frame is reached.
+async fn expect_dropped(
+    server: &mut Server,
+    ws: &mut WsClient,
+    started: Instant,
+    at_least: Duration,
+    log: &str,
+    code: CloseCode,
+) {
+    let addr = local_addr(ws);
+    let closing = format!("{addr}: closing with");
+    let (line, _) = server.program.wait_for(|l| l.starts_with(&closing)).await;
+    let took = started.elapsed();
+    assert!(took >= at_least, "closed after {took:?}, sooner than {at_least:?}");
+    assert!(line.ends_with(log), "{line}");
+    assert_eq!(expect_close(ws).await, code);
+    let _ = ws.flush().await; // answer the close frame
+    let disconnected = format!("{addr}: disconnected");
+    server.program.wait_for(|l| l == disconnected).await;
 }
