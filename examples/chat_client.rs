@@ -195,6 +195,7 @@ fn show(event: &ServerEvent, me: &str, rooms: &mut Vec<String>) {
             println!("[{at}] #{room} <{username}> {content}");
         }
         ServerEvent::Pong => println!("pong"),
-        ServerEvent::Error { message } => println!("! error: {message}"),
+        ServerEvent::Error { room: Some(room), message } => println!("! #{room}: {message}"),
+        ServerEvent::Error { room: None, message } => println!("! error: {message}"),
     }
 }

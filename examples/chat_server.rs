@@ -2,13 +2,16 @@
 //! chapter 5.1. The tutorial's main program.
 //!
 //! What it teaches: everything of the earlier chapters at once, under real
-//! conditions. One writer task per connection, fed by a bounded queue, that
-//! sends whatever is queued with `feed` and flushes once; rooms that deliver
-//! through those queues (`websocket_tutorial::rooms`); a slow client evicted
-//! with close code 1008 instead of slowing the room; a heartbeat that drops
-//! half-open connections; every malformed command answered with an `Error`
-//! event while the connection stays open; server-set timestamps and per-room
-//! sequence numbers; Ctrl-C closes everyone with 1001.
+//! conditions, and at the size of a real public room. One `select!` loop per
+//! connection over shutdown, the socket, the heartbeat and the client's
+//! outbox; rooms that deliver through those outboxes
+//! (`websocket_tutorial::rooms`); an outbox bounded in *bytes*, so a join
+//! storm of a thousand small events costs what it weighs and only a client
+//! that does not read is evicted (close code 1008); a per-connection rate
+//! limit, so one sender cannot fill everybody's outbox; a heartbeat that
+//! drops half-open connections; every malformed command answered with an
+//! `Error` event while the connection stays open; server-set timestamps and
+//! per-room sequence numbers; Ctrl-C closes everyone with 1001.
 //!
 //! ```text
 //! cargo run --example chat_server                       # terminal 1
@@ -25,8 +28,9 @@
 //! Rules: a username is 1 to 32 characters and unique within a room, a room
 //! name is 1 to 32 characters, content 1 byte to 4 KiB, at most 16 rooms per
 //! connection. Invalid JSON, a binary frame, a message to a room you have
-//! not joined, or a broken rule gets `{"type":"Error","message":"..."}` and
-//! the connection stays open.
+//! not joined, or a broken rule gets `{"type":"Error","message":"..."}`
+//! (with `"room"` when the command was about a room) and the connection
+//! stays open.
 //!
 //! Limits (`WebSocketConfig`): a frame or message over 64 KiB closes the
 //! connection with 1009 (the default would accept 64 MiB); a 4 KiB read
@@ -35,60 +39,99 @@
 //! server's resident memory is 146 MB with the default and 18 MB with 4 KiB);
 //! a 16 KiB write buffer.
 //!
-//! Settings: `--ping-ms 5000` (heartbeat interval), `--pong-timeout-ms 10000`
-//! (silence allowed after a ping), `--queue 256` (messages queued per client
-//! before it counts as too slow), `--max-connections 10000`.
+//! Settings:
+//! - `--outbox-bytes 1048576`: bytes queued for a client and not yet written
+//!   before it counts as too slow and is closed with 1008;
+//! - `--rate-limit 10` and `--rate-burst 20`: commands per second per
+//!   connection, and how many may come at once; a command over the limit
+//!   gets an `Error`, and a client a whole burst over it is closed with 1008;
+//! - `--presence-limit 1000`: rooms with more members announce a `Joined` or
+//!   `Left` only to the member concerned;
+//! - `--ping-ms 5000` (heartbeat interval), `--pong-timeout-ms 10000`
+//!   (silence allowed after a ping), `--send-timeout-ms 5000` (the longest a
+//!   write may wait for the client), `--max-connections 10000`.
 //!
 //! Docs: docs/06-case-studies.md
 
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
-use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
-use tokio::time::{Instant, interval_at, timeout};
+use tokio::time::{Instant, interval_at, sleep, timeout};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 use websocket_tutorial::cli::{self, Args};
 use websocket_tutorial::close;
+use websocket_tutorial::error::is_disconnect;
+use websocket_tutorial::outbox::{Outgoing, frame_len};
 use websocket_tutorial::protocol::{ClientMessage, ServerEvent};
-use websocket_tutorial::rooms::{ClientId, RoomManager};
+use websocket_tutorial::rate::{RateLimit, Verdict};
+use websocket_tutorial::rooms::{self, Member, RoomManager};
 use websocket_tutorial::server::{self, WsStream};
 
-const USAGE: &str = "usage: chat_server [ADDR] [--ping-ms 5000] [--pong-timeout-ms 10000] \
-                     [--queue 256] [--max-connections 10000]";
+const USAGE: &str = "usage: chat_server [ADDR] [--outbox-bytes 1048576] [--rate-limit 10] \
+                     [--rate-burst 20] [--presence-limit 1000] [--ping-ms 5000] \
+                     [--pong-timeout-ms 10000] [--send-timeout-ms 5000] \
+                     [--max-connections 10000]";
 
 const MAX_NAME_CHARS: usize = 32;
 const MAX_CONTENT_BYTES: usize = 4 * 1024;
 const MAX_ROOMS_PER_CLIENT: usize = 16;
-/// The most queued messages the writer sends before one flush.
+/// The most queued messages one write takes before it flushes.
 const WRITE_BATCH: usize = 64;
 
+// ANCHOR: chat
 /// What every connection shares.
 struct Chat {
-    rooms: RoomManager,
+    rooms: Arc<RoomManager>,
+    /// Commands per second per connection, and the burst allowed.
+    rate_limit: u32,
+    rate_burst: u32,
+    /// How often we ping a client.
     ping_every: Duration,
+    /// Silence allowed after a ping before a client counts as gone.
     pong_timeout: Duration,
-    queue: usize,
+    /// The longest one write may wait for a client to make room.
+    send_timeout: Duration,
 }
+// ANCHOR_END: chat
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::from_env(USAGE, &["ping-ms", "pong-timeout-ms", "queue", "max-connections"]);
+    let args = Args::from_env(
+        USAGE,
+        &[
+            "outbox-bytes",
+            "rate-limit",
+            "rate-burst",
+            "presence-limit",
+            "ping-ms",
+            "pong-timeout-ms",
+            "send-timeout-ms",
+            "max-connections",
+        ],
+    );
     let addr = args.positional(0, server::DEFAULT_ADDR);
+    let rooms = RoomManager::new(rooms::Config {
+        outbox_bytes: args.positive("outbox-bytes", 1024 * 1024),
+        presence_limit: args.positive("presence-limit", 1_000),
+        ..rooms::Config::default()
+    });
     let chat = Arc::new(Chat {
-        rooms: RoomManager::new(),
+        rooms: Arc::new(rooms),
+        rate_limit: args.positive("rate-limit", 10),
+        rate_burst: args.positive("rate-burst", 20),
         ping_every: args.period("ping-ms", 5_000),
         pong_timeout: args.millis("pong-timeout-ms", 10_000),
-        queue: args.get("queue", 256_usize).max(1),
+        send_timeout: args.period("send-timeout-ms", 5_000),
     });
-    let max_connections = args.get("max-connections", 10_000);
+    let max_connections = args.positive("max-connections", 10_000);
 
     // ANCHOR: config
     let config = WebSocketConfig::default()
@@ -114,192 +157,236 @@ async fn main() -> ExitCode {
 enum Ending {
     /// The peer closed (its close frame is already answered) or vanished.
     PeerDone,
-    /// Writing failed: the peer is gone, and the writer task has ended.
-    WriteFailed,
     /// We close, with this code and reason.
     Close(CloseCode, String),
 }
 
 // ANCHOR: connection
 /// Runs one client from handshake to goodbye.
-async fn connection(ws: WsStream, peer: SocketAddr, shutdown: CancellationToken, chat: Arc<Chat>) {
-    let (sink, mut stream) = ws.split();
-    let (queue, queued) = mpsc::channel(chat.queue);
-    let me = chat.rooms.register(queue);
-    println!("{peer}: connected as {}", me.id);
+async fn connection(
+    mut ws: WsStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+    chat: Arc<Chat>,
+) {
+    let (me, mut outgoing) = chat.rooms.register();
+    println!("{peer}: connected as {}", me.id());
 
-    // The writer owns the sink. `stop` asks it to hand the sink back so we
-    // can send the close frame ourselves, even past a full queue.
-    let stop = CancellationToken::new();
-    let mut writer = tokio::spawn(write_loop(sink, queued, chat.ping_every, stop.clone()));
+    let ending = serve_client(&mut ws, &me, &mut outgoing, &shutdown, &chat).await;
 
-    // Wait for one of: the client is done, the server shuts down, the client
-    // is too slow to keep up, or writing failed (the peer is gone).
-    let ending = tokio::select! {
-        ending = read_loop(&mut stream, me.id, &chat) => ending,
-        _ = shutdown.cancelled() => Ending::Close(CloseCode::Away, "server shutting down".into()),
-        _ = me.evicted.cancelled() => {
-            Ending::Close(CloseCode::Policy, "too slow: send queue full".into())
-        }
-        _ = &mut writer => Ending::WriteFailed,
-    };
-
-    // Leave every room first, so nobody queues more for us while we close.
-    // When the whole server is going away, announcing each departure to
-    // everyone who is also leaving would cost members x members messages.
-    let rooms_left = chat.rooms.remove(me.id);
-    if !shutdown.is_cancelled() {
-        for (room, username) in rooms_left {
-            let left = ServerEvent::Left { room: room.clone(), username }.to_message();
-            chat.rooms.broadcast(&room, &left);
-        }
+    // Leave every room before the close handshake, so that nobody queues
+    // more for us and the others hear at once that we left. When the whole
+    // server is going away, nobody is told: announcing each departure to
+    // everyone who is also leaving would cost members² messages. (Had this
+    // task panicked instead, dropping `me` would still have done this.)
+    if shutdown.is_cancelled() {
+        chat.rooms.shutting_down();
     }
-
-    // Take the sink back from the writer (unless it has already ended), so
-    // that no task outlives the connection and we can send our close frame.
-    stop.cancel();
-    let sink = match ending {
-        Ending::WriteFailed => None,
-        _ => writer.await.ok().map(|(sink, _)| sink),
-    };
-    if let (Ending::Close(code, reason), Some(mut sink)) = (ending, sink) {
+    let evicted = me.is_evicted();
+    drop(me);
+    if let Ending::Close(code, reason) = ending {
         println!("{peer}: closing with {}: {reason}", u16::from(code));
-        close::send(&mut sink, code, &reason).await;
-        close::wait_for_reply(&mut stream).await;
+        // What is still queued (the refusals before a rate-limit close, say)
+        // goes out ahead of the close frame, unless the client was evicted
+        // for not reading it.
+        if !evicted {
+            let _ = timeout(close::CLOSE_TIMEOUT, feed_queued(&mut ws, &mut outgoing)).await;
+        }
+        close::handshake(&mut ws, code, &reason).await;
     }
     println!("{peer}: disconnected");
 }
+
+/// Feeds everything left in the outbox to the socket without flushing; the
+/// close frame that follows flushes it all.
+async fn feed_queued(ws: &mut WsStream, outgoing: &mut Outgoing) -> Result<(), tungstenite::Error> {
+    while let Some(msg) = outgoing.try_recv() {
+        ws.feed(msg).await?;
+    }
+    Ok(())
+}
 // ANCHOR_END: connection
 
-type Sink = SplitSink<WsStream, Message>;
-
-// ANCHOR: write_loop
-/// Drains the client's queue into the socket, and pings it every
-/// `ping_every`. Returns the sink when stopped, so the caller can close.
+// ANCHOR: serve_client
+/// The connection's one loop: it reads the client's commands, writes what
+/// the rooms queue for it, and keeps the heartbeat, until one side is done.
 ///
-/// Each round waits for at least one message, takes whatever else is already
-/// queued (up to [`WRITE_BATCH`]), `feed`s them all and flushes once: under
-/// load, one system call carries many messages.
-async fn write_loop(
-    mut sink: Sink,
-    mut queued: mpsc::Receiver<Message>,
-    ping_every: Duration,
-    stop: CancellationToken,
-) -> (Sink, Result<(), tungstenite::Error>) {
-    let mut ping = interval_at(Instant::now() + ping_every, ping_every);
-    let mut batch = Vec::with_capacity(WRITE_BATCH);
-    let result = loop {
-        tokio::select! {
-            _ = stop.cancelled() => break Ok(()),
-            received = queued.recv_many(&mut batch, WRITE_BATCH) => {
-                if received == 0 {
-                    break Ok(()); // the room manager dropped our queue
-                }
-            }
-            _ = ping.tick() => batch.push(Message::Ping(Default::default())),
-        }
-        let write = async {
-            for msg in batch.drain(..) {
-                sink.feed(msg).await?;
-            }
-            sink.flush().await
-        };
-        // A client that stops reading makes `write` wait forever; `stop`
-        // still gets through.
-        tokio::select! {
-            _ = stop.cancelled() => break Ok(()),
-            written = write => if let Err(e) = written { break Err(e) },
-        }
-    };
-    (sink, result)
-}
-// ANCHOR_END: write_loop
-
-// ANCHOR: read_loop
-/// Reads commands until the client is done or breaks a rule that ends the
-/// connection.
-///
-/// The heartbeat's other half: the writer pings every `ping_every`, and any
-/// frame (the pong included) proves the client alive. Silence for longer
-/// than `ping_every + pong_timeout` means the connection is half-open (the
-/// client's machine vanished without a FIN), so we drop it.
-async fn read_loop(stream: &mut SplitStream<WsStream>, me: ClientId, chat: &Chat) -> Ending {
+/// One task and no reader/writer split: while a write waits for a client
+/// that has stopped reading, this loop reads nothing, so each write has a
+/// deadline (`send_timeout`), and the client is let go if it cannot take a
+/// batch in that time. A client that reads never waits that long: its
+/// outbox holds at most the budget, and the kernel takes it as fast as the
+/// client reads.
+async fn serve_client(
+    ws: &mut WsStream,
+    me: &Member,
+    outgoing: &mut Outgoing,
+    shutdown: &CancellationToken,
+    chat: &Chat,
+) -> Ending {
+    // The heartbeat: a ping every `ping_every`, and any frame from the
+    // client (its pong included) proves it alive. Silence for longer than
+    // `ping_every + pong_timeout` means the connection is half-open: the
+    // client's machine vanished without a FIN.
     let allowed_silence = chat.ping_every + chat.pong_timeout;
+    let mut ping = interval_at(Instant::now() + chat.ping_every, chat.ping_every);
+    let mut silence = pin!(sleep(allowed_silence));
+    let mut rate = RateLimit::new(chat.rate_limit, chat.rate_burst);
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
     loop {
-        let msg = match timeout(allowed_silence, stream.next()).await {
-            Err(_) => return Ending::Close(CloseCode::Error, "ping timeout".into()),
-            Ok(None) => return Ending::PeerDone,
-            Ok(Some(Err(e))) => {
-                return match close::code_for(&e) {
-                    // For example 1009 for a frame over 64 KiB.
-                    Some(code) => Ending::Close(code, e.to_string()),
-                    None => Ending::PeerDone,
-                };
+        // Wait for one of: shutdown, eviction, a frame from the client, too
+        // much silence, time to ping, or messages in our outbox. `biased`:
+        // in this order. The client comes before the silence check, so a
+        // pong that arrived while we were writing still counts; and before
+        // the outbox, which in a busy room is never empty. (The rate limit
+        // keeps a client from keeping the outbox waiting with its own input.)
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => {
+                return Ending::Close(CloseCode::Away, "server shutting down".into());
             }
-            Ok(Some(Ok(msg))) => msg,
-        };
-        match msg {
-            Message::Text(_) => {
-                match ClientMessage::try_from(&msg) {
-                    Ok(command) => handle(command, me, chat),
-                    Err(e) => reply_error(chat, me, e),
+            _ = me.evicted() => {
+                return Ending::Close(CloseCode::Policy, "too slow: outbox over budget".into());
+            }
+            frame = ws.next() => {
+                silence.as_mut().reset(Instant::now() + allowed_silence);
+                match frame {
+                    Some(Ok(msg)) => {
+                        if let Some(ending) = on_frame(&msg, me, &mut rate, chat) {
+                            return ending;
+                        }
+                        // Fairness: a burst from this client is already in
+                        // our read buffer, so `next()` would return at once,
+                        // again and again, before the connections we just
+                        // queued messages for could run. Yield to them.
+                        tokio::task::yield_now().await;
+                    }
+                    None => return Ending::PeerDone,
+                    // For example 1009 for a frame over 64 KiB; nothing to
+                    // say to a peer that is simply gone.
+                    Some(Err(e)) => {
+                        return match close::code_for(&e) {
+                            Some(code) => Ending::Close(code, e.to_string()),
+                            None => Ending::PeerDone,
+                        };
+                    }
                 }
-                // Fairness: a burst from this client is already in our read
-                // buffer, so `next()` would return at once, again and again,
-                // filling every member's queue before their writers run,
-                // and they, not the sender, would be evicted. Yielding lets
-                // the writers we just woke drain their queues first.
-                tokio::task::yield_now().await;
             }
-            Message::Binary(_) => {
-                reply_error(chat, me, "binary frames are not supported: send JSON text")
+            _ = &mut silence => return Ending::Close(CloseCode::Error, "ping timeout".into()),
+            _ = ping.tick() => {
+                if let Err(ending) = write(ws, [Message::Ping(Default::default())], me, shutdown, chat).await {
+                    return ending;
+                }
             }
-            // Pings are answered by tungstenite; pongs only prove life. After
-            // the client's close frame the stream ends on the next read.
-            Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => {}
+            _ = outgoing.recv_many(&mut batch, WRITE_BATCH) => {
+                // The budget comes back only once the batch is written: a
+                // client that stops reading stops making room.
+                let bytes = batch.iter().map(frame_len).sum();
+                if let Err(ending) = write(ws, batch.drain(..), me, shutdown, chat).await {
+                    return ending;
+                }
+                outgoing.written(bytes);
+            }
         }
     }
 }
-// ANCHOR_END: read_loop
+
+/// Writes `msgs` and flushes once: under load, one system call carries
+/// many messages. Waits at most `send_timeout`, and gives way to shutdown
+/// and eviction, which the next turn of the loop then handles.
+async fn write(
+    ws: &mut WsStream,
+    msgs: impl IntoIterator<Item = Message>,
+    me: &Member,
+    shutdown: &CancellationToken,
+    chat: &Chat,
+) -> Result<(), Ending> {
+    let write = async {
+        for msg in msgs {
+            ws.feed(msg).await?;
+        }
+        ws.flush().await
+    };
+    tokio::select! {
+        written = timeout(chat.send_timeout, write) => match written {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                if !is_disconnect(&e) {
+                    eprintln!("write failed: {e}");
+                }
+                Err(Ending::PeerDone)
+            }
+            Err(_) => Err(Ending::Close(CloseCode::Policy, "too slow: a write timed out".into())),
+        },
+        _ = shutdown.cancelled() => Ok(()),
+        _ = me.evicted() => Ok(()),
+    }
+}
+// ANCHOR_END: serve_client
+
+// ANCHOR: on_frame
+/// Handles one frame from the client; returns how the connection ends, if
+/// this frame ends it.
+fn on_frame(msg: &Message, me: &Member, rate: &mut RateLimit, chat: &Chat) -> Option<Ending> {
+    // Pings are answered by tungstenite; pongs only prove life. After the
+    // client's close frame the stream ends on the next read.
+    if !(msg.is_text() || msg.is_binary()) {
+        return None;
+    }
+    let command = ClientMessage::try_from(msg);
+    match rate.check(Instant::now()) {
+        Verdict::Allowed => match command {
+            Ok(command) => handle(command, me),
+            Err(e) => reply_error(me, None, e),
+        },
+        Verdict::Refused => {
+            let room = command.ok().and_then(|c| room_of(&c).map(str::to_string));
+            let wait = rate.retry_after().as_millis();
+            let limit = chat.rate_limit;
+            reply_error(
+                me,
+                room.as_deref(),
+                format!(
+                    "rate limit: at most {limit} commands per second; refused, try again in {wait} ms"
+                ),
+            );
+        }
+        Verdict::Exceeded => {
+            return Some(Ending::Close(CloseCode::Policy, "rate limit exceeded".into()));
+        }
+    }
+    None
+}
+// ANCHOR_END: on_frame
 
 // ANCHOR: handle
-/// Carries out one command. Every refusal is an `Error` event to the sender.
-fn handle(command: ClientMessage, me: ClientId, chat: &Chat) {
-    let rooms = &chat.rooms;
+/// Carries out one command. Every refusal is an `Error` event to the sender,
+/// naming the room the command was about.
+fn handle(command: ClientMessage, me: &Member) {
     match command {
         ClientMessage::Join { room, username } => {
             if let Err(e) = check_name("username", &username).and(check_name("room", &room)) {
-                return reply_error(chat, me, e);
+                return reply_error(me, Some(&room), e);
             }
-            if rooms.rooms_of(me).len() >= MAX_ROOMS_PER_CLIENT {
-                return reply_error(chat, me, format!("at most {MAX_ROOMS_PER_CLIENT} rooms"));
+            if me.rooms().len() >= MAX_ROOMS_PER_CLIENT {
+                let refusal = format!("at most {MAX_ROOMS_PER_CLIENT} rooms");
+                return reply_error(me, Some(&room), refusal);
             }
-            match rooms.join(me, &room, &username) {
-                Ok(()) => {
-                    rooms.broadcast(
-                        &room,
-                        &ServerEvent::Joined { room: room.clone(), username }.to_message(),
-                    );
-                }
-                Err(e) => reply_error(chat, me, format!("cannot join {room:?}: {e}")),
+            // Joining announces it to the room in the same step.
+            if let Err(e) = me.join(&room, &username) {
+                reply_error(me, Some(&room), format!("cannot join {room:?}: {e}"));
             }
         }
-        ClientMessage::Leave { room } => match rooms.leave(me, &room) {
-            Ok(username) => {
-                // The remaining members and the leaver itself hear of it.
-                let left = ServerEvent::Left { room: room.clone(), username }.to_message();
-                rooms.broadcast(&room, &left);
-                rooms.send_to(me, left);
+        ClientMessage::Leave { room } => {
+            // The remaining members and the leaver itself hear of it.
+            if let Err(e) = me.leave(&room) {
+                reply_error(me, Some(&room), format!("cannot leave {room:?}: {e}"));
             }
-            Err(e) => reply_error(chat, me, format!("cannot leave {room:?}: {e}")),
-        },
+        }
         ClientMessage::Message { room, content } => {
             if content.is_empty() || content.len() > MAX_CONTENT_BYTES {
-                return reply_error(
-                    chat,
-                    me,
-                    format!("content must be 1 to {MAX_CONTENT_BYTES} bytes"),
-                );
+                let refusal = format!("content must be 1 to {MAX_CONTENT_BYTES} bytes");
+                return reply_error(me, Some(&room), refusal);
             }
             // The server stamps the time and the room's next `seq`; the
             // message is serialised once, inside `make`, for every member.
@@ -313,17 +400,27 @@ fn handle(command: ClientMessage, me: ClientId, chat: &Chat) {
                 }
                 .to_message()
             };
-            if let Err(e) = rooms.say(me, &room, make) {
-                reply_error(chat, me, format!("cannot send to {room:?}: {e}"));
+            if let Err(e) = me.say(&room, make) {
+                reply_error(me, Some(&room), format!("cannot send to {room:?}: {e}"));
             }
         }
         ClientMessage::Ping => {
-            rooms.send_to(me, ServerEvent::Pong.to_message());
+            me.send(ServerEvent::Pong.to_message());
         }
         ClientMessage::Pong => {}
     }
 }
 // ANCHOR_END: handle
+
+/// The room a command is about, if any.
+fn room_of(command: &ClientMessage) -> Option<&str> {
+    match command {
+        ClientMessage::Join { room, .. }
+        | ClientMessage::Leave { room }
+        | ClientMessage::Message { room, .. } => Some(room),
+        ClientMessage::Ping | ClientMessage::Pong => None,
+    }
+}
 
 fn check_name(what: &str, name: &str) -> Result<(), String> {
     let chars = name.chars().count();
@@ -336,6 +433,7 @@ fn check_name(what: &str, name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn reply_error(chat: &Chat, me: ClientId, message: impl ToString) {
-    chat.rooms.send_to(me, ServerEvent::Error { message: message.to_string() }.to_message());
+fn reply_error(me: &Member, room: Option<&str>, message: impl ToString) {
+    let room = room.map(str::to_string);
+    me.send(ServerEvent::Error { room, message: message.to_string() }.to_message());
 }

@@ -141,7 +141,10 @@ fn server_event_round_trip() {
             seq: 1,
         },
         // How a server answers a malformed command: the connection stays open.
-        ServerEvent::Error { message: "invalid JSON message: missing field `username`".into() },
+        ServerEvent::Error {
+            room: None,
+            message: "invalid JSON message: missing field `username`".into(),
+        },
     ];
     for event in &events {
         let frame = event.to_message();

@@ -1,99 +1,115 @@
 //! Chapter 4.2: the room manager, walked through in-process.
 //!
-//! What it teaches: rooms that hold their members' *queues* (so they can
+//! What it teaches: rooms that hold their members' *outboxes* (so they can
 //! deliver, unlike a list of ids), created on first join and removed when
-//! empty; a client in several rooms; one serialised message shared by every
-//! member; per-room sequence numbers; and what happens to a member that stops
-//! reading: it is evicted, and nobody else waits for it.
+//! empty; joins and leaves announced by the manager in the same step that
+//! changes the membership; a client in several rooms; one serialised message
+//! shared by every member; per-room sequence numbers; and what happens to a
+//! member that stops reading: once its outbox is over its budget in bytes,
+//! it is evicted, its departure is announced, and nobody else waits for it.
 //!
 //! ```text
 //! cargo run --example rooms
 //! ```
 //!
-//! No network: each "client" is just the receiving end of its queue, which is
-//! what a connection's writer task would drain into its socket (see
+//! No network: each "client" is just the receiving end of its outbox, which
+//! is what a connection drains into its socket (see
 //! `examples/chat_server.rs`). The output is the same on every run.
 //!
 //! Docs: docs/04-server-development.md
 
-use tokio::sync::mpsc;
+use std::sync::Arc;
+
 use tokio_tungstenite::tungstenite::Message;
-use websocket_tutorial::rooms::{Registration, RoomManager};
+use websocket_tutorial::outbox::{Outgoing, frame_len};
+use websocket_tutorial::rooms::{Config, RoomManager};
 
-/// A client as the room manager sees it: a bounded queue.
-fn client(rooms: &RoomManager, capacity: usize) -> (Registration, mpsc::Receiver<Message>) {
-    let (queue, queued) = mpsc::channel(capacity);
-    (rooms.register(queue), queued)
-}
-
-/// Everything waiting in a client's queue, as text.
-fn drain(queued: &mut mpsc::Receiver<Message>) -> Vec<String> {
-    std::iter::from_fn(|| queued.try_recv().ok())
-        .map(|msg| msg.into_text().map(|t| t.to_string()).unwrap_or_default())
-        .collect()
+/// Everything waiting in a client's outbox, as text. A real connection
+/// writes these to its socket and then gives their bytes back.
+fn drain(outgoing: &mut Outgoing) -> Vec<String> {
+    let mut texts = Vec::new();
+    while let Some(msg) = outgoing.try_recv() {
+        outgoing.written(frame_len(&msg));
+        texts.push(msg.into_text().map(|t| t.to_string()).unwrap_or_default());
+    }
+    texts
 }
 
 fn main() {
     // ANCHOR: join
-    let rooms = RoomManager::new();
-    let (alice, mut alice_queue) = client(&rooms, 8);
-    let (bob, mut bob_queue) = client(&rooms, 8);
-    println!("registered {} and {}", alice.id, bob.id);
+    // Plain-text announcements keep the output short; the chat server uses
+    // the default, its JSON `Joined` and `Left` events.
+    let rooms = Arc::new(RoomManager::new(Config {
+        outbox_bytes: 256,
+        joined: |room, name| Message::text(format!("* {name} joined {room}")),
+        left: |room, name| Message::text(format!("* {name} left {room}")),
+        ..Config::default()
+    }));
+    let (alice, mut alice_out) = rooms.register();
+    let (bob, mut bob_out) = rooms.register();
+    println!("registered {} and {}", alice.id(), bob.id());
 
-    rooms.join(alice.id, "general", "alice").expect("alice is registered");
-    rooms.join(bob.id, "general", "bob").expect("bob is registered");
-    rooms.join(alice.id, "rust", "alice").expect("alice is registered");
+    alice.join("general", "alice").expect("alice is connected");
+    bob.join("general", "bob").expect("bob is connected");
+    alice.join("rust", "alice").expect("alice is connected");
     println!("rooms: {:?}", rooms.room_names());
-    println!("alice is in {:?}", rooms.rooms_of(alice.id));
-    match rooms.join(bob.id, "general", "bob") {
+    println!("alice is in {:?}", alice.rooms());
+    match bob.join("general", "bob") {
         Ok(()) => println!("joined twice?"),
         Err(e) => println!("bob joins general again: {e}"),
     }
+    println!("alice got {:?}", drain(&mut alice_out));
+    println!("bob got {:?}", drain(&mut bob_out));
     // ANCHOR_END: join
 
     // ANCHOR: deliver
     let hello = Message::text("hello, general");
     let delivered = rooms.broadcast("general", &hello);
     println!("broadcast to general reached {delivered} members");
-    println!("alice got {:?}", drain(&mut alice_queue));
-    println!("bob got {:?}", drain(&mut bob_queue));
+    println!("alice got {:?}", drain(&mut alice_out));
+    println!("bob got {:?}", drain(&mut bob_out));
 
     // Numbered messages: the room counts, the sender's name comes from the room.
     for text in ["first", "second"] {
-        let seq = rooms
-            .say(bob.id, "general", |name, seq| Message::text(format!("#{seq} <{name}> {text}")))
+        let seq = bob
+            .say("general", |name, seq| Message::text(format!("#{seq} <{name}> {text}")))
             .expect("bob is in general");
         println!("bob said {text:?} as seq {seq}");
     }
-    println!("alice got {:?}", drain(&mut alice_queue));
-    drain(&mut bob_queue);
-    match rooms.say(bob.id, "rust", |_, _| Message::text("?")) {
+    println!("alice got {:?}", drain(&mut alice_out));
+    drain(&mut bob_out);
+    match bob.say("rust", |_, _| Message::text("?")) {
         Ok(_) => println!("bob spoke in a room he is not in?"),
         Err(e) => println!("bob says something in rust: {e}"),
     }
     // ANCHOR_END: deliver
 
     // ANCHOR: slow
-    // A client whose queue fills up (it stopped reading) is evicted at once:
-    // the room never waits for it.
-    let (slow, _never_read) = client(&rooms, 2);
-    rooms.join(slow.id, "general", "slow").expect("registered");
+    // A client that stops reading is evicted as soon as its outbox is over
+    // its budget (256 bytes here, 1 MiB in the chat server): the room never
+    // waits for it, and the others hear that it left.
+    let (slow, _never_read) = rooms.register();
+    slow.join("general", "slow").expect("slow is connected");
+    let mut alice_got = Vec::new();
     for i in 1..=3 {
-        rooms.broadcast("general", &Message::text(format!("news {i}")));
+        rooms.broadcast("general", &Message::text(format!("news {i}: {}", ".".repeat(90))));
+        println!("after news {i}: slow evicted: {}", slow.is_evicted());
+        alice_got.extend(drain(&mut alice_out)); // alice and bob keep up
+        drain(&mut bob_out);
     }
-    println!("slow evicted: {}", slow.evicted.is_cancelled());
     println!("general members now: {:?}", rooms.members("general"));
-    println!("alice got {:?}", drain(&mut alice_queue));
+    let news = alice_got.iter().filter(|m| m.starts_with("news")).count();
+    println!("alice got {news} news and {:?}", alice_got.last().expect("events"));
     // ANCHOR_END: slow
 
     // ANCHOR: leave
-    // Leaving, and disconnecting: empty rooms disappear.
-    let name = rooms.leave(alice.id, "rust").expect("alice was in rust");
+    // Leaving, and disconnecting (dropping the member): empty rooms go.
+    let name = alice.leave("rust").expect("alice was in rust");
     println!("{name} left rust; rooms: {:?}", rooms.room_names());
-    let left = rooms.remove(bob.id);
-    println!("bob disconnected, leaving {left:?}");
-    rooms.remove(alice.id);
-    rooms.remove(slow.id);
+    drain(&mut bob_out);
+    drop(alice);
+    println!("alice disconnected; bob got {:?}", drain(&mut bob_out));
+    drop((bob, slow));
     println!("rooms after everyone left: {:?}", rooms.room_names());
     // ANCHOR_END: leave
 }

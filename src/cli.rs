@@ -88,6 +88,18 @@ impl Args {
         }
     }
 
+    /// The setting `--name` as a count or a size that must be at least 1, or
+    /// `default`. Exits with a usage error for 0, a negative number or
+    /// anything that is not a number.
+    pub fn positive<T: FromStr + Default + PartialEq>(&self, name: &str, default: T) -> T {
+        let value = self.get(name, default);
+        if value == T::default() {
+            eprintln!("error: --{name} must be at least 1");
+            std::process::exit(2);
+        }
+        value
+    }
+
     /// The setting `--name` as a number of milliseconds.
     pub fn millis(&self, name: &str, default_ms: u64) -> Duration {
         Duration::from_millis(self.get(name, default_ms))

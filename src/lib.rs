@@ -30,7 +30,9 @@ pub mod client;
 pub mod close;
 pub mod codec;
 pub mod error;
+pub mod outbox;
 pub mod protocol;
+pub mod rate;
 pub mod rooms;
 pub mod server;
 

@@ -58,8 +58,14 @@ pub enum ServerEvent {
     },
     /// The answer to [`ClientMessage::Ping`].
     Pong,
-    /// The last command was refused; the connection stays open.
-    Error { message: String },
+    /// A command was refused; the connection stays open. `room` names the
+    /// room the refused command was about, so a client can tell which one
+    /// failed; it is absent (not `null`) when no room is concerned.
+    Error {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        message: String,
+    },
 }
 // ANCHOR_END: server_event
 
@@ -177,7 +183,14 @@ mod tests {
                 r#"{"type":"Message","room":"r","username":"bob","content":"yo","timestamp":"2026-11-25T12:00:00.000Z","seq":7}"#,
             ),
             (ServerEvent::Pong, r#"{"type":"Pong"}"#),
-            (ServerEvent::Error { message: "no".into() }, r#"{"type":"Error","message":"no"}"#),
+            (
+                ServerEvent::Error { room: None, message: "no".into() },
+                r#"{"type":"Error","message":"no"}"#,
+            ),
+            (
+                ServerEvent::Error { room: Some("r".into()), message: "no".into() },
+                r#"{"type":"Error","room":"r","message":"no"}"#,
+            ),
         ];
         for (event, expected) in cases {
             assert_eq!(event.to_message().to_text().unwrap(), expected);

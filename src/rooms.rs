@@ -1,37 +1,47 @@
 //! Chapter 4.2: the room manager.
 //!
 //! The original chapter's manager stored client ids in rooms and so could
-//! deliver nothing. Here a room holds its members' *queues*:
+//! deliver nothing. Here a room holds its members' *outboxes*:
 //!
-//! - every client has a bounded queue (an `mpsc::Sender<Message>`) that its
-//!   connection's writer task drains into the socket;
+//! - every client has an [`Outbox`], bounded in bytes (see
+//!   [`crate::outbox`]), that its connection drains into the socket;
 //! - sending to a room serialises the message once; each member gets a clone
 //!   of the same [`Message`], whose payload is reference counted, so a
 //!   thousand members cost a thousand pointer copies, not a thousand strings;
 //! - rooms are created on first join and removed when the last member leaves;
 //! - ids come from an atomic counter (no lock for a counter).
 //!
-//! **Slow consumers.** Delivery never waits: it uses `try_send`. A member
-//! whose queue is full is *evicted*: it is taken out of every room at once,
-//! so nobody else ever waits for it, and its [`Registration::evicted`] token
-//! is cancelled, which tells its connection to close with code 1008 (policy
-//! violation) and the reason `too slow`. The memory a stalled client can hold
-//! is therefore bounded by its queue's capacity.
+//! **Presence.** Joins and leaves are announced by the manager itself, in the
+//! same step that changes the membership, so every member sees a room's
+//! events in one order, and a name is never free before its `Left` has gone
+//! out. Up to [`Config::presence_limit`] members, every member hears every
+//! join and leave. A bigger room only tells the member concerned: announcing
+//! each of 10,000 joins to everyone would be 50 million messages.
+//!
+//! **Slow consumers.** Delivery never waits. A member whose outbox is over
+//! its budget is *evicted*: taken out of every room at once (its departure
+//! announced like any other), so nobody else ever waits for it, and its
+//! [`Member::evicted`] future completes, which tells its connection to close
+//! with code 1008 (policy violation). A member whose connection has ended is
+//! taken out the same way, and so is one whose [`Member`] is dropped for any
+//! reason, a panic included: membership cannot outlive its connection.
 //!
 //! One `std::sync::Mutex` guards the state. It is never held across an
 //! `.await`, and what runs under it is short: map operations, non-blocking
-//! `try_send`s, and in [`RoomManager::say`] the caller's `make` closure
-//! (one serialisation, so that numbering and delivery stay in order). So a
-//! plain mutex beats an async `RwLock` here; a server with very busy rooms
-//! would shard the state by room.
+//! pushes, and in [`Member::say`] the caller's `make` closure (one
+//! serialisation, so that numbering and delivery stay in order). So a plain
+//! mutex beats an async `RwLock` here; a server with very busy rooms would
+//! shard the state by room.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+
+use crate::outbox::{self, Outbox, Outgoing, PushError};
+use crate::protocol::ServerEvent;
 
 /// Identifies one connected client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -43,19 +53,11 @@ impl std::fmt::Display for ClientId {
     }
 }
 
-/// What [`RoomManager::register`] hands back to a connection.
-#[derive(Debug)]
-pub struct Registration {
-    pub id: ClientId,
-    /// Cancelled when this client is evicted for being too slow.
-    pub evicted: CancellationToken,
-}
-
 /// Why a room operation was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoomError {
-    /// The client is not registered (or was removed).
-    UnknownClient,
+    /// The client was evicted (or has gone).
+    Gone,
     /// The client is already in that room.
     AlreadyJoined,
     /// The client is not in that room.
@@ -67,7 +69,7 @@ pub enum RoomError {
 impl std::fmt::Display for RoomError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            RoomError::UnknownClient => "unknown client",
+            RoomError::Gone => "no longer connected",
             RoomError::AlreadyJoined => "already in that room",
             RoomError::NotJoined => "not in that room",
             RoomError::NameTaken => "that name is taken in that room",
@@ -77,18 +79,55 @@ impl std::fmt::Display for RoomError {
 
 impl std::error::Error for RoomError {}
 
+// ANCHOR: config
+/// How a [`RoomManager`] bounds outboxes and announces presence.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The most bytes of frames queued for one client and not yet written
+    /// before it counts as too slow and is evicted.
+    pub outbox_bytes: usize,
+    /// Rooms with more members than this announce a join or a leave only to
+    /// the member concerned.
+    pub presence_limit: usize,
+    /// The announcement that `username` joined `room`.
+    pub joined: fn(room: &str, username: &str) -> Message,
+    /// The announcement that `username` left `room`.
+    pub left: fn(room: &str, username: &str) -> Message,
+}
+
+impl Default for Config {
+    /// 1 MiB per outbox, presence announced up to 1,000 members, with the
+    /// chat protocol's `Joined` and `Left` events.
+    fn default() -> Config {
+        Config {
+            outbox_bytes: 1024 * 1024,
+            presence_limit: 1_000,
+            joined: |room, username| {
+                ServerEvent::Joined { room: room.into(), username: username.into() }.to_message()
+            },
+            left: |room, username| {
+                ServerEvent::Left { room: room.into(), username: username.into() }.to_message()
+            },
+        }
+    }
+}
+// ANCHOR_END: config
+
 // ANCHOR: state
 /// The rooms and their members. Share it with `Arc<RoomManager>`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RoomManager {
     next_id: AtomicU64,
     state: Mutex<State>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
+    config: Config,
     rooms: HashMap<String, Room>,
     clients: HashMap<ClientId, Client>,
+    /// Set when the server shuts down: departures are no longer announced.
+    quiet: bool,
 }
 
 #[derive(Debug, Default)]
@@ -102,86 +141,62 @@ struct Room {
 
 #[derive(Debug)]
 struct Client {
-    queue: mpsc::Sender<Message>,
+    outbox: Outbox,
     evicted: CancellationToken,
-    /// Room -> name, kept even after eviction so that [`RoomManager::remove`]
-    /// can still say which rooms the client has left.
+    /// Room -> the name this client has there.
     rooms: BTreeMap<String, String>,
 }
 // ANCHOR_END: state
 
+// ANCHOR: member
+/// A registered client: the handle its connection uses to join, leave and
+/// speak. Dropping it (the connection ended, however it ended) takes the
+/// client out of every room and announces its departure.
+#[derive(Debug)]
+pub struct Member {
+    id: ClientId,
+    evicted: CancellationToken,
+    rooms: Arc<RoomManager>,
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let mut state = self.rooms.lock();
+        state.depart(self.id);
+        state.clients.remove(&self.id);
+    }
+}
+// ANCHOR_END: member
+
 impl RoomManager {
     /// An empty manager.
-    pub fn new() -> RoomManager {
-        RoomManager::default()
+    pub fn new(config: Config) -> RoomManager {
+        let state = State { config, rooms: HashMap::new(), clients: HashMap::new(), quiet: false };
+        RoomManager { next_id: AtomicU64::new(0), state: Mutex::new(state) }
     }
 
     // ANCHOR: register
-    /// Registers a connected client whose messages go into `queue`.
-    pub fn register(&self, queue: mpsc::Sender<Message>) -> Registration {
+    /// Registers a new client. Returns its [`Member`] handle and the
+    /// receiving end of its outbox, which the connection drains into the
+    /// socket.
+    pub fn register(self: &Arc<Self>) -> (Member, Outgoing) {
         // Relaxed is enough: we need unique numbers, not ordering with
         // other memory.
         let id = ClientId(self.next_id.fetch_add(1, Ordering::Relaxed) + 1);
+        let mut state = self.lock();
+        let (outbox, outgoing) = outbox::outbox(state.config.outbox_bytes);
         let evicted = CancellationToken::new();
-        let client = Client { queue, evicted: evicted.clone(), rooms: BTreeMap::new() };
-        self.lock().clients.insert(id, client);
-        Registration { id, evicted }
+        let client = Client { outbox, evicted: evicted.clone(), rooms: BTreeMap::new() };
+        state.clients.insert(id, client);
+        (Member { id, evicted, rooms: self.clone() }, outgoing)
     }
     // ANCHOR_END: register
 
-    // ANCHOR: join
-    /// Adds `id` to `room` under `username`, creating the room if needed.
-    /// Names are unique within a room ([`RoomError::NameTaken`]).
-    pub fn join(&self, id: ClientId, room: &str, username: &str) -> Result<(), RoomError> {
-        let mut state = self.lock();
-        let client = state.clients.get(&id).ok_or(RoomError::UnknownClient)?;
-        if client.evicted.is_cancelled() {
-            return Err(RoomError::UnknownClient);
-        }
-        if client.rooms.contains_key(room) {
-            return Err(RoomError::AlreadyJoined);
-        }
-        // Names are unique within a room, so that "bob said" means one bob,
-        // and a client can recognise its own Joined and Left events by name.
-        let members = state.rooms.get(room).map(|r| &r.members);
-        if members.is_some_and(|m| m.values().any(|name| name == username)) {
-            return Err(RoomError::NameTaken);
-        }
-        // Record the membership on both sides.
-        if let Some(client) = state.clients.get_mut(&id) {
-            client.rooms.insert(room.to_string(), username.to_string());
-        }
-        let room = state.rooms.entry(room.to_string()).or_default();
-        room.members.insert(id, username.to_string());
-        Ok(())
-    }
-    // ANCHOR_END: join
-
-    /// Removes `id` from `room`, deleting the room if it is now empty.
-    /// Returns the name the client had there.
-    pub fn leave(&self, id: ClientId, room: &str) -> Result<String, RoomError> {
-        let mut state = self.lock();
-        let client = state.clients.get_mut(&id).ok_or(RoomError::UnknownClient)?;
-        let username = client.rooms.remove(room).ok_or(RoomError::NotJoined)?;
-        state.remove_member(room, id);
-        Ok(username)
-    }
-
-    /// Removes a client entirely (it disconnected). Returns the rooms it was
-    /// in, with the name it had in each, so the caller can announce it.
-    pub fn remove(&self, id: ClientId) -> Vec<(String, String)> {
-        let mut state = self.lock();
-        let Some(client) = state.clients.remove(&id) else { return Vec::new() };
-        for room in client.rooms.keys() {
-            state.remove_member(room, id);
-        }
-        client.rooms.into_iter().collect()
-    }
-
-    /// The rooms `id` is in.
-    pub fn rooms_of(&self, id: ClientId) -> Vec<String> {
-        let state = self.lock();
-        state.clients.get(&id).map(|c| c.rooms.keys().cloned().collect()).unwrap_or_default()
+    /// From now on, departures are not announced: the whole server is going
+    /// away, and telling each of N leaving members about the N-1 others would
+    /// cost N² messages that nobody will read.
+    pub fn shutting_down(&self) {
+        self.lock().quiet = true;
     }
 
     /// The members of `room` and their names, in id order (empty when the
@@ -199,49 +214,11 @@ impl RoomManager {
         names
     }
 
-    /// Queues `msg` for one client. Returns false when it could not be
-    /// queued (the client is gone, or was too slow and is now evicted).
-    pub fn send_to(&self, id: ClientId, msg: Message) -> bool {
-        let mut state = self.lock();
-        let Some(client) = state.clients.get(&id) else { return false };
-        match client.queue.try_send(msg) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
-                state.evict(id);
-                false
-            }
-            Err(TrySendError::Closed(_)) => false,
-        }
-    }
-
     // ANCHOR: broadcast
     /// Queues `msg` for every member of `room`; returns how many got it.
-    /// Members whose queue is full are evicted instead of waited for.
+    /// Members over their budget are evicted instead of waited for.
     pub fn broadcast(&self, room: &str, msg: &Message) -> usize {
-        let mut state = self.lock();
-        state.deliver(room, msg)
-    }
-
-    /// Sends a numbered message from member `from` to `room`.
-    ///
-    /// `make` receives the sender's name in that room and the room's next
-    /// `seq`, and builds the message once. Numbering and delivery happen
-    /// under the same lock, so every member sees the messages in `seq` order
-    /// with no gaps (unless it is evicted).
-    pub fn say(
-        &self,
-        from: ClientId,
-        room: &str,
-        make: impl FnOnce(&str, u64) -> Message,
-    ) -> Result<u64, RoomError> {
-        let mut state = self.lock();
-        let room_state = state.rooms.get_mut(room).ok_or(RoomError::NotJoined)?;
-        let username = room_state.members.get(&from).ok_or(RoomError::NotJoined)?;
-        room_state.seq += 1;
-        let seq = room_state.seq;
-        let msg = make(username, seq);
-        state.deliver(room, &msg);
-        Ok(seq)
+        self.lock().deliver(room, msg)
     }
     // ANCHOR_END: broadcast
 
@@ -255,46 +232,171 @@ impl RoomManager {
     // ANCHOR_END: lock
 }
 
+impl Member {
+    /// This client's id.
+    pub fn id(&self) -> ClientId {
+        self.id
+    }
+
+    /// Completes when this client has been evicted for being too slow.
+    pub fn evicted(&self) -> WaitForCancellationFuture<'_> {
+        self.evicted.cancelled()
+    }
+
+    /// Whether this client has been evicted.
+    pub fn is_evicted(&self) -> bool {
+        self.evicted.is_cancelled()
+    }
+
+    /// The rooms this client is in, sorted.
+    pub fn rooms(&self) -> Vec<String> {
+        let state = self.rooms.lock();
+        state.clients.get(&self.id).map(|c| c.rooms.keys().cloned().collect()).unwrap_or_default()
+    }
+
+    // ANCHOR: join
+    /// Joins `room` under `username`, creating the room if needed, and
+    /// announces it in the same step. Names are unique within a room.
+    pub fn join(&self, room: &str, username: &str) -> Result<(), RoomError> {
+        let mut guard = self.rooms.lock();
+        let state = &mut *guard;
+        let client = state.clients.get_mut(&self.id).ok_or(RoomError::Gone)?;
+        if client.evicted.is_cancelled() {
+            return Err(RoomError::Gone);
+        }
+        if client.rooms.contains_key(room) {
+            return Err(RoomError::AlreadyJoined);
+        }
+        // Names are unique within a room, so that "bob said" means one bob,
+        // and a client can recognise its own Joined and Left events by name.
+        let members = state.rooms.get(room).map(|r| &r.members);
+        if members.is_some_and(|m| m.values().any(|name| name == username)) {
+            return Err(RoomError::NameTaken);
+        }
+        if let Some(client) = state.clients.get_mut(&self.id) {
+            client.rooms.insert(room.to_string(), username.to_string());
+        }
+        let members = &mut state.rooms.entry(room.to_string()).or_default().members;
+        members.insert(self.id, username.to_string());
+        let everyone = members.len() <= state.config.presence_limit;
+        let joined = (state.config.joined)(room, username);
+        if everyone {
+            state.deliver(room, &joined);
+        } else {
+            state.send_to(self.id, joined);
+        }
+        Ok(())
+    }
+    // ANCHOR_END: join
+
+    /// Leaves `room`, deleting it if it is now empty, and announces it (to
+    /// the leaver too). Returns the name the client had there.
+    pub fn leave(&self, room: &str) -> Result<String, RoomError> {
+        let mut state = self.rooms.lock();
+        let client = state.clients.get_mut(&self.id).ok_or(RoomError::Gone)?;
+        let username = client.rooms.remove(room).ok_or(RoomError::NotJoined)?;
+        let left = (state.config.left)(room, &username);
+        state.remove_member(room, self.id, &left);
+        state.send_to(self.id, left);
+        Ok(username)
+    }
+
+    // ANCHOR: say
+    /// Sends a numbered message from this member to `room`.
+    ///
+    /// `make` receives the sender's name in that room and the room's next
+    /// `seq`, and builds the message once. Numbering and delivery happen
+    /// under the same lock, so every member sees the messages in `seq` order
+    /// with no gaps (unless it is evicted).
+    pub fn say(
+        &self,
+        room: &str,
+        make: impl FnOnce(&str, u64) -> Message,
+    ) -> Result<u64, RoomError> {
+        let mut state = self.rooms.lock();
+        let room_state = state.rooms.get_mut(room).ok_or(RoomError::NotJoined)?;
+        let username = room_state.members.get(&self.id).ok_or(RoomError::NotJoined)?;
+        room_state.seq += 1;
+        let seq = room_state.seq;
+        let msg = make(username, seq);
+        state.deliver(room, &msg);
+        Ok(seq)
+    }
+    // ANCHOR_END: say
+
+    /// Queues `msg` for this client alone. Returns false when it could not
+    /// be queued (the client is over its budget, and now evicted, or gone).
+    pub fn send(&self, msg: Message) -> bool {
+        self.rooms.lock().send_to(self.id, msg)
+    }
+}
+
 impl State {
     // ANCHOR: deliver
+    /// Queues `msg` for every member of `room`; returns how many got it.
     fn deliver(&mut self, room: &str, msg: &Message) -> usize {
         let Some(room_state) = self.rooms.get(room) else { return 0 };
         let mut delivered = 0;
-        let mut too_slow = Vec::new();
+        let mut gone = Vec::new();
         for id in room_state.members.keys() {
             let Some(client) = self.clients.get(id) else { continue };
             // A clone of a Message is a reference-count increment.
-            match client.queue.try_send(msg.clone()) {
+            match client.outbox.push(msg.clone()) {
                 Ok(()) => delivered += 1,
-                Err(TrySendError::Full(_)) => too_slow.push(*id),
-                // Its connection is ending and will remove it.
-                Err(TrySendError::Closed(_)) => {}
+                Err(PushError::Full) => {
+                    client.evicted.cancel();
+                    gone.push(*id);
+                }
+                // Its connection has ended (its member is being dropped).
+                Err(PushError::Closed) => gone.push(*id),
             }
         }
-        for id in too_slow {
-            self.evict(id);
+        for id in gone {
+            self.depart(id);
         }
         delivered
     }
 
-    /// Takes a too-slow client out of every room and tells its connection.
-    fn evict(&mut self, id: ClientId) {
-        let Some(client) = self.clients.get(&id) else { return };
-        client.evicted.cancel();
-        let rooms: Vec<String> = client.rooms.keys().cloned().collect();
-        for room in rooms {
-            self.remove_member(&room, id);
+    /// [`State::deliver`] for one client.
+    fn send_to(&mut self, id: ClientId, msg: Message) -> bool {
+        let Some(client) = self.clients.get(&id) else { return false };
+        if client.evicted.is_cancelled() {
+            return false; // it is being closed; nothing more for it
+        }
+        match client.outbox.push(msg) {
+            Ok(()) => return true,
+            Err(PushError::Full) => client.evicted.cancel(),
+            Err(PushError::Closed) => {}
+        }
+        self.depart(id);
+        false
+    }
+
+    /// Takes a client out of every room it is in, announcing each departure.
+    /// (An announcement may find another member over its budget, who departs
+    /// the same way: `deliver` and `depart` call each other, and each call
+    /// removes a membership, so it ends.)
+    fn depart(&mut self, id: ClientId) {
+        let Some(client) = self.clients.get_mut(&id) else { return };
+        for (room, username) in std::mem::take(&mut client.rooms) {
+            let left = (self.config.left)(&room, &username);
+            self.remove_member(&room, id, &left);
         }
     }
     // ANCHOR_END: deliver
 
     // ANCHOR: remove_member
-    fn remove_member(&mut self, room: &str, id: ClientId) {
-        if let Some(room_state) = self.rooms.get_mut(room) {
-            room_state.members.remove(&id);
-            if room_state.members.is_empty() {
-                self.rooms.remove(room);
-            }
+    /// Removes `id` from `room`, deleting the room if it is now empty, and
+    /// tells the members who remain with `left` (unless the room is over the
+    /// presence limit, or the server is shutting down).
+    fn remove_member(&mut self, room: &str, id: ClientId, left: &Message) {
+        let Some(room_state) = self.rooms.get_mut(room) else { return };
+        let announce = room_state.members.len() <= self.config.presence_limit && !self.quiet;
+        room_state.members.remove(&id);
+        if room_state.members.is_empty() {
+            self.rooms.remove(room);
+        } else if announce {
+            self.deliver(room, left);
         }
     }
     // ANCHOR_END: remove_member
@@ -303,168 +405,270 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
-    fn client(rooms: &RoomManager, capacity: usize) -> (Registration, mpsc::Receiver<Message>) {
-        let (tx, rx) = mpsc::channel(capacity);
-        (rooms.register(tx), rx)
+    fn manager(outbox_bytes: usize, presence_limit: usize) -> Arc<RoomManager> {
+        let config = Config {
+            outbox_bytes,
+            presence_limit,
+            joined: |room, name| Message::text(format!("+{name}@{room}")),
+            left: |room, name| Message::text(format!("-{name}@{room}")),
+        };
+        Arc::new(RoomManager::new(config))
     }
 
-    fn text(rx: &mut mpsc::Receiver<Message>) -> Option<String> {
-        rx.try_recv().ok().map(|m| m.into_text().unwrap().to_string())
+    /// Everything queued for a client, as text, given back as written.
+    fn drain(outgoing: &mut Outgoing) -> Vec<String> {
+        let mut texts = Vec::new();
+        while let Some(msg) = outgoing.try_recv() {
+            outgoing.written(outbox::frame_len(&msg));
+            texts.push(msg.into_text().unwrap().to_string());
+        }
+        texts
     }
 
     #[test]
     fn ids_are_unique() {
-        let rooms = RoomManager::new();
-        let (a, _ra) = client(&rooms, 1);
-        let (b, _rb) = client(&rooms, 1);
-        assert_ne!(a.id, b.id);
+        let rooms = manager(1024, 10);
+        let (a, _ra) = rooms.register();
+        let (b, _rb) = rooms.register();
+        assert_ne!(a.id(), b.id());
     }
 
     #[test]
     fn rooms_are_created_on_first_join_and_removed_when_empty() {
-        let rooms = RoomManager::new();
-        let (a, _ra) = client(&rooms, 4);
-        let (b, _rb) = client(&rooms, 4);
-        rooms.join(a.id, "general", "alice").unwrap();
-        rooms.join(b.id, "general", "bob").unwrap();
+        let rooms = manager(1024, 10);
+        let (a, _ra) = rooms.register();
+        let (b, _rb) = rooms.register();
+        a.join("general", "alice").unwrap();
+        b.join("general", "bob").unwrap();
         assert_eq!(rooms.room_names(), ["general"]);
-        assert_eq!(rooms.join(a.id, "general", "alice"), Err(RoomError::AlreadyJoined));
+        assert_eq!(a.join("general", "alice"), Err(RoomError::AlreadyJoined));
 
-        assert_eq!(rooms.leave(a.id, "general"), Ok("alice".to_string()));
-        assert_eq!(rooms.leave(a.id, "general"), Err(RoomError::NotJoined));
-        assert_eq!(rooms.members("general"), [(b.id, "bob".to_string())]);
-        rooms.leave(b.id, "general").unwrap();
+        assert_eq!(a.leave("general"), Ok("alice".to_string()));
+        assert_eq!(a.leave("general"), Err(RoomError::NotJoined));
+        assert_eq!(rooms.members("general"), [(b.id(), "bob".to_string())]);
+        b.leave("general").unwrap();
         assert!(rooms.room_names().is_empty(), "an empty room is removed");
     }
 
     #[test]
     fn names_are_unique_within_a_room_only() {
-        let rooms = RoomManager::new();
-        let (a, _ra) = client(&rooms, 4);
-        let (b, _rb) = client(&rooms, 4);
-        rooms.join(a.id, "general", "sam").unwrap();
-        assert_eq!(rooms.join(b.id, "general", "sam"), Err(RoomError::NameTaken));
-        assert_eq!(rooms.join(b.id, "other", "sam"), Ok(()), "another room is another namespace");
-        rooms.leave(a.id, "general").unwrap();
-        assert_eq!(rooms.join(b.id, "general", "sam"), Ok(()), "free again once its owner left");
+        let rooms = manager(1024, 10);
+        let (a, _ra) = rooms.register();
+        let (b, _rb) = rooms.register();
+        a.join("general", "sam").unwrap();
+        assert_eq!(b.join("general", "sam"), Err(RoomError::NameTaken));
+        assert_eq!(b.join("other", "sam"), Ok(()), "another room is another namespace");
+        a.leave("general").unwrap();
+        assert_eq!(b.join("general", "sam"), Ok(()), "free again once its owner left");
     }
 
     #[test]
-    fn a_client_can_be_in_several_rooms_and_removal_leaves_them_all() {
-        let rooms = RoomManager::new();
-        let (a, _ra) = client(&rooms, 4);
-        let (b, _rb) = client(&rooms, 4);
-        rooms.join(a.id, "one", "alice").unwrap();
-        rooms.join(a.id, "two", "al").unwrap();
-        rooms.join(b.id, "two", "bob").unwrap();
-        assert_eq!(rooms.rooms_of(a.id), ["one", "two"]);
+    fn joins_and_leaves_are_announced_in_one_order_to_every_member() {
+        let rooms = manager(1024, 10);
+        let (a, mut ra) = rooms.register();
+        let (b, mut rb) = rooms.register();
+        a.join("r", "alice").unwrap();
+        b.join("r", "bob").unwrap();
+        b.leave("r").unwrap();
+        assert_eq!(drain(&mut ra), ["+alice@r", "+bob@r", "-bob@r"]);
+        assert_eq!(drain(&mut rb), ["+bob@r", "-bob@r"], "the joiner and leaver hear it too");
+    }
 
-        let left = rooms.remove(a.id);
-        assert_eq!(left, [("one".into(), "alice".into()), ("two".into(), "al".into())]);
+    #[test]
+    fn past_the_presence_limit_only_the_member_concerned_hears() {
+        let rooms = manager(1024, 2);
+        let (a, mut ra) = rooms.register();
+        let (b, mut rb) = rooms.register();
+        let (c, mut rc) = rooms.register();
+        a.join("r", "a").unwrap();
+        b.join("r", "b").unwrap(); // 2 members: everyone hears
+        c.join("r", "c").unwrap(); // 3 members: only c
+        assert_eq!(drain(&mut ra), ["+a@r", "+b@r"]);
+        assert_eq!(drain(&mut rb), ["+b@r"]);
+        assert_eq!(drain(&mut rc), ["+c@r"]);
+        c.leave("r").unwrap(); // 3 members before: only c
+        assert_eq!((drain(&mut ra), drain(&mut rc)), (vec![], vec!["-c@r".to_string()]));
+        drop(b); // 2 members before: a hears
+        assert_eq!(drain(&mut ra), ["-b@r"]);
+    }
+
+    #[test]
+    fn a_dropped_member_leaves_every_room_and_is_announced() {
+        let rooms = manager(1024, 10);
+        let (a, _ra) = rooms.register();
+        let (b, mut rb) = rooms.register();
+        a.join("one", "alice").unwrap();
+        a.join("two", "al").unwrap();
+        b.join("two", "bob").unwrap();
+        assert_eq!(a.rooms(), ["one", "two"]);
+        drain(&mut rb);
+
+        drop(a);
         assert_eq!(rooms.room_names(), ["two"]);
-        assert_eq!(rooms.members("two"), [(b.id, "bob".to_string())]);
-        assert_eq!(rooms.join(a.id, "one", "alice"), Err(RoomError::UnknownClient));
-        assert!(rooms.remove(a.id).is_empty(), "removing twice is harmless");
+        assert_eq!(rooms.members("two"), [(b.id(), "bob".to_string())]);
+        assert_eq!(drain(&mut rb), ["-al@two"]);
+    }
+
+    #[tokio::test]
+    async fn a_member_whose_task_panics_is_gone_from_its_rooms() {
+        let rooms = manager(1024, 10);
+        let (watcher, mut watching) = rooms.register();
+        watcher.join("general", "watcher").unwrap();
+        let (doomed, outgoing) = rooms.register();
+        doomed.join("general", "doomed").unwrap();
+        let task = tokio::spawn(async move {
+            let _keep = (doomed, outgoing);
+            panic!("a bug in a connection task");
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        assert_eq!(rooms.members("general"), [(watcher.id(), "watcher".to_string())]);
+        assert_eq!(
+            drain(&mut watching),
+            ["+watcher@general", "+doomed@general", "-doomed@general"]
+        );
+        let (again, _) = rooms.register();
+        assert_eq!(again.join("general", "doomed"), Ok(()), "its name is free again");
     }
 
     #[test]
     fn broadcast_reaches_members_only_and_shares_one_payload() {
-        let rooms = RoomManager::new();
-        let (a, mut ra) = client(&rooms, 4);
-        let (b, mut rb) = client(&rooms, 4);
-        let (c, mut rc) = client(&rooms, 4);
-        rooms.join(a.id, "general", "alice").unwrap();
-        rooms.join(b.id, "general", "bob").unwrap();
-        rooms.join(c.id, "other", "carol").unwrap();
+        let rooms = manager(1024, 10);
+        let (a, mut ra) = rooms.register();
+        let (b, mut rb) = rooms.register();
+        let (c, mut rc) = rooms.register();
+        a.join("general", "alice").unwrap();
+        b.join("general", "bob").unwrap();
+        c.join("other", "carol").unwrap();
+        drain(&mut ra);
+        drain(&mut rb);
+        drain(&mut rc);
 
         let msg = Message::text("hello");
         assert_eq!(rooms.broadcast("general", &msg), 2);
-        let (Message::Text(got_a), Message::Text(got_b)) =
-            (ra.try_recv().unwrap(), rb.try_recv().unwrap())
+        let (Some(Message::Text(got_a)), Some(Message::Text(got_b))) =
+            (ra.try_recv(), rb.try_recv())
         else {
             panic!("expected text")
         };
         assert_eq!(got_a.as_str(), "hello");
         // Both members hold the very same bytes: serialised once, not copied.
         assert_eq!(got_a.as_str().as_ptr(), got_b.as_str().as_ptr());
-        assert!(rc.try_recv().is_err(), "another room hears nothing");
+        assert!(drain(&mut rc).is_empty(), "another room hears nothing");
         assert_eq!(rooms.broadcast("nowhere", &msg), 0);
     }
 
     #[test]
     fn say_numbers_messages_per_room_and_requires_membership() {
-        let rooms = RoomManager::new();
-        let (a, mut ra) = client(&rooms, 8);
-        let (b, _rb) = client(&rooms, 8);
-        rooms.join(a.id, "one", "alice").unwrap();
-        rooms.join(a.id, "two", "alice").unwrap();
+        let rooms = manager(1024, 10);
+        let (a, mut ra) = rooms.register();
+        let (b, _rb) = rooms.register();
+        a.join("one", "alice").unwrap();
+        a.join("two", "alice").unwrap();
+        drain(&mut ra);
         let make = |name: &str, seq: u64| Message::text(format!("{name}:{seq}"));
-        assert_eq!(rooms.say(a.id, "one", make), Ok(1));
-        assert_eq!(rooms.say(a.id, "one", make), Ok(2));
-        assert_eq!(rooms.say(a.id, "two", make), Ok(1), "each room counts on its own");
-        assert_eq!(rooms.say(b.id, "one", make), Err(RoomError::NotJoined));
-        assert_eq!(rooms.say(a.id, "nowhere", make), Err(RoomError::NotJoined));
-        let got: Vec<_> = std::iter::from_fn(|| text(&mut ra)).collect();
-        assert_eq!(got, ["alice:1", "alice:2", "alice:1"]);
+        assert_eq!(a.say("one", make), Ok(1));
+        assert_eq!(a.say("one", make), Ok(2));
+        assert_eq!(a.say("two", make), Ok(1), "each room counts on its own");
+        assert_eq!(b.say("one", make), Err(RoomError::NotJoined));
+        assert_eq!(a.say("nowhere", make), Err(RoomError::NotJoined));
+        assert_eq!(drain(&mut ra), ["alice:1", "alice:2", "alice:1"]);
     }
 
     #[test]
-    fn a_full_queue_evicts_that_client_and_nobody_else() {
-        let rooms = RoomManager::new();
-        let (slow, _slow_rx) = client(&rooms, 2); // never drained
-        let (fast, mut fast_rx) = client(&rooms, 100);
-        rooms.join(slow.id, "general", "slow").unwrap();
-        rooms.join(slow.id, "other", "slow").unwrap();
-        rooms.join(fast.id, "general", "fast").unwrap();
+    fn a_member_over_its_byte_budget_is_evicted_and_its_leaving_announced() {
+        // 100 bytes: the announcements (6 to 8 bytes as frames) fit; ten
+        // 20-byte messages do not.
+        let rooms = manager(100, 10);
+        let (slow, _never_read) = rooms.register();
+        let (fast, mut fast_rx) = rooms.register();
+        slow.join("general", "slow").unwrap();
+        slow.join("other", "slow").unwrap();
+        fast.join("general", "fast").unwrap();
+        let mut got = drain(&mut fast_rx);
 
         for i in 0..10 {
-            rooms.broadcast("general", &Message::text(i.to_string()));
+            rooms.broadcast("general", &Message::text(format!("{i:>18}")));
+            got.extend(drain(&mut fast_rx)); // a reader that keeps up
         }
-        assert!(slow.evicted.is_cancelled(), "the slow client is told to go");
-        assert_eq!(rooms.members("general"), [(fast.id, "fast".to_string())]);
+        assert!(slow.is_evicted(), "the slow client is told to go");
+        assert_eq!(rooms.members("general"), [(fast.id(), "fast".to_string())]);
         assert!(rooms.room_names().iter().all(|r| r != "other"), "evicted from every room");
-        let got: Vec<_> = std::iter::from_fn(|| text(&mut fast_rx)).collect();
-        assert_eq!(got.len(), 10, "the fast client missed nothing: {got:?}");
-        assert!(!rooms.send_to(slow.id, Message::text("x")) || slow.evicted.is_cancelled());
-        // Its connection still learns which rooms to announce it left.
-        assert_eq!(rooms.remove(slow.id).len(), 2);
+        assert_eq!(got.iter().filter(|m| m.trim().parse::<u32>().is_ok()).count(), 10);
+        assert!(got.contains(&"-slow@general".to_string()), "its Left reached the others");
+        assert_eq!(slow.join("again", "slow"), Err(RoomError::Gone));
+        assert!(!slow.send(Message::text("x")));
     }
 
     #[test]
-    fn send_to_applies_the_same_policy() {
-        let rooms = RoomManager::new();
-        let (a, mut ra) = client(&rooms, 1);
-        assert!(rooms.send_to(a.id, Message::text("one")));
-        assert!(!rooms.send_to(a.id, Message::text("two")), "queue full");
-        assert!(a.evicted.is_cancelled());
-        assert_eq!(text(&mut ra).as_deref(), Some("one"));
+    fn many_small_events_fit_a_budget_that_one_big_backlog_does_not() {
+        let rooms = manager(32 * 1024, 10_000);
+        let (first, mut first_rx) = rooms.register();
+        first.join("crowd", "first").unwrap();
+        // 1,000 joins announced to `first`, which has not read yet: about
+        // 16 KB of events, well within 32 KiB.
+        let others: Vec<_> = (0..1_000)
+            .map(|i| {
+                let (m, rx) = rooms.register();
+                m.join("crowd", &format!("user{i}")).unwrap();
+                (m, rx)
+            })
+            .collect();
+        assert!(!first.is_evicted());
+        assert_eq!(drain(&mut first_rx).len(), 1_001);
+        drop(others);
+    }
+
+    #[test]
+    fn a_member_whose_connection_ended_counts_as_gone() {
+        let rooms = manager(1024, 10);
+        let (a, mut ra) = rooms.register();
+        let (b, rb) = rooms.register();
+        a.join("r", "alice").unwrap();
+        b.join("r", "bob").unwrap();
+        drop(rb); // the connection ended; its Member is not dropped yet
+        rooms.broadcast("r", &Message::text("hi"));
+        assert_eq!(rooms.members("r"), [(a.id(), "alice".to_string())]);
+        assert_eq!(drain(&mut ra), ["+alice@r", "+bob@r", "hi", "-bob@r"]);
+        assert!(!b.is_evicted(), "gone, not evicted");
+    }
+
+    #[test]
+    fn after_shutting_down_departures_are_not_announced() {
+        let rooms = manager(1024, 10);
+        let (a, mut ra) = rooms.register();
+        let (b, _rb) = rooms.register();
+        a.join("r", "alice").unwrap();
+        b.join("r", "bob").unwrap();
+        drain(&mut ra);
+        rooms.shutting_down();
+        drop(b);
+        assert!(drain(&mut ra).is_empty());
     }
 
     #[test]
     fn concurrent_joins_and_leaves_keep_the_rooms_consistent() {
-        let rooms = Arc::new(RoomManager::new());
+        let rooms = manager(1 << 20, 1_000);
         let threads: Vec<_> = (0..8)
             .map(|t| {
                 let rooms = rooms.clone();
                 std::thread::spawn(move || {
-                    let (tx, mut rx) = mpsc::channel(1_000);
-                    let me = rooms.register(tx);
+                    let (me, mut outgoing) = rooms.register();
                     for i in 0..500 {
                         let room = format!("room{}", (i + t) % 5);
                         // Rooms kept from earlier rounds may come round again.
-                        match rooms.join(me.id, &room, &format!("user{t}")) {
+                        match me.join(&room, &format!("user{t}")) {
                             Ok(()) | Err(RoomError::AlreadyJoined) => {}
                             Err(e) => panic!("join failed: {e}"),
                         }
                         rooms.broadcast(&room, &Message::text("hi"));
-                        while rx.try_recv().is_ok() {} // a reader that keeps up
+                        drain(&mut outgoing); // a reader that keeps up
                         if i % 3 != 0 {
-                            rooms.leave(me.id, &room).unwrap();
+                            me.leave(&room).unwrap();
                         }
                     }
-                    (me.id, rooms.rooms_of(me.id))
+                    let mine = me.rooms();
+                    (me, outgoing, mine)
                 })
             })
             .collect();
@@ -473,17 +677,19 @@ mod tests {
         // Every client's view of its rooms matches the rooms' member lists,
         // and no empty room is left behind.
         let state = rooms.lock();
-        for (id, my_rooms) in &results {
+        for (me, _, my_rooms) in &results {
+            assert!(!me.is_evicted());
             for room in my_rooms {
-                assert!(state.rooms[room].members.contains_key(id), "{id} missing from {room}");
+                assert!(state.rooms[room].members.contains_key(&me.id()), "missing from {room}");
             }
         }
         for (name, room) in &state.rooms {
             assert!(!room.members.is_empty(), "empty room {name} left behind");
             for id in room.members.keys() {
-                let (_, mine) = results.iter().find(|(c, _)| c == id).unwrap();
+                let (_, _, mine) = results.iter().find(|(m, _, _)| m.id() == *id).unwrap();
                 assert!(mine.contains(name));
             }
         }
+        drop(state);
     }
 }

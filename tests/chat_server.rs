@@ -51,8 +51,13 @@ impl Chat {
 
     /// The next event, which must be an `Error`; returns its text.
     async fn error(&mut self) -> String {
+        self.error_about().await.1
+    }
+
+    /// The next event, which must be an `Error`; returns its room and text.
+    async fn error_about(&mut self) -> (Option<String>, String) {
         match self.event().await {
-            ServerEvent::Error { message } => message,
+            ServerEvent::Error { room, message } => (room, message),
             other => panic!("expected an Error event, got {other:?}"),
         }
     }
@@ -123,10 +128,14 @@ async fn rooms_are_separate_and_members_see_every_event() {
     bob.expect_nothing_pending().await;
     carol.expect_nothing_pending().await;
 
-    // A disconnect is announced like a leave.
-    drop(alice);
+    // A disconnect is announced like a leave, to those who remain.
     let mut dave = Chat::connect(&server).await;
-    dave.join_ok("general", "dave").await;
+    dave.join("general", "dave").await;
+    assert_eq!(alice.event().await, joined("general", "dave"));
+    assert_eq!(dave.event().await, joined("general", "dave"));
+    drop(alice);
+    assert_eq!(dave.event().await, left("general", "alice"));
+    dave.expect_nothing_pending().await;
     carol.expect_nothing_pending().await;
     server.stop().await;
 }
@@ -176,14 +185,18 @@ async fn every_rule_is_answered_with_an_error_event_and_the_connection_stays_ope
     let mut c = Chat::connect(&server).await;
 
     c.send_raw(Message::text("this is not json")).await;
-    assert!(c.error().await.contains("invalid JSON"));
+    let (room, error) = c.error_about().await;
+    assert!(error.contains("invalid JSON"));
+    assert_eq!(room, None, "no room is concerned");
     c.send_raw(Message::text(r#"{"type":"Shout","room":"x"}"#)).await;
     assert!(c.error().await.contains("invalid JSON"));
     c.send_raw(Message::binary(vec![1, 2, 3])).await;
     assert!(c.error().await.contains("binary"));
 
     c.say("general", "not a member yet").await;
-    assert!(c.error().await.contains("general"));
+    let (room, error) = c.error_about().await;
+    assert_eq!(room.as_deref(), Some("general"), "an Error names the room it is about");
+    assert!(error.contains("not in that room"), "{error}");
     c.join("general", "").await;
     assert!(c.error().await.contains("username"));
     c.join("general", &"x".repeat(33)).await;
@@ -200,7 +213,9 @@ async fn every_rule_is_answered_with_an_error_event_and_the_connection_stays_ope
     assert!(c.error().await.contains("already"));
     let mut twin = Chat::connect(&server).await;
     twin.join("general", &name).await;
-    assert!(twin.error().await.contains("name is taken"), "names are unique in a room");
+    let (room, error) = twin.error_about().await;
+    assert!(error.contains("name is taken"), "names are unique in a room");
+    assert_eq!(room.as_deref(), Some("general"));
     twin.join_ok("elsewhere", &name).await;
 
     c.say("general", "").await;
@@ -289,11 +304,53 @@ async fn a_client_that_stops_answering_pings_is_dropped() {
     server.stop().await;
 }
 
-/// A client that stops reading is evicted with 1008 once its queue is full,
-/// while the others keep receiving every message promptly.
+/// Lets a test send as fast as it likes: the rate limit has its own test.
+const NO_RATE_LIMIT: [&str; 4] = ["--rate-limit", "1000000", "--rate-burst", "1000000"];
+
+/// Says `count` messages of `content` in `room`, keeping at most `window`
+/// of them unconfirmed: before saying more, it reads its own copies back,
+/// as a client that reads promptly does. The sender must be the only one
+/// speaking in `room`. Returns every event it read.
+///
+/// The window paces the sender to the server's delivery, so a room that
+/// waited for anyone (a stalled member, say) would stop the sender too,
+/// and the test would fail on a deadline instead of passing.
+async fn say_paced(
+    sender: &mut Chat,
+    room: &str,
+    content: &str,
+    count: u64,
+    window: u64,
+) -> Vec<ServerEvent> {
+    let mut events = Vec::new();
+    let mut confirmed = 0;
+    let mut sent = 0;
+    while confirmed < count {
+        if sent < count && sent - confirmed < window {
+            sender.say(room, content).await;
+            sent += 1;
+            continue;
+        }
+        let event = sender.event().await;
+        if matches!(event, ServerEvent::Message { .. }) {
+            confirmed += 1;
+        }
+        events.push(event);
+    }
+    events
+}
+
+/// A member that stops reading really backs up into the server (small
+/// socket buffers, so the kernel holds only some 70 KB) and is evicted once
+/// its outbox is over its byte budget, with 1008 and a `Left` to the room,
+/// while the sender and a member that reads receive every message, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_stops_reading_does_not_hold_up_the_others() {
-    let server = Server::start("chat_server", &["--queue", "64"]).await;
+async fn a_member_that_stops_reading_is_evicted_by_the_byte_budget() {
+    // 256 KiB of budget, and a write deadline long enough that only the
+    // budget can be what evicts.
+    let mut args = vec!["--outbox-bytes", "262144", "--send-timeout-ms", "60000"];
+    args.extend(NO_RATE_LIMIT);
+    let mut server = Server::start("chat_server", &args).await;
     let mut sender = Chat::connect(&server).await;
     let mut fast = Chat::connect(&server).await;
     let mut slow = Chat { ws: connect_with_small_buffers(&server.url).await };
@@ -304,62 +361,185 @@ async fn a_client_that_stops_reading_does_not_hold_up_the_others() {
     assert_eq!(sender.event().await, joined("general", "slow"));
     assert_eq!(fast.event().await, joined("general", "slow"));
 
-    // The slow client now stops reading. 4,000 messages of 2 KiB (8 MB) are
-    // more than its queue of 64 and the socket buffers on both ends (the
-    // server's send buffer can grow to 4 MiB here) can hold.
-    const COUNT: u64 = 4_000;
-    let (mut sender_sink, mut sender_stream) = sender.ws.split();
-    let sending = tokio::spawn(async move {
-        let content = "z".repeat(2048);
-        for _ in 0..COUNT {
-            let say = ClientMessage::Message { room: "general".into(), content: content.clone() };
-            sender_sink.send(say.to_message()).await.expect("send");
+    // The slow member never reads again. 1,000 messages of 2 KiB (2 MB) are
+    // far more than its budget plus every buffer on the way can hold.
+    const COUNT: u64 = 1_000;
+    let fast_reads = tokio::spawn(async move {
+        let mut seqs = Vec::new();
+        let mut slow_left = false;
+        while seqs.len() < COUNT as usize || !slow_left {
+            match fast.event().await {
+                ServerEvent::Message { seq, .. } => seqs.push(seq),
+                event if event == left("general", "slow") => slow_left = true,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        (seqs, fast)
+    });
+    let events = say_paced(&mut sender, "general", &"z".repeat(2048), COUNT, 32).await;
+    assert!(events.contains(&left("general", "slow")), "the sender heard the eviction");
+
+    let (seqs, mut fast) = fast_reads.await.expect("the fast member read everything");
+    assert_eq!(seqs, (1..=COUNT).collect::<Vec<_>>(), "every message, in order");
+    let (line, _) = server.program.wait_for(|l| l.contains("closing with 1008")).await;
+    assert!(line.ends_with("too slow: outbox over budget"), "{line}");
+    fast.expect_nothing_pending().await;
+
+    // When the slow member reads at last, it finds what the kernel held and
+    // then the end of the connection, not a connection that hangs.
+    let ended = tokio::time::timeout(WAIT, async {
+        while let Some(Ok(msg)) = slow.ws.next().await {
+            if msg.is_close() {
+                break;
+            }
         }
     });
-    // The sender reads its own copies as it goes, like any good client.
-    let sender_reads = tokio::spawn(async move {
-        let mut received = 0;
-        while received < COUNT {
-            match sender_stream.next().await {
-                Some(Ok(Message::Text(text))) if text.contains(r#""type":"Message""#) => {
-                    received += 1
+    ended.await.expect("the evicted member's connection ends");
+    server.stop().await;
+}
+
+/// Hundreds of members joining one room at once, all reading, are not
+/// evicted: every member sees its own `Joined` and every later one, and all
+/// see them in one order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_storm_evicts_nobody_who_reads() {
+    const CLIENTS: usize = 500;
+    let server = Server::start("chat_server", &[]).await;
+    // The first member sees every join that follows it.
+    let mut first = Chat::connect(&server).await;
+    first.join_ok("crowd", "first").await;
+
+    // Connect everyone first, each with its own task that, once everyone
+    // is connected, joins and then reads promptly until the closing message.
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(CLIENTS + 1));
+    let mut readers = Vec::new();
+    for i in 0..CLIENTS {
+        let mut c = Chat::connect(&server).await;
+        let start = start.clone();
+        readers.push(tokio::spawn(async move {
+            start.wait().await;
+            c.join("crowd", &format!("user{i}")).await;
+            let mut joined_seen = Vec::new();
+            loop {
+                match c.event().await {
+                    ServerEvent::Joined { username, .. } => joined_seen.push(username),
+                    ServerEvent::Message { content, .. } if content == "all here" => break,
+                    other => panic!("unexpected {other:?}"),
                 }
-                Some(Ok(_)) => {}
-                other => panic!("the sender lost its connection: {other:?}"),
             }
-        }
-    });
-    // The fast client sees every message, in order, never waiting more than
-    // a second for the next one.
-    let mut expected_seq = 1;
-    let mut slow_left = false;
-    while expected_seq <= COUNT {
-        let event = tokio::time::timeout(Duration::from_secs(1), fast.event())
-            .await
-            .unwrap_or_else(|_| panic!("fast client waited over 1 s for seq {expected_seq}"));
-        match event {
-            ServerEvent::Message { seq, .. } => {
-                assert_eq!(seq, expected_seq);
-                expected_seq += 1;
-            }
-            ServerEvent::Left { username, .. } if username == "slow" => slow_left = true,
-            other => panic!("unexpected {other:?}"),
+            (joined_seen, c)
+        }));
+    }
+    start.wait().await; // all join at once
+
+    let mut order = Vec::new();
+    while order.len() < CLIENTS {
+        match first.event().await {
+            ServerEvent::Joined { username, .. } => order.push(username),
+            other => panic!("the first member was told {other:?}"),
         }
     }
-    assert!(slow_left, "the slow client was evicted during the burst");
-    sending.await.expect("sender finished");
-    sender_reads.await.expect("the sender received all its messages");
-
-    // Now the slow client reads: what was buffered, then the eviction.
-    assert_eq!(expect_close(&mut slow.ws).await, CloseCode::Policy);
+    first.say("crowd", "all here").await;
+    let mut members = Vec::new();
+    for reader in readers {
+        let (seen, c) = reader.await.expect("a member read until the end, never evicted");
+        let own = order.iter().position(|n| *n == seen[0]).expect("its own Joined first");
+        assert_eq!(seen, order[own..], "a member sees every later join, in the one order");
+        members.push(c);
+    }
     server.stop().await;
+}
+
+/// A client that floods is refused over its rate (an `Error` naming the
+/// room, and nothing delivered), then closed with 1008, while the members
+/// who read keep every message that was accepted, in order, and stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooder_is_rate_limited_and_readers_keep_every_message() {
+    let server = Server::start("chat_server", &["--rate-limit", "5", "--rate-burst", "10"]).await;
+    let mut reader = Chat::connect(&server).await;
+    let mut flooder = Chat::connect(&server).await;
+    reader.join_ok("general", "reader").await;
+    flooder.join("general", "flooder").await; // one token of ten
+    assert_eq!(reader.event().await, joined("general", "flooder"));
+
+    for i in 0..200 {
+        flooder.say("general", &format!("flood {i}")).await;
+    }
+    // The flooder hears its accepted messages, then refusals, then 1008.
+    let mut accepted = 0;
+    let mut refusals = 0;
+    let code = loop {
+        match recv_or_close(&mut flooder.ws).await {
+            Ok(msg) => match ServerEvent::try_from(&msg).expect("a server event") {
+                ServerEvent::Joined { .. } => {}
+                ServerEvent::Message { .. } => accepted += 1,
+                ServerEvent::Error { room, message } => {
+                    assert_eq!(room.as_deref(), Some("general"));
+                    assert!(message.starts_with("rate limit"), "{message}");
+                    refusals += 1;
+                }
+                other => panic!("unexpected {other:?}"),
+            },
+            Err(code) => break code,
+        }
+    };
+    assert_eq!(code, Some(CloseCode::Policy));
+    assert!((9..20).contains(&accepted), "about a burst accepted, not {accepted}");
+    assert!(refusals >= 5, "refused before being cut off ({refusals})");
+
+    // The reader got exactly the accepted messages, numbered 1.., and then
+    // the flooder's departure.
+    for seq in 1..=accepted {
+        let (username, content, got) = message(reader.event().await);
+        assert_eq!((username.as_str(), got), ("flooder", seq));
+        assert_eq!(content, format!("flood {}", seq - 1));
+    }
+    assert_eq!(reader.event().await, left("general", "flooder"));
+    reader.say("general", "still here").await;
+    assert_eq!(message(reader.event().await).2, accepted + 1);
+    server.stop().await;
+}
+
+/// The next text message, or the close code once the connection closes.
+async fn recv_or_close(ws: &mut WsClient) -> Result<Message, Option<CloseCode>> {
+    let next = tokio::time::timeout(WAIT, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(msg @ Message::Text(_))) => return Ok(msg),
+                Some(Ok(Message::Close(frame))) => return Err(frame.map(|f| f.code)),
+                Some(Ok(_)) => continue,
+                other => panic!("expected a message or a close frame, got {other:?}"),
+            }
+        }
+    });
+    next.await.expect("a message or a close frame in time")
+}
+
+/// Bad values for the crowd settings are a one-line usage error, exit 2.
+#[tokio::test]
+async fn bad_settings_are_usage_errors() {
+    for (flag, value) in [
+        ("--outbox-bytes", "0"),
+        ("--outbox-bytes", "-5"),
+        ("--rate-limit", "fast"),
+        ("--rate-limit", "0"),
+        ("--rate-burst", "0"),
+        ("--presence-limit", "0"),
+        ("--presence-limit", "1.5"),
+    ] {
+        let mut program = common::Program::start("chat_server", &["127.0.0.1:0", flag, value]);
+        assert_eq!(program.exit_code().await, 2, "{flag} {value}");
+        let stderr = program.stderr_text().await;
+        assert_eq!(stderr.lines().count(), 1, "one line for {flag} {value}: {stderr}");
+        assert!(stderr.starts_with("error: ") && stderr.contains(flag), "{stderr}");
+    }
 }
 
 /// A burst of 500 messages sent back to back reaches each of 100 connected
 /// clients, every message, in order.
 #[tokio::test]
 async fn a_burst_of_500_messages_reaches_all_100_clients() {
-    let server = Server::start("chat_server", &[]).await;
+    let server = Server::start("chat_server", &NO_RATE_LIMIT).await;
     let mut clients = Vec::new();
     for i in 0..100 {
         let mut c = Chat::connect(&server).await;
@@ -432,60 +612,102 @@ async fn ctrl_c_closes_every_client_with_1001() {
     assert_eq!(program.exit_code().await, 0);
 }
 
-/// With 1,000 clients in one room, every message reaches every reading
-/// client, in order, and five clients that never read change nothing.
+/// With 1,000 members in one room, every message reaches every member that
+/// reads, in order, while five members that never read (small socket
+/// buffers, so they really back up into the server) are evicted by the byte
+/// budget, and everyone hears that they left. (Joining all at once is
+/// `a_join_storm_evicts_nobody_who_reads`; here the budget is small, 64 KiB,
+/// so that the stalled members overflow it quickly, and a storm of 1,000
+/// `Joined` events, some 45 KB, would come close to it before anyone had
+/// been scheduled to write.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thousand_clients_in_one_room_with_five_stalled() {
+async fn a_thousand_members_with_five_stalled() {
     const CLIENTS: usize = 1_000;
     const STALLED: usize = 5;
-    const MESSAGES: u64 = 20;
-    let server = Server::start("chat_server", &[]).await;
+    const MESSAGES: u64 = 100;
+    // A 64 KiB budget: 100 messages of 4,000 bytes (400 KB) overflow it,
+    // plus the ~200 KB the kernels hold (measured with `ss`: a send buffer
+    // of 189 KiB for a peer with 536-byte segments), for every stalled
+    // member; a member that reads never has more than a few queued.
+    // Heartbeats and write deadlines long enough that only the budget can
+    // be what drops a stalled member (each has its own test).
+    let mut args = vec!["--outbox-bytes", "65536", "--send-timeout-ms", "60000"];
+    args.extend(["--ping-ms", "60000"]);
+    args.extend(NO_RATE_LIMIT);
+    let server = Server::start("chat_server", &args).await;
 
-    let mut readers = Vec::new();
-    let mut stalled = Vec::new();
-    for i in 0..CLIENTS {
-        let mut c = Chat::connect(&server).await;
-        c.join("general", &format!("user{i}")).await;
-        if i % (CLIENTS / STALLED) == 1 {
-            stalled.push(c); // joins, then never reads again
-            continue;
-        }
-        // Each reader skips the Joined events and collects the messages.
-        readers.push(tokio::spawn(async move {
-            let mut seqs = Vec::new();
-            while seqs.len() < MESSAGES as usize {
-                match c.event().await {
-                    ServerEvent::Joined { .. } => {}
-                    ServerEvent::Message { seq, username, .. } => {
-                        assert_eq!(username, "speaker");
-                        seqs.push(seq);
-                    }
-                    other => panic!("unexpected {other:?}"),
-                }
+    // The readers join 50 at a time, then each reads promptly in its own
+    // task, collecting messages and departures. 1,000 members with the
+    // speaker: up to the presence limit, so that everyone hears every
+    // departure.
+    let url = server.url.clone();
+    let joined_readers: Vec<Chat> = futures_util::stream::iter(0..CLIENTS - STALLED - 1)
+        .map(|i| {
+            let url = url.clone();
+            async move {
+                let name = format!("user{i}");
+                let mut c = Chat { ws: connect(&url).await };
+                c.join("general", &name).await;
+                while c.event().await != joined("general", &name) {}
+                c
             }
-            (seqs, c) // keep the connection open until the server stops
-        }));
+        })
+        .buffer_unordered(50)
+        .collect()
+        .await;
+    let readers: Vec<_> = joined_readers
+        .into_iter()
+        .map(|mut c| {
+            tokio::spawn(async move {
+                let (mut seqs, mut left) = (Vec::new(), Vec::new());
+                while seqs.len() < MESSAGES as usize || left.len() < STALLED {
+                    match c.event().await {
+                        ServerEvent::Joined { .. } => {} // later joiners
+                        ServerEvent::Message { seq, .. } => seqs.push(seq),
+                        ServerEvent::Left { username, .. } => left.push(username),
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+                (seqs, left, c) // keep the connection open until the server stops
+            })
+        })
+        .collect();
+    // The stalled members join last (so that their backlog is the messages
+    // alone), and never read again.
+    let mut stalled = Vec::new();
+    let mut stalled_names = Vec::new();
+    for i in 0..STALLED {
+        let name = format!("stalled{i}");
+        let mut c = Chat { ws: connect_with_small_buffers(&server.url).await };
+        c.join("general", &name).await;
+        stalled.push(c);
+        stalled_names.push(name);
     }
     assert_eq!(stalled.len(), STALLED);
-
     let mut speaker = Chat::connect(&server).await;
     speaker.join_ok("general", "speaker").await;
-    for i in 0..MESSAGES {
-        speaker.say("general", &format!("message {i}")).await;
-    }
+    // The speaker's first message comes back after the stalled members'
+    // Joined, which were queued for every reader before it.
 
-    let expected: Vec<u64> = (1..=MESSAGES).collect();
+    let events = say_paced(&mut speaker, "general", &"m".repeat(4_000), MESSAGES, 4).await;
+    let evicted = events.iter().filter(|e| matches!(e, ServerEvent::Left { .. })).count();
+    assert!(evicted <= STALLED, "only stalled members are evicted");
+
     let all =
         tokio::time::timeout(Duration::from_secs(60), futures_util::future::join_all(readers))
             .await
-            .expect("all messages delivered within 60 s");
-    assert_eq!(all.len(), CLIENTS - STALLED);
-    let mut clients = Vec::new();
+            .expect("every reader got every message within 60 s");
+    let expected: Vec<u64> = (1..=MESSAGES).collect();
+    let mut members = Vec::new();
     for reader in all {
-        let (seqs, client) = reader.expect("reader finished");
+        let (seqs, mut left, c) = reader.expect("reader finished, never evicted");
         assert_eq!(seqs, expected);
-        clients.push(client);
+        left.sort();
+        stalled_names.sort();
+        assert_eq!(left, stalled_names, "exactly the stalled members were evicted");
+        members.push(c);
     }
+    assert_eq!(members.len(), CLIENTS - STALLED - 1);
     server.stop().await;
-    drop((clients, stalled));
+    drop((members, stalled));
 }
