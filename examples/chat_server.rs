@@ -234,12 +234,14 @@ async fn serve_client(
     let mut rate = RateLimit::new(chat.rate_limit, chat.rate_burst);
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     loop {
-        // Wait for one of: shutdown, eviction, a frame from the client, too
-        // much silence, time to ping, or messages in our outbox. `biased`:
-        // in this order. The client comes before the silence check, so a
-        // pong that arrived while we were writing still counts; and before
-        // the outbox, which in a busy room is never empty. (The rate limit
-        // keeps a client from keeping the outbox waiting with its own input.)
+        // Wait for one of: shutdown, eviction, messages in our outbox, a
+        // frame from the client, too much silence, or time to ping.
+        // `biased`: in this order. What we owe the client goes out before we
+        // read more from it: its answers are not stuck behind its own next
+        // commands (or lost behind its close frame), and a client that sends
+        // without reading meets the write deadline instead of piling up its
+        // own echoes. The client comes before the silence check, so a pong
+        // that arrived while we were writing still counts.
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
@@ -247,6 +249,15 @@ async fn serve_client(
             }
             _ = me.evicted() => {
                 return Ending::Close(CloseCode::Policy, "too slow: outbox over budget".into());
+            }
+            _ = outgoing.recv_many(&mut batch, WRITE_BATCH) => {
+                // The budget comes back only once the batch is written: a
+                // client that stops reading stops making room.
+                let bytes = batch.iter().map(frame_len).sum();
+                if let Err(ending) = write(ws, batch.drain(..), me, shutdown, chat).await {
+                    return ending;
+                }
+                outgoing.written(bytes);
             }
             frame = ws.next() => {
                 silence.as_mut().reset(Instant::now() + allowed_silence);
@@ -277,15 +288,6 @@ async fn serve_client(
                 if let Err(ending) = write(ws, [Message::Ping(Default::default())], me, shutdown, chat).await {
                     return ending;
                 }
-            }
-            _ = outgoing.recv_many(&mut batch, WRITE_BATCH) => {
-                // The budget comes back only once the batch is written: a
-                // client that stops reading stops making room.
-                let bytes = batch.iter().map(frame_len).sum();
-                if let Err(ending) = write(ws, batch.drain(..), me, shutdown, chat).await {
-                    return ending;
-                }
-                outgoing.written(bytes);
             }
         }
     }

@@ -8,7 +8,9 @@
 //! |---|---|---|
 //! | [`protocol`] | the JSON client commands and the chat server's events | 5.1, 6.1 |
 //! | [`codec`] | the binary format: one type byte, then the payload | 5.2 |
-//! | [`rooms`] | the room manager: bounded per-client queues, serialise once, evict slow members | 4.2, 6.1 |
+//! | [`rooms`] | the room manager: members' outboxes, serialise once, presence, evict slow members | 4.2, 6.1 |
+//! | [`outbox`] | a client's outgoing queue, bounded in bytes not yet written | 4.2, 6.1 |
+//! | [`rate`] | a per-connection rate limit (token bucket) | 6.1 |
 //! | [`server`] | bind, accept loop with a connection cap, graceful shutdown | 2.2 onward |
 //! | [`close`] | the close handshake, with a deadline on every step; close codes for errors | all |
 //! | [`error`] | typed errors, and the one function that decides which disconnects are benign | all |

@@ -42,9 +42,13 @@ pub enum ClientMessage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum ServerEvent {
-    /// `username` joined `room` (sent to every member, the newcomer included).
+    /// `username` joined `room`: sent to every member, the newcomer
+    /// included, in rooms of up to `--presence-limit` members (1,000 by
+    /// default); in a bigger room, to the newcomer alone.
     Joined { room: String, username: String },
-    /// `username` left `room` (sent to every member, the leaver included).
+    /// `username` left `room` (a leave, a disconnect or an eviction): sent to
+    /// the members who remain, in rooms of up to `--presence-limit` members;
+    /// after a leave, also to the leaver, whatever the room's size.
     Left { room: String, username: String },
     /// A chat message, stamped by the server.
     Message {

@@ -6,7 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Server, WAIT, connect, connect_with_small_buffers, expect_close, recv_within};
+use common::{
+    Server, WAIT, connect, connect_with_small_buffers, expect_close, local_addr, recv_within,
+};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::MaybeTlsStream;
@@ -229,6 +231,35 @@ async fn every_rule_is_answered_with_an_error_event_and_the_connection_stays_ope
     server.stop().await;
 }
 
+/// A client that sends its commands and its close frame in one go (a script
+/// piping a file, say) still gets every answer before the server's close.
+#[tokio::test]
+async fn answers_go_out_before_the_clients_close_is_read() {
+    let server = Server::start("chat_server", &[]).await;
+    let mut c = Chat::connect(&server).await;
+    let commands = [
+        ClientMessage::Join { room: "general".into(), username: "alice".into() },
+        ClientMessage::Message { room: "general".into(), content: "hi".into() },
+        ClientMessage::Ping,
+        ClientMessage::Message { room: "rust".into(), content: "hi".into() },
+        ClientMessage::Leave { room: "general".into() },
+    ];
+    for command in &commands {
+        c.ws.feed(command.to_message()).await.expect("feed");
+    }
+    c.ws.feed(Message::Close(None)).await.expect("feed close");
+    c.ws.flush().await.expect("flush");
+
+    assert_eq!(c.event().await, joined("general", "alice"));
+    assert_eq!(message(c.event().await), ("alice".into(), "hi".into(), 1));
+    assert_eq!(c.event().await, ServerEvent::Pong);
+    assert_eq!(c.error_about().await.0.as_deref(), Some("rust"));
+    assert_eq!(c.event().await, left("general", "alice"));
+    let rest = tokio::time::timeout(WAIT, c.ws.next()).await.expect("the close reply");
+    assert!(matches!(rest, Some(Ok(Message::Close(_)))), "then the close reply: {rest:?}");
+    server.stop().await;
+}
+
 /// A message over 64 KiB closes the connection with 1009 (message too big);
 /// one of exactly 64 KiB is still read (and refused politely).
 #[tokio::test]
@@ -307,41 +338,58 @@ async fn a_client_that_stops_answering_pings_is_dropped() {
 /// Lets a test send as fast as it likes: the rate limit has its own test.
 const NO_RATE_LIMIT: [&str; 4] = ["--rate-limit", "1000000", "--rate-burst", "1000000"];
 
-/// Says `count` messages of `content` in `room`, keeping at most `window`
-/// of them unconfirmed: before saying more, it reads its own copies back,
-/// as a client that reads promptly does. The sender must be the only one
-/// speaking in `room`. Returns every event it read.
+/// The readers' side of [`say_paced`]: each reading member sends the `seq`
+/// of every message it receives.
+type Receipts = tokio::sync::mpsc::UnboundedReceiver<u64>;
+
+/// Says `count` messages of `content` in `room`, never more than `window`
+/// ahead of the slowest reader: message `n` goes out only once the sender
+/// itself and each of `readers` reading members (who report through
+/// `receipts`) have received message `n - window`. The sender must be the
+/// only one speaking in `room`. Returns every event the sender read.
 ///
-/// The window paces the sender to the server's delivery, so a room that
-/// waited for anyone (a stalled member, say) would stop the sender too,
-/// and the test would fail on a deadline instead of passing.
+/// This is what "members that read" means on a busy two-core machine: the
+/// test's own reader tasks may be scheduled late, and a sender that ran
+/// ahead of them would make them, honestly, too slow. Paced, their outboxes
+/// hold a few messages, and a room that waited for anyone (a stalled
+/// member, say) would stop the sender, failing the test on a deadline.
 async fn say_paced(
     sender: &mut Chat,
     room: &str,
     content: &str,
-    count: u64,
-    window: u64,
+    (count, window): (u64, u64),
+    receipts: &mut Receipts,
+    readers: usize,
 ) -> Vec<ServerEvent> {
     let mut events = Vec::new();
-    let mut confirmed = 0;
+    let mut own = 0; // the sender's own copies received
+    let mut received = vec![0_usize; count as usize + 1]; // seq -> readers that have it
     let mut sent = 0;
-    while confirmed < count {
-        if sent < count && sent - confirmed < window {
+    while own < count || received[count as usize] < readers {
+        let caught_up = |seq: u64| seq == 0 || received[seq as usize] == readers;
+        if sent < count && own + window > sent && caught_up((sent + 1).saturating_sub(window)) {
             sender.say(room, content).await;
             sent += 1;
             continue;
         }
-        let event = sender.event().await;
-        if matches!(event, ServerEvent::Message { .. }) {
-            confirmed += 1;
+        tokio::select! {
+            event = sender.event(), if own < sent => {
+                if matches!(event, ServerEvent::Message { .. }) {
+                    own += 1;
+                }
+                events.push(event);
+            }
+            // `None` once every reader is done; the sender may still be
+            // reading its own last copies.
+            Some(seq) = receipts.recv() => received[seq as usize] += 1,
+            else => panic!("the readers stopped before they had every message"),
         }
-        events.push(event);
     }
     events
 }
 
 /// A member that stops reading really backs up into the server (small
-/// socket buffers, so the kernel holds only some 70 KB) and is evicted once
+/// socket buffers, so the kernels hold at most some 200 KB) and is evicted once
 /// its outbox is over its byte budget, with 1008 and a `Left` to the room,
 /// while the sender and a member that reads receive every message, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -364,24 +412,31 @@ async fn a_member_that_stops_reading_is_evicted_by_the_byte_budget() {
     // The slow member never reads again. 1,000 messages of 2 KiB (2 MB) are
     // far more than its budget plus every buffer on the way can hold.
     const COUNT: u64 = 1_000;
+    let slow_addr = local_addr(&slow.ws);
+    let (receipt, mut receipts) = tokio::sync::mpsc::unbounded_channel();
     let fast_reads = tokio::spawn(async move {
         let mut seqs = Vec::new();
         let mut slow_left = false;
         while seqs.len() < COUNT as usize || !slow_left {
             match fast.event().await {
-                ServerEvent::Message { seq, .. } => seqs.push(seq),
+                ServerEvent::Message { seq, .. } => {
+                    seqs.push(seq);
+                    let _ = receipt.send(seq);
+                }
                 event if event == left("general", "slow") => slow_left = true,
                 other => panic!("unexpected {other:?}"),
             }
         }
         (seqs, fast)
     });
-    let events = say_paced(&mut sender, "general", &"z".repeat(2048), COUNT, 32).await;
+    let content = "z".repeat(2048);
+    let events = say_paced(&mut sender, "general", &content, (COUNT, 32), &mut receipts, 1).await;
     assert!(events.contains(&left("general", "slow")), "the sender heard the eviction");
 
     let (seqs, mut fast) = fast_reads.await.expect("the fast member read everything");
     assert_eq!(seqs, (1..=COUNT).collect::<Vec<_>>(), "every message, in order");
-    let (line, _) = server.program.wait_for(|l| l.contains("closing with 1008")).await;
+    let closing = format!("{slow_addr}: closing with 1008");
+    let (line, _) = server.program.wait_for(|l| l.starts_with(&closing)).await;
     assert!(line.ends_with("too slow: outbox over budget"), "{line}");
     fast.expect_nothing_pending().await;
 
@@ -655,15 +710,20 @@ async fn a_thousand_members_with_five_stalled() {
         .buffer_unordered(50)
         .collect()
         .await;
+    let (receipt, mut receipts) = tokio::sync::mpsc::unbounded_channel();
     let readers: Vec<_> = joined_readers
         .into_iter()
         .map(|mut c| {
+            let receipt = receipt.clone();
             tokio::spawn(async move {
                 let (mut seqs, mut left) = (Vec::new(), Vec::new());
                 while seqs.len() < MESSAGES as usize || left.len() < STALLED {
                     match c.event().await {
                         ServerEvent::Joined { .. } => {} // later joiners
-                        ServerEvent::Message { seq, .. } => seqs.push(seq),
+                        ServerEvent::Message { seq, .. } => {
+                            seqs.push(seq);
+                            let _ = receipt.send(seq);
+                        }
                         ServerEvent::Left { username, .. } => left.push(username),
                         other => panic!("unexpected {other:?}"),
                     }
@@ -689,7 +749,9 @@ async fn a_thousand_members_with_five_stalled() {
     // The speaker's first message comes back after the stalled members'
     // Joined, which were queued for every reader before it.
 
-    let events = say_paced(&mut speaker, "general", &"m".repeat(4_000), MESSAGES, 4).await;
+    let (content, pace) = ("m".repeat(4_000), (MESSAGES, 4));
+    let count = readers.len();
+    let events = say_paced(&mut speaker, "general", &content, pace, &mut receipts, count).await;
     let evicted = events.iter().filter(|e| matches!(e, ServerEvent::Left { .. })).count();
     assert!(evicted <= STALLED, "only stalled members are evicted");
 
