@@ -1,0 +1,280 @@
+//! Servers as child processes: ours (the release examples) and, with
+//! `--compare`, the Node and Python ones under `benches/compare/`.
+//!
+//! Every server takes its address as its first argument (we pass
+//! `127.0.0.1:0`, a free port) and prints `listening on ws://IP:PORT` as its
+//! first line; SIGINT makes it close every connection with 1001 and exit 0.
+//! Its stdout and stderr are drained all the time: our servers print a line
+//! per connection, and a pipe nobody reads fills up and blocks the server.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::time::timeout;
+
+use crate::proc;
+
+/// How long a server may take to print its first line (a debug build or a
+/// Python interpreter starting up on a busy machine is slow, never this slow).
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a server may take to exit after SIGINT. Ours wait at most 5 s
+/// for their connections' close handshakes.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// The stderr lines kept to explain a failure.
+const STDERR_LINES: usize = 20;
+
+/// Which implementation serves a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Impl {
+    /// Our example, built with tokio-tungstenite.
+    Rust,
+    /// `benches/compare/node/server.js`, on the `ws` package.
+    Node,
+    /// `benches/compare/python/server.py`, on the `websockets` package.
+    Python,
+}
+
+impl Impl {
+    pub fn label(self) -> &'static str {
+        match self {
+            Impl::Rust => "rust",
+            Impl::Node => "node",
+            Impl::Python => "python",
+        }
+    }
+}
+
+/// What the server does; the compare servers take it as their first argument.
+#[derive(Debug, Clone, Copy)]
+pub enum Mode {
+    Echo,
+    Broadcast,
+    Chat,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Echo => "echo",
+            Mode::Broadcast => "broadcast",
+            Mode::Chat => "chat",
+        }
+    }
+
+    fn example(self) -> &'static str {
+        match self {
+            Mode::Echo => "echo_server",
+            Mode::Broadcast => "broadcast_server",
+            Mode::Chat => "chat_server",
+        }
+    }
+}
+
+/// Where the programs are.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// The package root (`CARGO_MANIFEST_DIR`).
+    pub root: PathBuf,
+    /// `target/<profile>/examples`.
+    pub examples: PathBuf,
+}
+
+impl Paths {
+    fn command(&self, implementation: Impl, mode: Mode) -> Command {
+        let compare = self.root.join("benches/compare");
+        let mut command = match implementation {
+            Impl::Rust => Command::new(self.examples.join(mode.example())),
+            Impl::Node => {
+                let mut c = Command::new("node");
+                c.arg(compare.join("node/server.js")).arg(mode.name());
+                c
+            }
+            Impl::Python => {
+                // The venv setup.sh made, if there is one.
+                let venv = compare.join("python/.venv/bin/python");
+                let mut c = Command::new(if venv.exists() { venv } else { "python3".into() });
+                c.arg(compare.join("python/server.py")).arg(mode.name());
+                // The listening line must not sit in Python's stdout buffer.
+                c.env("PYTHONUNBUFFERED", "1");
+                c
+            }
+        };
+        command.arg("127.0.0.1:0").current_dir(&self.root);
+        command
+    }
+}
+
+/// A running server.
+pub struct Server {
+    child: Child,
+    pub pid: u32,
+    pub addr: SocketAddr,
+    /// Settings this server did not know, so that it ran without them.
+    pub unknown_settings: Vec<String>,
+    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+}
+
+/// Why a start failed.
+enum StartError {
+    /// Exit 2 with `unknown setting --NAME`: the server predates that flag.
+    UnknownSetting(String),
+    Other(String),
+}
+
+impl Server {
+    /// Starts `mode` in `implementation` on a free loopback port with
+    /// `settings` (`--name value` pairs, for our chat server), and waits for
+    /// its `listening on` line.
+    ///
+    /// A setting the server does not know yet (it exits 2 with `unknown
+    /// setting --NAME`) is dropped and the server started again without it;
+    /// the caller finds it in [`Server::unknown_settings`].
+    pub async fn start(
+        paths: &Paths,
+        implementation: Impl,
+        mode: Mode,
+        settings: &[(&str, String)],
+    ) -> Result<Server, String> {
+        let mut settings = settings.to_vec();
+        let mut unknown = Vec::new();
+        // Each retry drops one setting, so this ends.
+        loop {
+            let mut command = paths.command(implementation, mode);
+            for (name, value) in &settings {
+                command.arg(format!("--{name}")).arg(value);
+            }
+            match Server::start_once(command).await {
+                Ok(mut server) => {
+                    server.unknown_settings = unknown;
+                    return Ok(server);
+                }
+                Err(StartError::UnknownSetting(name))
+                    if settings.iter().any(|(known, _)| *known == name) =>
+                {
+                    settings.retain(|(known, _)| *known != name);
+                    unknown.push(name);
+                }
+                Err(StartError::UnknownSetting(name)) => {
+                    return Err(format!("server refused setting --{name}"));
+                }
+                Err(StartError::Other(why)) => return Err(why),
+            }
+        }
+    }
+
+    async fn start_once(mut command: Command) -> Result<Server, StartError> {
+        let described = format!("{:?}", command.as_std());
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true) // a failed scenario leaves nothing behind
+            .spawn()
+            .map_err(|e| StartError::Other(format!("cannot start {described}: {e}")))?;
+        let pid = child.id().ok_or_else(|| StartError::Other("no pid".into()))?;
+
+        // Keep the last lines of stderr, to explain a failure.
+        let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let tail = stderr_tail.clone();
+        let stderr_done = tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut tail = tail.lock().unwrap_or_else(|p| p.into_inner());
+                if tail.len() == STDERR_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(line);
+            }
+        });
+
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut first = String::new();
+        let read = timeout(START_TIMEOUT, stdout.read_line(&mut first)).await;
+        let addr = first
+            .trim_end()
+            .strip_prefix("listening on ws://")
+            .and_then(|addr| addr.parse::<SocketAddr>().ok())
+            .filter(|addr| addr.port() != 0);
+        if let (Ok(Ok(_)), Some(addr)) = (&read, addr) {
+            // From now on, stdout is read and thrown away.
+            tokio::spawn(async move {
+                let _ = tokio::io::copy_buf(&mut stdout, &mut tokio::io::sink()).await;
+            });
+            return Ok(Server { child, pid, addr, unknown_settings: Vec::new(), stderr_tail });
+        }
+
+        // No listening line: say why, with the exit status and stderr.
+        let status = match timeout(Duration::from_secs(5), child.wait()).await {
+            Ok(Ok(status)) => status.to_string(),
+            _ => {
+                let _ = child.kill().await;
+                "still running, killed".to_string()
+            }
+        };
+        let _ = timeout(Duration::from_secs(2), stderr_done).await;
+        let stderr = stderr_text(&stderr_tail);
+        if let Some(name) = stderr
+            .split("unknown setting --")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+        {
+            return Err(StartError::UnknownSetting(name.to_string()));
+        }
+        let first = match read {
+            Err(_) => format!("nothing within {START_TIMEOUT:?}"),
+            Ok(_) => format!("{:?}", first.trim_end()),
+        };
+        Err(StartError::Other(format!(
+            "{described} did not print `listening on ws://IP:PORT` (first line: {first}; \
+             {status}; stderr: {stderr})"
+        )))
+    }
+
+    /// Server CPU time so far, in clock ticks.
+    pub fn cpu_ticks(&self) -> Result<u64, String> {
+        proc::cpu_ticks(self.pid)
+    }
+
+    /// Server resident memory now, in KiB.
+    pub fn rss_kib(&self) -> Result<u64, String> {
+        proc::rss_kib(self.pid)
+    }
+
+    /// Ctrl-C: sends SIGINT and waits for the exit, which must be code 0.
+    /// A server still running after [`STOP_TIMEOUT`] is killed, and that is
+    /// an error too.
+    pub async fn stop(mut self) -> Result<(), String> {
+        // SAFETY: kill sends a signal to our own child, whose pid is still
+        // ours: we have not waited for it yet, so it cannot have been reused.
+        if unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGINT) } != 0 {
+            return Err(format!("kill -INT {}: {}", self.pid, std::io::Error::last_os_error()));
+        }
+        match timeout(STOP_TIMEOUT, self.child.wait()).await {
+            Ok(Ok(status)) if status.success() => Ok(()),
+            Ok(Ok(status)) => Err(format!(
+                "server {status} after SIGINT (stderr: {})",
+                stderr_text(&self.stderr_tail)
+            )),
+            Ok(Err(e)) => Err(format!("waiting for the server: {e}")),
+            Err(_) => {
+                let _ = self.child.kill().await;
+                Err(format!("server still running {STOP_TIMEOUT:?} after SIGINT; killed"))
+            }
+        }
+    }
+}
+
+fn stderr_text(tail: &Mutex<VecDeque<String>>) -> String {
+    let tail = tail.lock().unwrap_or_else(|p| p.into_inner());
+    if tail.is_empty() {
+        return "empty".into();
+    }
+    tail.iter().cloned().collect::<Vec<_>>().join(" / ")
+}
