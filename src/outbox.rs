@@ -13,32 +13,55 @@
 //!   the budget, it fails with [`PushError::Full`] and the caller evicts the
 //!   client. An empty outbox always takes one message, so a budget smaller
 //!   than a message cannot evict a client that reads.
-//! - [`Outgoing`] is what the connection drains into its socket. It takes a
-//!   batch with [`Outgoing::recv_many`] and, once the batch is *written*
-//!   (flushed, not merely taken from the queue), gives the bytes back with
-//!   [`Outgoing::written`]: a client that stops reading stops giving bytes
-//!   back, whether its messages wait here or in the WebSocket's write buffer.
+//! - [`Outgoing`] is what the connection drains into its socket. It takes
+//!   everything queued at once with [`Outgoing::next_batch`] and, once the
+//!   batch is *written* (flushed, not merely taken from the queue), gives the
+//!   bytes back with [`Outgoing::written`]: a client that stops reading stops
+//!   giving bytes back, whether its messages wait here or in the WebSocket's
+//!   write buffer.
+//!
+//! Why not a `tokio::sync::mpsc` channel, the usual queue between tasks: an
+//! empty channel already holds a block of 32 slots, about 2.4 KiB, for as
+//! long as the connection lives, and a chat server is mostly idle
+//! connections. A `VecDeque` behind a mutex allocates only while messages
+//! wait, and a `Notify` wakes the connection. Measured with 10,000 idle
+//! connections (chapter 8): the channel was a sixth of the server's memory
+//! per connection.
 
 // ANCHOR: outbox
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 
 /// The sending half: pushes messages for one client, within its budget.
 #[derive(Debug, Clone)]
 pub struct Outbox {
-    queue: mpsc::UnboundedSender<Message>,
-    queued_bytes: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
     budget: usize,
 }
 
-/// The receiving half, owned by the client's connection.
+/// The receiving half, owned by the client's connection. Dropping it closes
+/// the outbox.
 #[derive(Debug)]
 pub struct Outgoing {
-    queue: mpsc::UnboundedReceiver<Message>,
-    queued_bytes: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Wakes the connection when its queue goes from empty to not empty.
+    ready: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    messages: VecDeque<Message>,
+    /// Bytes of frames queued or taken but not yet written.
+    bytes: usize,
+    closed: bool,
 }
 
 /// Why a push failed.
@@ -53,50 +76,83 @@ pub enum PushError {
 /// A new outbox that holds at most `budget` bytes of frames not yet written
 /// (but always at least one message).
 pub fn outbox(budget: usize) -> (Outbox, Outgoing) {
-    // Unbounded, because the budget in bytes is the bound.
-    let (tx, rx) = mpsc::unbounded_channel();
-    let queued_bytes = Arc::new(AtomicUsize::new(0));
-    let outbox = Outbox { queue: tx, queued_bytes: queued_bytes.clone(), budget };
-    (outbox, Outgoing { queue: rx, queued_bytes })
+    let shared = Arc::new(Shared::default());
+    (Outbox { shared: shared.clone(), budget }, Outgoing { shared })
 }
 
 impl Outbox {
     /// Queues `msg` without waiting.
     pub fn push(&self, msg: Message) -> Result<(), PushError> {
         let size = frame_len(&msg);
-        // Relaxed is enough: the counter orders nothing else, and every
-        // push for one client happens under the room manager's lock.
-        let before = self.queued_bytes.fetch_add(size, Ordering::Relaxed);
-        if before > 0 && before + size > self.budget {
-            self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+        let mut queue = self.shared.lock();
+        if queue.closed {
+            return Err(PushError::Closed);
+        }
+        if queue.bytes > 0 && queue.bytes + size > self.budget {
             return Err(PushError::Full);
         }
-        self.queue.send(msg).map_err(|_| {
-            self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
-            PushError::Closed
-        })
+        queue.bytes += size;
+        queue.messages.push_back(msg);
+        let was_empty = queue.messages.len() == 1;
+        drop(queue);
+        if was_empty {
+            // One wake-up per batch, not per message: a connection that has
+            // not taken the first message yet will take this one with it.
+            self.shared.ready.notify_one();
+        }
+        Ok(())
     }
 }
 
 impl Outgoing {
-    /// Waits for at least one message, then moves up to `limit` queued
-    /// messages into `batch`. Returns how many; 0 when every [`Outbox`] is
-    /// gone. Cancel safe, so it can be one branch of a `select!`.
-    pub async fn recv_many(&mut self, batch: &mut Vec<Message>, limit: usize) -> usize {
-        self.queue.recv_many(batch, limit).await
+    /// Waits until something is queued, then takes *everything* queued, in
+    /// order. Cancel safe, so it can be one branch of a `select!`.
+    ///
+    /// The batch is handed over whole and the outbox starts again from an
+    /// empty `VecDeque`, which allocates nothing until the next push: an
+    /// idle connection holds no queue memory at all.
+    pub async fn next_batch(&mut self) -> VecDeque<Message> {
+        loop {
+            // Register interest before looking, so a push between the look
+            // and the wait cannot be missed (`notify_one` also stores a
+            // permit when nobody waits).
+            let ready = self.shared.ready.notified();
+            let batch = std::mem::take(&mut self.shared.lock().messages);
+            if !batch.is_empty() {
+                return batch;
+            }
+            ready.await;
+        }
     }
 
     /// Takes one queued message without waiting, if there is one: for demos
     /// and tests, which drain an outbox by hand. (Call [`Outgoing::written`]
     /// for it, as a connection does once a message is written.)
     pub fn try_recv(&mut self) -> Option<Message> {
-        self.queue.try_recv().ok()
+        self.shared.lock().messages.pop_front()
     }
 
     /// Gives back the budget of messages that have now been written:
     /// `bytes` is the sum of their [`frame_len`]s.
     pub fn written(&self, bytes: usize) {
-        self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        let mut queue = self.shared.lock();
+        queue.bytes = queue.bytes.saturating_sub(bytes);
+    }
+}
+
+impl Drop for Outgoing {
+    fn drop(&mut self) {
+        let mut queue = self.shared.lock();
+        queue.closed = true;
+        queue.messages = VecDeque::new(); // nobody will write these
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // Every critical section here is a few field updates, complete
+        // after each statement, so a poisoned lock still holds a valid queue.
+        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -132,10 +188,10 @@ mod tests {
         }
         assert_eq!(outbox.push(Message::text("y")), Err(PushError::Full), "100 bytes queued");
 
-        let mut batch = Vec::new();
-        assert_eq!(outgoing.recv_many(&mut batch, 2).await, 2);
+        let batch = outgoing.next_batch().await;
+        assert_eq!(batch.len(), 4, "everything queued, in one batch");
         assert_eq!(outbox.push(Message::text("y")), Err(PushError::Full), "taken, not written");
-        outgoing.written(batch.iter().map(frame_len).sum());
+        outgoing.written(batch.iter().take(2).map(frame_len).sum());
         assert_eq!(outbox.push(Message::text("y")), Ok(()), "written: 50 bytes free again");
     }
 
