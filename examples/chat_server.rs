@@ -66,7 +66,7 @@ use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
 use futures_util::{SinkExt, StreamExt};
-use tokio::time::{Instant, interval_at, sleep, timeout};
+use tokio::time::{Instant, sleep_until, timeout};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -189,15 +189,27 @@ async fn connection(
     drop(me);
     if let Ending::Close(code, reason) = ending {
         println!("{peer}: closing with {}: {reason}", u16::from(code));
-        // What is still queued (the refusals before a rate-limit close, say)
-        // goes out ahead of the close frame, unless the client was evicted
-        // for not reading it.
-        if !evicted {
-            let _ = timeout(close::CLOSE_TIMEOUT, feed_queued(&mut ws, &mut outgoing)).await;
-        }
-        close::handshake(&mut ws, code, &reason).await;
+        // Boxed, like a write: needed once, at the end, it should not size
+        // every connection's future for its whole life.
+        Box::pin(goodbye(&mut ws, &mut outgoing, evicted, code, &reason)).await;
     }
     println!("{peer}: disconnected");
+}
+
+/// Our side of the close handshake. What is still queued (the refusals
+/// before a rate-limit close, say) goes out ahead of the close frame, unless
+/// the client was evicted for not reading it.
+async fn goodbye(
+    ws: &mut WsStream,
+    outgoing: &mut Outgoing,
+    evicted: bool,
+    code: CloseCode,
+    reason: &str,
+) {
+    if !evicted {
+        let _ = timeout(close::CLOSE_TIMEOUT, feed_queued(ws, outgoing)).await;
+    }
+    close::handshake(ws, code, reason).await;
 }
 
 /// Feeds everything left in the outbox to the socket without flushing; the
@@ -230,20 +242,25 @@ async fn serve_client(
     // The heartbeat: a ping every `ping_every`, and any frame from the
     // client (its pong included) proves it alive. Silence for longer than
     // `ping_every + pong_timeout` means the connection is half-open: the
-    // client's machine vanished without a FIN.
+    // client's machine vanished without a FIN. One timer serves both: it
+    // fires at the next ping or at the end of the allowed silence, whichever
+    // comes first, and a frame from the client only notes the time (no
+    // timer to move for every frame).
     let allowed_silence = chat.ping_every + chat.pong_timeout;
-    let mut ping = interval_at(Instant::now() + chat.ping_every, chat.ping_every);
-    let mut silence = pin!(sleep(allowed_silence));
+    let mut last_heard = Instant::now();
+    let mut next_ping = last_heard + chat.ping_every;
+    let mut heartbeat = pin!(sleep_until(next_ping));
     let mut rate = RateLimit::new(chat.rate_limit, chat.rate_burst);
     loop {
         // Wait for one of: shutdown, eviction, messages in our outbox, a
-        // frame from the client, too much silence, or time to ping.
+        // frame from the client, or the heartbeat (time to ping, or too much
+        // silence).
         // `biased`: in this order. What we owe the client goes out before we
         // read more from it: its answers are not stuck behind its own next
         // commands (or lost behind its close frame), and a client that sends
         // without reading meets the write deadline instead of piling up its
-        // own echoes. The client comes before the silence check, so a pong
-        // that arrived while we were writing still counts.
+        // own echoes. The client comes before the heartbeat, so a pong that
+        // arrived while we were writing still counts.
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
@@ -256,13 +273,16 @@ async fn serve_client(
                 // The budget comes back only once the batch is written: a
                 // client that stops reading stops making room.
                 let bytes = batch.iter().map(frame_len).sum();
-                if let Err(ending) = write(ws, batch, me, shutdown, chat).await {
+                // Boxed: a write's state (some 500 bytes) is needed only
+                // while a write is under way, and inline it would be part of
+                // every connection's memory for the connection's whole life.
+                if let Err(ending) = Box::pin(write(ws, batch, me, shutdown, chat)).await {
                     return ending;
                 }
                 outgoing.written(bytes);
             }
             frame = ws.next() => {
-                silence.as_mut().reset(Instant::now() + allowed_silence);
+                last_heard = Instant::now();
                 match frame {
                     Some(Ok(msg)) => {
                         if let Some(ending) = on_frame(&msg, me, &mut rate, chat) {
@@ -285,11 +305,19 @@ async fn serve_client(
                     }
                 }
             }
-            _ = &mut silence => return Ending::Close(CloseCode::Error, "ping timeout".into()),
-            _ = ping.tick() => {
-                if let Err(ending) = write(ws, [Message::Ping(Default::default())], me, shutdown, chat).await {
-                    return ending;
+            _ = &mut heartbeat => {
+                let now = Instant::now();
+                if now >= last_heard + allowed_silence {
+                    return Ending::Close(CloseCode::Error, "ping timeout".into());
                 }
+                if now >= next_ping {
+                    let ping = [Message::Ping(Default::default())];
+                    if let Err(ending) = Box::pin(write(ws, ping, me, shutdown, chat)).await {
+                        return ending;
+                    }
+                    next_ping = now + chat.ping_every;
+                }
+                heartbeat.as_mut().reset(next_ping.min(last_heard + allowed_silence));
             }
         }
     }
