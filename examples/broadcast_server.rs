@@ -91,11 +91,11 @@ async fn main() -> ExitCode {
     let (hub, _) = broadcast::channel::<Message>(capacity);
     // ANCHOR_END: channel
 
+    let shutdown = server::shutdown_on_ctrl_c();
     let listener = match server::bind(&addr).await {
         Ok(listener) => listener,
         Err(e) => return cli::fail(format_args!("cannot listen on {addr}: {e}")),
     };
-    let shutdown = server::shutdown_on_ctrl_c();
     server::serve(listener, config, MAX_CONNECTIONS, shutdown, move |ws, peer, shutdown| {
         client(ws, peer, shutdown, hub.clone())
     })

@@ -144,11 +144,11 @@ async fn main() -> ExitCode {
         .write_buffer_size(1024);
     // ANCHOR_END: config
 
+    let shutdown = server::shutdown_on_ctrl_c();
     let listener = match server::bind(&addr).await {
         Ok(listener) => listener,
         Err(e) => return cli::fail(format_args!("cannot listen on {addr}: {e}")),
     };
-    let shutdown = server::shutdown_on_ctrl_c();
     server::serve(listener, config, max_connections, shutdown, move |ws, peer, shutdown| {
         connection(ws, peer, shutdown, chat.clone())
     })

@@ -130,11 +130,11 @@ async fn main() -> ExitCode {
         .max_frame_size(Some(4 * 1024));
     // ANCHOR_END: config
 
+    let shutdown = server::shutdown_on_ctrl_c();
     let listener = match server::bind(&addr).await {
         Ok(listener) => listener,
         Err(e) => return cli::fail(format_args!("cannot listen on {addr}: {e}")),
     };
-    let shutdown = server::shutdown_on_ctrl_c();
 
     // ANCHOR: channel
     // One producer publishes; each connection subscribes as it is accepted.

@@ -53,11 +53,11 @@ async fn main() -> ExitCode {
         .max_frame_size(Some(16 << 20));
     // ANCHOR_END: config
 
+    let shutdown = server::shutdown_on_ctrl_c();
     let listener = match server::bind(&addr).await {
         Ok(listener) => listener,
         Err(e) => return cli::fail(format_args!("cannot listen on {addr}: {e}")),
     };
-    let shutdown = server::shutdown_on_ctrl_c();
     server::serve(listener, config, MAX_CONNECTIONS, shutdown, echo).await;
     ExitCode::SUCCESS
 }

@@ -51,12 +51,23 @@ pub async fn bind(addr: &str) -> io::Result<TcpListener> {
 }
 
 /// A token that is cancelled when the process receives Ctrl-C (SIGINT).
+///
+/// Call it before [`bind`]: the handler is installed before this function
+/// returns, so a Ctrl-C that comes the moment the `listening on` line is out
+/// still shuts down gracefully. (`tokio::signal::ctrl_c()` would install it
+/// only when the spawned task first runs; a Ctrl-C before that kills the
+/// process the default way, without closing anyone's connection.)
 pub fn shutdown_on_ctrl_c() -> CancellationToken {
     let token = CancellationToken::new();
     let on_signal = token.clone();
+    #[cfg(unix)]
+    let listener = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
+    #[cfg(windows)]
+    let listener = tokio::signal::windows::ctrl_c();
     tokio::spawn(async move {
-        match tokio::signal::ctrl_c().await {
-            Ok(()) => {
+        match listener {
+            Ok(mut ctrl_c) => {
+                ctrl_c.recv().await;
                 eprintln!("Ctrl-C: closing every connection with 1001 (going away)");
                 on_signal.cancel();
             }

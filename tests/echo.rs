@@ -241,3 +241,16 @@ async fn reconnect_client_heartbeat_notices_a_silent_server() {
     assert_eq!(client.exit_code().await, 0);
     server.stop().await;
 }
+
+/// Ctrl-C the moment a server has said `listening on` still shuts it down
+/// gracefully, with exit code 0, for every server: its handler is installed
+/// before that line. (Installed later, such a Ctrl-C killed the process the
+/// default way, about 3 times in 5.)
+#[tokio::test]
+async fn ctrl_c_right_after_the_listening_line_exits_0() {
+    for name in ["echo_server", "broadcast_server", "chat_server", "data_pusher"] {
+        for _ in 0..5 {
+            Server::start(name, &[]).await.stop().await;
+        }
+    }
+}
