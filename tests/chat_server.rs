@@ -231,6 +231,30 @@ async fn every_rule_is_answered_with_an_error_event_and_the_connection_stays_ope
     server.stop().await;
 }
 
+/// Past `--presence-limit` members, a join or a leave is announced only to
+/// the member concerned; back within the limit, everyone hears again.
+#[tokio::test]
+async fn past_the_presence_limit_only_the_member_concerned_hears() {
+    let server = Server::start("chat_server", &["--presence-limit", "2"]).await;
+    let mut a = Chat::connect(&server).await;
+    let mut b = Chat::connect(&server).await;
+    let mut c = Chat::connect(&server).await;
+    a.join_ok("r", "a").await;
+    b.join_ok("r", "b").await; // 2 members: everyone hears
+    assert_eq!(a.event().await, joined("r", "b"));
+    c.join_ok("r", "c").await; // 3 members: only c
+    c.send(ClientMessage::Leave { room: "r".into() }).await; // 3 before: only c
+    assert_eq!(c.event().await, left("r", "c"));
+    a.expect_nothing_pending().await;
+    b.expect_nothing_pending().await;
+
+    drop(b); // 2 members before: a hears
+    assert_eq!(a.event().await, left("r", "b"));
+    a.say("r", "still numbered for everyone").await;
+    assert_eq!(message(a.event().await).2, 1);
+    server.stop().await;
+}
+
 /// A client that sends its commands and its close frame in one go (a script
 /// piping a file, say) still gets every answer before the server's close.
 #[tokio::test]
