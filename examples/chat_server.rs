@@ -254,8 +254,7 @@ async fn serve_client(
     loop {
         // Wait for one of: shutdown, eviction, messages in our outbox, a
         // frame from the client, or the heartbeat (time to ping, or too much
-        // silence).
-        // `biased`: in this order. What we owe the client goes out before we
+        // silence). `biased`: in this order. What we owe the client goes out before we
         // read more from it: its answers are not stuck behind its own next
         // commands (or lost behind its close frame), and a client that sends
         // without reading meets the write deadline instead of piling up its
@@ -324,9 +323,10 @@ async fn serve_client(
 }
 
 /// Writes `msgs` and flushes once: under load, one system call carries
-/// many messages (tungstenite writes to the socket as its write buffer
-/// passes `write_buffer_size`, and at the flush). Waits at most `send_timeout`, and gives way to shutdown
-/// and eviction, which the next turn of the loop then handles.
+/// many messages (tungstenite writes to the socket when its write buffer
+/// passes `write_buffer_size`, and at the flush). Waits at most
+/// `send_timeout`, and gives way to shutdown and eviction, which the next
+/// turn of the loop then handles.
 async fn write(
     ws: &mut WsStream,
     msgs: impl IntoIterator<Item = Message>,
