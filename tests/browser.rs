@@ -154,11 +154,11 @@ async fn two_pages_chat_in_a_room_that_other_rooms_do_not_hear() {
     }
 
     // The server refuses a message to a room the page is not in; the page
-    // shows the server's Error. (The UI cannot send one, so we use the
-    // page's socket directly.)
+    // shows the server's Error, with the room it names. (The UI cannot send
+    // one, so we use the page's socket directly.)
     alice.eval("ws.send(JSON.stringify({type: 'Message', room: 'nowhere', content: 'x'}))").await;
     let shows_error = "document.querySelector('#error').checkVisibility() \
-                       && document.querySelector('#error-text').textContent.includes('nowhere')";
+                       && document.querySelector('#error-text').textContent.startsWith('#nowhere: ')";
     alice.wait_until("alice's page shows the server's error", shows_error).await;
     alice.assert_no_errors().await;
     bob.assert_no_errors().await;
