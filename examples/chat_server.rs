@@ -251,6 +251,11 @@ async fn serve_client(
     let mut next_ping = last_heard + chat.ping_every;
     let mut heartbeat = pin!(sleep_until(next_ping));
     let mut rate = RateLimit::new(chat.rate_limit, chat.rate_burst);
+    // Made once, outside the loop: a cancellation future registers with its
+    // token when first polled, and one made anew on every turn would register
+    // and unregister each time, on the token every connection shares.
+    let mut shutting_down = pin!(shutdown.cancelled());
+    let mut evicted = pin!(me.evicted());
     loop {
         // Wait for one of: shutdown, eviction, messages in our outbox, a
         // frame from the client, or the heartbeat (time to ping, or too much
@@ -262,10 +267,10 @@ async fn serve_client(
         // arrived while we were writing still counts.
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => {
+            _ = &mut shutting_down => {
                 return Ending::Close(CloseCode::Away, "server shutting down".into());
             }
-            _ = me.evicted() => {
+            _ = &mut evicted => {
                 return Ending::Close(CloseCode::Policy, "too slow: outbox over budget".into());
             }
             batch = outgoing.next_batch() => {

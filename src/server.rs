@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
@@ -140,9 +141,8 @@ pub async fn serve<H, F>(
                 continue;
             }
         };
-        let (handler, shutdown) = (handler.clone(), shutdown.clone());
+        let (handler, shutdown, connections) = (handler.clone(), shutdown.clone(), tracker.clone());
         tracker.spawn(async move {
-            let _permit = permit; // released when this connection ends
             // A handshake still under way at shutdown is simply dropped:
             // there is no WebSocket yet to send a close frame on.
             let upgraded = tokio::select! {
@@ -150,7 +150,15 @@ pub async fn serve<H, F>(
                 _ = shutdown.cancelled() => return,
             };
             match upgraded {
-                Ok(ws) => handler(ws, peer, shutdown).await,
+                // The connection gets a task of its own, holding only the
+                // handler's future and the permit (released when it ends).
+                // Awaited here instead, it would share a task with the
+                // handshake's state and captures, some 500 bytes kept for
+                // the connection's whole life.
+                Ok(ws) => {
+                    let connection = handler(ws, peer, shutdown).map(move |()| drop(permit));
+                    connections.spawn(connection);
+                }
                 Err(e) => eprintln!("{peer}: handshake failed: {e}"),
             }
         });
