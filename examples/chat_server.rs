@@ -75,7 +75,9 @@ use websocket_tutorial::cli::{self, Args};
 use websocket_tutorial::close;
 use websocket_tutorial::error::is_disconnect;
 use websocket_tutorial::outbox::{Outgoing, frame_len};
-use websocket_tutorial::protocol::{ClientMessage, ServerEvent};
+use websocket_tutorial::protocol::{
+    ClientMessage, MAX_CONTENT_BYTES, MAX_NAME_CHARS, MAX_ROOMS_PER_CLIENT, ServerEvent,
+};
 use websocket_tutorial::rate::{RateLimit, Verdict};
 use websocket_tutorial::rooms::{self, Member, RoomManager};
 use websocket_tutorial::server::{self, WsStream};
@@ -84,10 +86,6 @@ const USAGE: &str = "usage: chat_server [ADDR] [--outbox-bytes 1048576] [--rate-
                      [--rate-burst 20] [--presence-limit 1000] [--ping-ms 5000] \
                      [--pong-timeout-ms 10000] [--send-timeout-ms 5000] \
                      [--max-connections 10000]";
-
-const MAX_NAME_CHARS: usize = 32;
-const MAX_CONTENT_BYTES: usize = 4 * 1024;
-const MAX_ROOMS_PER_CLIENT: usize = 16;
 
 // ANCHOR: chat
 /// What every connection shares.

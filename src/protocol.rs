@@ -73,6 +73,17 @@ pub enum ServerEvent {
 }
 // ANCHOR_END: server_event
 
+// The chat server's limits on what a client sends (chapter 6.1). A client
+// may check them too, to refuse a line at once instead of sending it only to
+// have it refused.
+
+/// Usernames and room names: 1 to this many characters.
+pub const MAX_NAME_CHARS: usize = 32;
+/// Message content: 1 to this many bytes (of UTF-8).
+pub const MAX_CONTENT_BYTES: usize = 4 * 1024;
+/// How many rooms one connection may be in at once.
+pub const MAX_ROOMS_PER_CLIENT: usize = 16;
+
 // ANCHOR: from_message
 /// Serialises `value` into a text [`Message`]. The result is cheap to clone
 /// (its payload is reference counted), so serialise once and clone per
