@@ -7,8 +7,9 @@
 //! is opened from disk, as a reader would open it.
 //!
 //! Needs Chromium at `/usr/bin/chromium` (Debian: `apt-get install chromium`)
-//! or wherever `CHROMIUM` points. Without it the tests are skipped, unless
-//! `CI` is set: then they fail, so CI cannot pass by not running them.
+//! or wherever `CHROMIUM` points. Without it `cargo test` shows the tests as
+//! `ignored`, with the reason, unless `CI` is set: then they fail, so CI
+//! cannot pass by not running them (see `common::trial_needing`).
 //!
 //! The chat test leaves a screenshot in `target/chat-page.png`; with
 //! `UPDATE_SCREENSHOT=1` it also refreshes `docs/images/chat-page.png`.
@@ -22,8 +23,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
-use common::{Server, WAIT, connect, recv};
+use common::{Component, Server, WAIT, connect, recv, run_trials, trial_needing};
 use futures_util::{SinkExt, StreamExt};
+use libtest_mimic::Trial;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -39,13 +41,49 @@ use websocket_tutorial::protocol::{ClientMessage, ServerEvent};
 const TIME_ZONE: &str = "Asia/Kolkata";
 const UTC_OFFSET_SECS: i32 = 5 * 3600 + 30 * 60;
 
+fn main() -> std::process::ExitCode {
+    let chromium = Component {
+        name: "chromium",
+        install: "apt-get install chromium",
+        missing: chromium_binary().err(),
+    };
+    run_trials(vec![
+        trial_needing(
+            &chromium,
+            "two_pages_chat_in_a_room_that_other_rooms_do_not_hear",
+            two_pages_chat_in_a_room_that_other_rooms_do_not_hear,
+        ),
+        trial_needing(
+            &chromium,
+            "page_reconnects_and_rejoins_its_rooms",
+            page_reconnects_and_rejoins_its_rooms,
+        ),
+        trial_needing(
+            &chromium,
+            "page_heartbeat_notices_a_silent_server",
+            page_heartbeat_notices_a_silent_server,
+        ),
+        Trial::test("base64_decodes_the_standard_alphabet", || {
+            base64_decodes_the_standard_alphabet();
+            Ok(())
+        }),
+    ])
+}
+
+/// The Chromium binary: `CHROMIUM`, or Debian's `/usr/bin/chromium`; `Err`
+/// says why there is none.
+fn chromium_binary() -> Result<PathBuf, String> {
+    let binary =
+        std::env::var_os("CHROMIUM").map_or_else(|| "/usr/bin/chromium".into(), PathBuf::from);
+    if binary.exists() { Ok(binary) } else { Err(format!("not found at {}", binary.display())) }
+}
+
 /// Two pages chat in `general`: each sees the other join, alice's message
 /// reaches bob with her name and the local time, bob's Enter-key reply
 /// reaches alice, rooms switch as tabs, a leave is shown, markup stays text,
 /// a server `Error` is shown, and a client in `other` hears nothing of it.
-#[tokio::test]
 async fn two_pages_chat_in_a_room_that_other_rooms_do_not_hear() {
-    let Some(browser) = Browser::launch().await else { return };
+    let browser = Browser::launch().await;
     let server = Server::start("chat_server", &[]).await;
 
     let alice = browser.open_chat(&server.url).await;
@@ -169,9 +207,8 @@ async fn two_pages_chat_in_a_room_that_other_rooms_do_not_hear() {
 /// When the server goes away (Ctrl-C, close 1001), the page says so, retries
 /// with backoff, and once a server is back on the same port it reconnects
 /// and joins its rooms again: a message sent there reaches it.
-#[tokio::test]
 async fn page_reconnects_and_rejoins_its_rooms() {
-    let Some(browser) = Browser::launch().await else { return };
+    let browser = Browser::launch().await;
     let server = Server::start("chat_server", &[]).await;
     let addr = server.addr.clone();
 
@@ -215,9 +252,8 @@ async fn page_reconnects_and_rejoins_its_rooms() {
 /// as a vanished machine would be) is noticed by the page's own heartbeat:
 /// the page gives up on the connection, and reconnects and rejoins once the
 /// server answers again.
-#[tokio::test]
 async fn page_heartbeat_notices_a_silent_server() {
-    let Some(browser) = Browser::launch().await else { return };
+    let browser = Browser::launch().await;
     let server = Server::start("chat_server", &[]).await;
 
     let alice = browser.open_chat_with(&format!("server={}&heartbeat_ms=100", server.url)).await;
@@ -390,7 +426,6 @@ impl ChatPage {
             std::fs::create_dir_all(path.parent().expect("a directory"))
                 .unwrap_or_else(|e| panic!("create directory for {}: {e}", path.display()));
             std::fs::write(&path, &png).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-            eprintln!("screenshot: {}", path.display());
         }
     }
 }
@@ -422,21 +457,9 @@ struct Browser {
 }
 
 impl Browser {
-    /// Starts Chromium, or returns `None` (test skipped) when it is not
-    /// installed and `CI` is not set.
-    async fn launch() -> Option<Browser> {
-        let binary =
-            std::env::var_os("CHROMIUM").map_or_else(|| "/usr/bin/chromium".into(), PathBuf::from);
-        if !binary.exists() {
-            if std::env::var_os("CI").is_some() {
-                panic!(
-                    "chromium not found at {}: CI must install it (apt-get install chromium)",
-                    binary.display()
-                );
-            }
-            eprintln!("SKIPPED: chromium not installed (apt-get install chromium)");
-            return None;
-        }
+    /// Starts Chromium (the trial has checked that there is one).
+    async fn launch() -> Browser {
+        let binary = chromium_binary().unwrap_or_else(|why| panic!("chromium {why}"));
 
         // A fresh profile per browser: tests running side by side must not
         // share one, and nothing from an earlier run may leak in.
@@ -492,7 +515,7 @@ impl Browser {
 
         let ws = connect(&url).await;
         let cdp = Arc::new(Mutex::new(Cdp { ws, next_id: 0 }));
-        Some(Browser { child, cdp, profile })
+        Browser { child, cdp, profile }
     }
 
     /// A new tab, 900x420, in [`TIME_ZONE`], showing the chat page set to
@@ -714,7 +737,6 @@ fn decode_base64(text: &str) -> Vec<u8> {
 }
 
 /// The screenshot decoder handles padding and the whole alphabet.
-#[test]
 fn base64_decodes_the_standard_alphabet() {
     assert_eq!(decode_base64("TWFu"), b"Man");
     assert_eq!(decode_base64("TWE="), b"Ma");

@@ -2,78 +2,99 @@
 //! `websockets` package, uses the servers exactly as their docs say. The
 //! Python side lives in `tests/python/`.
 //!
-//! Needs `python3` with `websockets` >= 15 (`pip install websockets`). Without
-//! it each test prints `SKIPPED: ...` and passes, except in CI (the `CI`
-//! environment variable is set), where a missing package is a failure: CI
-//! must run these tests.
+//! Needs `python3` with `websockets` >= 15 (`pip install websockets`).
+//! Without it `cargo test` shows the tests as `ignored`, with the reason,
+//! except in CI (the `CI` environment variable is set), where a missing
+//! package is a failure: CI must run these tests (see
+//! `common::trial_needing`).
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
-use common::{Program, Server};
+use common::{Component, Program, Server, run_trials, trial_needing};
 use tokio::process::Command;
 
 /// The exit status the Python scripts use for "websockets is not available".
 const UNAVAILABLE: i32 = 77;
 
-/// Starts `python3 tests/python/<script> <args>`, stdout and stderr piped.
-/// `None` when there is no `python3` (see [`unavailable`]).
-fn start_python(script: &str, args: &[&str]) -> Option<Program> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
-    let mut command = Command::new("python3");
-    command.arg(&path).args(args);
-    match Program::try_spawn(command) {
-        Ok(program) => Some(program),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            unavailable("python3 not found");
-            None
+fn main() -> ExitCode {
+    let python = Component {
+        name: "python3 websockets",
+        install: "pip install websockets",
+        missing: python_websockets_missing(),
+    };
+    run_trials(vec![
+        trial_needing(
+            &python,
+            "python_client_gets_identical_echoes_and_a_clean_close",
+            python_client_gets_identical_echoes_and_a_clean_close,
+        ),
+        trial_needing(
+            &python,
+            "ctrl_c_closes_a_python_client_with_1001",
+            ctrl_c_closes_a_python_client_with_1001,
+        ),
+        trial_needing(&python, "python_clients_chat_in_a_room", python_clients_chat_in_a_room),
+    ])
+}
+
+fn scripts_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python")
+}
+
+/// Why the scripts cannot run here, or `None` when they can. Importing
+/// `echo_check` runs the scripts' own check (`websockets` >= 15, else exit
+/// [`UNAVAILABLE`]), so this asks exactly what the scripts need.
+fn python_websockets_missing() -> Option<String> {
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import echo_check"])
+        .current_dir(scripts_dir())
+        .output();
+    match probe {
+        Ok(out) if out.status.success() => None,
+        Ok(out) if out.status.code() == Some(UNAVAILABLE) => {
+            Some(String::from_utf8_lossy(&out.stderr).trim().to_string())
         }
-        Err(e) => panic!("start python3 {}: {e}", path.display()),
+        Ok(out) => panic!(
+            "python3 -c 'import echo_check' failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("python3 not found".into()),
+        Err(e) => panic!("run python3: {e}"),
     }
 }
 
-/// Python or its `websockets` package is missing: a failure in CI, which must
-/// run these tests; elsewhere the test says it was skipped and passes.
-fn unavailable(detail: &str) {
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "CI must run the Python interop tests, but python3 websockets is not usable \
-             ({}); install it with `pip install websockets`",
-            detail.trim()
-        );
-    }
-    eprintln!("SKIPPED: python3 websockets not installed (pip install websockets)");
-    eprintln!("  ({})", detail.trim());
+/// Starts `python3 tests/python/<script> <args>`, stdout and stderr piped.
+fn start_python(script: &str, args: &[&str]) -> Program {
+    let mut command = Command::new("python3");
+    command.arg(scripts_dir().join(script)).args(args);
+    Program::spawn(command)
 }
 
-/// Runs a Python check to its end and returns its stdout lines, or `None`
-/// when Python or `websockets` is unavailable. Fails the test unless the
-/// script exits 0.
-async fn run_python(script: &str, args: &[&str]) -> Option<Vec<String>> {
-    let mut python = start_python(script, args)?;
+/// Runs a Python check to its end and returns its stdout lines. Fails the
+/// test unless the script exits 0.
+async fn run_python(script: &str, args: &[&str]) -> Vec<String> {
+    let mut python = start_python(script, args);
     let mut lines = Vec::new();
     while let Some(line) = python.next_line().await {
         lines.push(line);
     }
     let code = python.exit_code().await;
     let stderr = python.stderr_text().await;
-    if code == UNAVAILABLE {
-        unavailable(&stderr);
-        return None;
-    }
     assert_eq!(code, 0, "{script} failed\nstdout:\n{}\nstderr:\n{stderr}", lines.join("\n"));
-    Some(lines)
+    lines
 }
 
 /// Python's client gets every text (ASCII, non-ASCII, empty) and binary
 /// message (0 bytes to 1 MiB, across each frame-length encoding) back from
 /// echo_server byte for byte and as the same frame type, its ping answered,
 /// and its close answered with 1000.
-#[tokio::test]
 async fn python_client_gets_identical_echoes_and_a_clean_close() {
     let server = Server::start("echo_server", &[]).await;
-    let Some(lines) = run_python("echo_check.py", &[&server.url]).await else { return };
+    let lines = run_python("echo_check.py", &[&server.url]).await;
     // One line per check, so a check the script skipped fails here too.
     assert_eq!(
         lines,
@@ -97,21 +118,12 @@ async fn python_client_gets_identical_echoes_and_a_clean_close() {
 
 /// Ctrl-C on echo_server closes a Python client's connection with 1001
 /// (going away), and the server exits 0.
-#[tokio::test]
 async fn ctrl_c_closes_a_python_client_with_1001() {
     let mut server = Server::start("echo_server", &[]).await;
-    let Some(mut python) = start_python("echo_check.py", &[&server.url, "--wait-for-close"]) else {
-        return;
-    };
+    let mut python = start_python("echo_check.py", &[&server.url, "--wait-for-close"]);
     match python.next_line().await {
         Some(line) => assert_eq!(line, "connected"),
-        None => {
-            let code = python.exit_code().await;
-            let stderr = python.stderr_text().await;
-            assert_eq!(code, UNAVAILABLE, "echo_check.py ended before connecting: {stderr}");
-            unavailable(&stderr);
-            return;
-        }
+        None => panic!("echo_check.py ended before connecting: {}", python.stderr_text().await),
     }
     server.program.wait_for(|line| line.ends_with(": connected")).await;
 
@@ -127,10 +139,9 @@ async fn ctrl_c_closes_a_python_client_with_1001() {
 /// JSON gets an Error event and the connection stays open (the next message,
 /// which claims another name and time, arrives as seq 2 under the sender's
 /// real name and the server's time); both close with 1000.
-#[tokio::test]
 async fn python_clients_chat_in_a_room() {
     let server = Server::start("chat_server", &[]).await;
-    let Some(lines) = run_python("chat_check.py", &[&server.url]).await else { return };
+    let lines = run_python("chat_check.py", &[&server.url]).await;
     assert_eq!(
         lines,
         [

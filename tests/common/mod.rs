@@ -8,11 +8,12 @@
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 use std::path::PathBuf;
-use std::process::Stdio;
+use std::process::{ExitCode, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use libtest_mimic::{Arguments, Completion, Trial};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
@@ -354,4 +355,57 @@ pub fn local_addr(ws: &WsClient) -> String {
         }
         other => panic!("expected plain TCP, got {other:?}"),
     }
+}
+
+// ---- tests that drive software from outside the project ----------------
+
+/// Software that some tests drive but this project does not build (Chromium,
+/// Python's `websockets`), and whether it is usable on this machine.
+#[derive(Clone, Debug)]
+pub struct Component {
+    /// What it is, as messages name it: `chromium`.
+    pub name: &'static str,
+    /// The command that installs it (`.ci/run` runs it).
+    pub install: &'static str,
+    /// Why it cannot be used here, or `None` when it can.
+    pub missing: Option<String>,
+}
+
+/// An async test that needs `component`, as a trial for [`run_trials`]. It
+/// runs on a current-thread runtime of its own, as `#[tokio::test]` would.
+///
+/// Without the component the test cannot check anything, so it does not
+/// claim `ok`: `cargo test` shows it as `ignored (reason)` and counts it
+/// among the ignored. With `CI` set it fails instead: CI must not pass by not
+/// running it.
+pub fn trial_needing<F, Fut>(component: &Component, name: &str, test: F) -> Trial
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    let component = component.clone();
+    Trial::ignorable_test(name, move || {
+        if let Some(why) = component.missing {
+            let Component { name, install, .. } = component;
+            let why = format!("{name} missing: {why}; install it with `{install}`");
+            if std::env::var_os("CI").is_some() {
+                return Err(format!("{why}. CI must run this test (.ci/run installs it)").into());
+            }
+            return Ok(Completion::ignored_with(why));
+        }
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("build a tokio runtime")
+            .block_on(test());
+        Ok(Completion::Completed)
+    })
+}
+
+/// The `main` of a test file with `harness = false` in Cargo.toml: runs
+/// `trials` with the arguments `cargo test` passes (name filters, `--list`,
+/// `--test-threads`, ...). Unlike the built-in harness, libtest-mimic does not
+/// capture output: a failing test's panic message is printed as it happens.
+pub fn run_trials(trials: Vec<Trial>) -> ExitCode {
+    libtest_mimic::run(&Arguments::from_args(), trials).exit_code()
 }
