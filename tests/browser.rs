@@ -47,7 +47,7 @@ fn main() -> std::process::ExitCode {
         install: "apt-get install chromium",
         missing: chromium_binary().err(),
     };
-    run_trials(vec![
+    let trials = vec![
         trial_needing(
             &chromium,
             "two_pages_chat_in_a_room_that_other_rooms_do_not_hear",
@@ -67,7 +67,8 @@ fn main() -> std::process::ExitCode {
             base64_decodes_the_standard_alphabet();
             Ok(())
         }),
-    ])
+    ];
+    run_trials(include_str!("browser.rs"), trials)
 }
 
 /// The Chromium binary: `CHROMIUM`, or Debian's `/usr/bin/chromium`; `Err`

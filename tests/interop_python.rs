@@ -25,7 +25,7 @@ fn main() -> ExitCode {
         install: "pip install websockets",
         missing: python_websockets_missing(),
     };
-    run_trials(vec![
+    let trials = vec![
         trial_needing(
             &python,
             "python_client_gets_identical_echoes_and_a_clean_close",
@@ -37,7 +37,8 @@ fn main() -> ExitCode {
             ctrl_c_closes_a_python_client_with_1001,
         ),
         trial_needing(&python, "python_clients_chat_in_a_room", python_clients_chat_in_a_room),
-    ])
+    ];
+    run_trials(include_str!("interop_python.rs"), trials)
 }
 
 fn scripts_dir() -> PathBuf {

@@ -406,6 +406,16 @@ where
 /// `trials` with the arguments `cargo test` passes (name filters, `--list`,
 /// `--test-threads`, ...). Unlike the built-in harness, libtest-mimic does not
 /// capture output: a failing test's panic message is printed as it happens.
-pub fn run_trials(trials: Vec<Trial>) -> ExitCode {
+///
+/// `source` is the file's own text. Without the built-in harness, a
+/// `#[test]` or `#[tokio::test]` function would be compiled out and never
+/// run, silently; such a function fails the run here instead.
+pub fn run_trials(source: &str, trials: Vec<Trial>) -> ExitCode {
+    let attributes = ["#[test]", "#[tokio::test"];
+    if let Some(line) = source.lines().find(|l| attributes.iter().any(|a| l.trim().starts_with(a)))
+    {
+        eprintln!("`{}` does nothing in a harness = false test: add a Trial in main", line.trim());
+        return ExitCode::FAILURE;
+    }
     libtest_mimic::run(&Arguments::from_args(), trials).exit_code()
 }
