@@ -17,8 +17,11 @@
 //!
 //! Paths are relative to the crate root. Besides the quotes, the test checks
 //! that every `cargo run --example NAME` names a file in examples/, that every
-//! relative Markdown link points to a file that exists, and that every fenced
-//! block says its language (so that Rust cannot hide in an unlabelled block).
+//! relative Markdown link points to a file that exists (and its `#anchor`, if
+//! any, to a heading of that file), that every fenced block says its language
+//! (so that Rust cannot hide in an unlabelled block), and that
+//! docs/SUMMARY.md, the table of contents of `mdbook build docs`, lists every
+//! chapter.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -194,25 +197,144 @@ fn check_example_names(
 }
 
 /// Every relative Markdown link `[text](target)` on `line` must point to a
-/// file or directory that exists. Web links and `#anchors` are not checked.
+/// file or directory that exists, and its `#anchor`, if any, to a heading of
+/// the Markdown file it names (`#anchor` alone: a heading of `doc`). Web links
+/// are not checked.
 fn check_links(
     doc: &str,
     line: &str,
     read: &dyn Fn(&str) -> Option<String>,
     mut problem: impl FnMut(String),
 ) {
-    for (i, _) in line.match_indices("](") {
-        let target = line[i + 2..].split([')', ' ']).next().unwrap_or_default();
-        let path = target.split('#').next().unwrap_or_default();
-        if path.is_empty() || path.contains("://") || path.starts_with("mailto:") {
+    for target in link_targets(line) {
+        if target.contains("://") || target.starts_with("mailto:") {
             continue;
         }
-        let dir = Path::new(doc).parent().unwrap_or(Path::new(""));
-        let resolved = normalize(&dir.join(path));
-        if read(&resolved).is_none() {
+        let (path, anchor) = match target.split_once('#') {
+            Some((path, anchor)) => (path, Some(anchor)),
+            None => (target, None),
+        };
+        let resolved = if path.is_empty() {
+            doc.to_string()
+        } else {
+            let dir = Path::new(doc).parent().unwrap_or(Path::new(""));
+            normalize(&dir.join(path))
+        };
+        let Some(text) = read(&resolved) else {
             problem(format!("link to {target}: {resolved} does not exist"));
+            continue;
+        };
+        let Some(anchor) = anchor else { continue };
+        if !resolved.ends_with(".md") {
+            problem(format!(
+                "link to {target}: an anchor can only be checked against the headings \
+                 of a Markdown file"
+            ));
+        } else if !heading_anchors(&text).iter().any(|a| a == anchor) {
+            problem(format!(
+                "link to {target}: {resolved} has no heading with the anchor #{anchor}"
+            ));
         }
     }
+}
+
+/// The targets of the Markdown links `[text](target)` and images
+/// `![alt](target)` on `line` (a link's title, after a space, is left out).
+fn link_targets(line: &str) -> impl Iterator<Item = &str> {
+    line.match_indices("](")
+        .map(move |(i, _)| line[i + 2..].split([')', ' ']).next().unwrap_or_default())
+}
+
+/// The anchors of the `#` headings of a Markdown text (those in fenced blocks
+/// do not count), in order, made the way both GitHub and mdBook make them:
+/// the heading's text lowercased, each space turned into `-`, and every
+/// character but letters, digits, `-` and `_` dropped; an anchor already taken
+/// gets `-1`, `-2`, ... Links in a heading count by their text. `_emphasis_`
+/// keeps its underscores here (GitHub and mdBook drop them): use `*emphasis*`
+/// in headings.
+fn heading_anchors(text: &str) -> Vec<String> {
+    let mut anchors: Vec<String> = Vec::new();
+    let mut fenced = false;
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        // The same fences as check_doc: any ``` opens, a bare ``` closes.
+        if (!fenced && trimmed.starts_with("```")) || (fenced && trimmed.trim_end() == "```") {
+            fenced = !fenced;
+            continue;
+        }
+        let level = trimmed.bytes().take_while(|&b| b == b'#').count();
+        let rest = &trimmed[level..];
+        if fenced || !(1..=6).contains(&level) || !(rest.is_empty() || rest.starts_with(' ')) {
+            continue;
+        }
+        // A closing run of `#` is not part of the title, unless it is glued
+        // to the text (`# C#`).
+        let title = rest.trim();
+        let unclosed = title.trim_end_matches('#');
+        let title = if unclosed.is_empty() || unclosed.ends_with(' ') { unclosed } else { title };
+        let base = slug(&without_link_targets(title));
+        let mut anchor = base.clone();
+        for n in 1.. {
+            if !anchors.contains(&anchor) {
+                break;
+            }
+            anchor = format!("{base}-{n}");
+        }
+        anchors.push(anchor);
+    }
+    anchors
+}
+
+/// `[text](target)` -> `[text`: what is left is dropped by `slug` except the text.
+fn without_link_targets(title: &str) -> String {
+    let mut text = title.to_string();
+    while let Some(i) = text.find("](") {
+        let end = text[i..].find(')').map_or(text.len(), |j| i + j + 1);
+        text.replace_range(i..end, "");
+    }
+    text
+}
+
+fn slug(text: &str) -> String {
+    text.trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            c if c.is_alphanumeric() || c == '_' || c == '-' => Some(c),
+            c if c.is_whitespace() => Some('-'),
+            _ => None,
+        })
+        .collect()
+}
+
+/// docs/SUMMARY.md (`summary`) must link to every chapter (`chapters`: the
+/// other docs/*.md, relative to docs/), and to the numbered ones (`NN-*.md`)
+/// in the order of their numbers: mdBook numbers chapters by their place in
+/// SUMMARY.md, and the sidebar should say what the chapter's title says.
+fn check_summary(summary: &str, chapters: &[String]) -> Vec<String> {
+    let listed: Vec<String> =
+        summary.lines().flat_map(link_targets).map(|t| normalize(Path::new(t))).collect();
+    let mut problems: Vec<String> = chapters
+        .iter()
+        .filter(|chapter| !listed.contains(chapter))
+        .map(|chapter| format!("docs/SUMMARY.md does not list docs/{chapter}"))
+        .collect();
+    let numbered: Vec<&String> = listed.iter().filter(|t| is_numbered_chapter(t)).collect();
+    if !numbered.is_sorted() {
+        problems.push(format!(
+            "docs/SUMMARY.md lists the numbered chapters out of order: {numbered:?}"
+        ));
+    }
+    problems
+}
+
+/// `01-websocket-basics.md`: two digits, a dash, Markdown.
+fn is_numbered_chapter(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    bytes.len() > 3
+        && bytes[..2].iter().all(u8::is_ascii_digit)
+        && bytes[2] == b'-'
+        && name.ends_with(".md")
 }
 
 /// `docs/../examples/x.rs` -> `examples/x.rs`, so that paths match the keys
@@ -323,6 +445,22 @@ fn docs_quote_the_code_exactly() {
     assert!(compared > 0, "no quoted code found in docs/: is the marker syntax right?");
 }
 
+/// `mdbook build docs` shows every chapter: SUMMARY.md lists each docs/*.md
+/// (README.md is the book's introduction), the numbered ones in order.
+#[test]
+fn summary_lists_every_chapter() {
+    let chapters: Vec<String> = doc_files()
+        .iter()
+        .filter_map(|doc| doc.strip_prefix("docs/"))
+        .filter(|name| *name != "SUMMARY.md")
+        .map(String::from)
+        .collect();
+    assert!(chapters.iter().any(|name| is_numbered_chapter(name)), "no docs/NN-*.md found");
+    let summary = read_crate_file("docs/SUMMARY.md").expect("docs/SUMMARY.md exists");
+    let problems = check_summary(&summary, &chapters);
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
 // The checks below feed the checker in-memory files, so that it is known to
 // fail when it should: a checker that passes everything would be worse than none.
 
@@ -339,8 +477,31 @@ impl A {
 }
 ";
 
+/// A chapter that `docs/01-test.md` links to: two "Run it" headings, and a
+/// line in a fenced block that only looks like one.
+const OTHER: &str = "\
+# 2. Other chapter (其他)
+
+## Run it
+
+```text
+# 1. not a heading
+```
+
+## Run it ##
+
+### [`send`](../src/a.rs) *now*, in C#
+";
+
+/// Checks `doc` as docs/01-test.md, next to docs/02-other.md, src/a.rs and
+/// examples/demo.rs.
 fn check_in_memory(doc: &str) -> Report {
-    let files: HashMap<&str, &str> = HashMap::from([("src/a.rs", LIB), ("examples/demo.rs", "")]);
+    let files: HashMap<&str, &str> = HashMap::from([
+        ("src/a.rs", LIB),
+        ("examples/demo.rs", ""),
+        ("docs/02-other.md", OTHER),
+        ("docs/01-test.md", doc),
+    ]);
     check_doc("docs/01-test.md", doc, &|path| files.get(path).map(|text| text.to_string()))
 }
 
@@ -388,6 +549,10 @@ fn every_kind_of_mistake_is_reported() {
         ("```text\ncargo run --example nope\n```\n", ":2: `cargo run --example nope`"),
         ("Run `cargo run --example=nope`.", "there is no examples/nope.rs"),
         ("See [a](../src/b.rs).", "link to ../src/b.rs: src/b.rs does not exist"),
+        ("See [a](02-other.md#run-it-2).", "docs/02-other.md has no heading with the anchor"),
+        ("See [a](02-other.md#1-not-a-heading).", "has no heading with the anchor #1-not"),
+        ("# Top\nSee [a](#bottom).", "docs/01-test.md has no heading with the anchor #bottom"),
+        ("See [a](../src/a.rs#L2).", "an anchor can only be checked against the headings"),
     ];
     for (doc, expected) in cases {
         let problems = check_in_memory(doc).problems;
@@ -396,10 +561,40 @@ fn every_kind_of_mistake_is_reported() {
             "doc {doc:?}: expected one problem containing {expected:?}, got {problems:?}"
         );
     }
-    let fine = "<!-- counter-example -->\n```rust\nloop {}\n```\n\
-                `cargo run --example demo` [a](../src/a.rs) [w](https://x.org) [s](#top)\n";
+    let fine = "# Top\n<!-- counter-example -->\n```rust\nloop {}\n```\n\
+                `cargo run --example demo` [a](../src/a.rs) [w](https://x.org) [s](#top)\n\
+                [o](02-other.md#run-it-1) [w](https://x.org/a.md#nowhere)\n";
     let report = check_in_memory(fine);
     assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+/// Anchors are made from the heading's text as GitHub and mdBook make them
+/// (mdBook 0.5.4 gives these same ids to OTHER's headings).
+#[test]
+fn heading_anchors_follow_github_and_mdbook() {
+    assert_eq!(
+        heading_anchors(OTHER),
+        ["2-other-chapter-其他", "run-it", "run-it-1", "send-now-in-c"]
+    );
+}
+
+/// SUMMARY.md that leaves out a chapter, or lists numbered chapters out of
+/// order, is reported; README.md counts as a chapter like the others.
+#[test]
+fn a_summary_missing_or_misordering_a_chapter_is_reported() {
+    let chapters = ["01-a.md", "02-b.md", "README.md"].map(String::from);
+    let fine = "# Summary\n\n[Introduction](README.md)\n\n- [A](01-a.md)\n- [B](./02-b.md)\n";
+    assert!(check_summary(fine, &chapters).is_empty(), "{:?}", check_summary(fine, &chapters));
+
+    let missing = fine.replace("[Introduction](README.md)", "");
+    assert_eq!(
+        check_summary(&missing, &chapters),
+        ["docs/SUMMARY.md does not list docs/README.md"]
+    );
+
+    let swapped = "[I](README.md)\n- [B](02-b.md)\n- [A](01-a.md)\n";
+    let problems = check_summary(swapped, &chapters);
+    assert!(problems.len() == 1 && problems[0].contains("out of order"), "{problems:?}");
 }
 
 /// Re-quoting replaces a stale quote with the region, and leaves
