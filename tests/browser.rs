@@ -63,6 +63,11 @@ fn main() -> std::process::ExitCode {
             "page_heartbeat_notices_a_silent_server",
             page_heartbeat_notices_a_silent_server,
         ),
+        trial_needing(
+            &chromium,
+            "page_keeps_its_room_when_a_join_is_refused_and_shows_why_it_closed",
+            page_keeps_its_room_when_a_join_is_refused_and_shows_why_it_closed,
+        ),
         Trial::test("base64_decodes_the_standard_alphabet", || {
             base64_decodes_the_standard_alphabet();
             Ok(())
@@ -283,6 +288,63 @@ async fn page_heartbeat_notices_a_silent_server() {
     alice.assert_no_errors().await;
 
     server.stop().await;
+}
+
+/// A join the server refuses (the name is taken in that room) does not make
+/// that room current: the page names the room in its error, forgets it, and
+/// what the user types next still goes to the room they were in. When the
+/// server closes, the status badge shows the close code and reason whole.
+async fn page_keeps_its_room_when_a_join_is_refused_and_shows_why_it_closed() {
+    let browser = Browser::launch().await;
+    let server = Server::start("chat_server", &[]).await;
+
+    // Someone else is `alice` in `lobby` already.
+    let mut other = connect(&server.url).await;
+    let join = ClientMessage::Join { room: "lobby".into(), username: "alice".into() };
+    other.send(join.to_message()).await.expect("send Join");
+    assert_eq!(
+        event(&recv(&mut other).await),
+        ServerEvent::Joined { room: "lobby".into(), username: "alice".into() }
+    );
+
+    let alice = browser.open_chat(&server.url).await;
+    alice.connect("alice", "general").await;
+    alice.fill("#room", "lobby").await;
+    alice.click("#join").await;
+    alice
+        .wait_until(
+            "the page shows the refusal, naming the room",
+            "!document.querySelector('#error').hidden \
+         && document.querySelector('#error-text').textContent.startsWith('#lobby: ')",
+        )
+        .await;
+    alice.wait_until("the page forgets the refused room", "!rooms.has('lobby')").await;
+    assert_eq!(alice.eval("active").await, "general", "the current room is still general");
+
+    alice.fill("#message", "still here").await;
+    alice.click("#send").await;
+    let mine = alice
+        .wait_for_entry("the line went to general", |e| e.is_message("alice", "still here"))
+        .await;
+    assert_eq!(mine.room, "general");
+
+    // The page retries within half a second, and the badge moves on: record
+    // every text it shows, and whether the text fitted, as it changes.
+    let record = "window.badges = []; \
+        const s = document.querySelector('#status'); \
+        new MutationObserver(() => badges.push({ text: s.textContent, \
+            whole: s.scrollWidth <= s.clientWidth && s.scrollHeight <= s.clientHeight })) \
+          .observe(s, { childList: true, characterData: true, subtree: true }); true";
+    alice.eval(record).await;
+    server.stop().await;
+    let why = "closed 1001: server shutting down";
+    let seen = format!("badges.some((b) => b.text.includes({}))", json!(why));
+    alice.wait_until("the badge says why the server closed", &seen).await;
+    let whole =
+        format!("badges.filter((b) => b.text.includes({})).every((b) => b.whole)", json!(why));
+    assert_eq!(alice.eval(&whole).await, true, "the badge showed all of its text");
+    alice.assert_no_errors().await;
+    drop(other);
 }
 
 fn event(msg: &Message) -> ServerEvent {
