@@ -27,20 +27,32 @@
 //!
 //! Docs: docs/05-message-formats.md
 
+use std::io::{self, Write};
+
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 use websocket_tutorial::CodecError;
 use websocket_tutorial::codec::{self, Frame, FrameType};
+use websocket_tutorial::output;
 
 fn main() {
-    encode_each_frame_type();
-    decode_frames();
-    decoding_does_not_copy();
-    malformed_input();
+    let _log = output::init_logging();
+    // Each section writes to `out` and stops at the first failed write:
+    // `println!` would panic when stdout is gone (`binary_messages | head -1`),
+    // and there is nobody left to show the rest to.
+    let mut out = io::stdout().lock();
+    let _ = tour(&mut out);
+}
+
+fn tour(out: &mut impl Write) -> io::Result<()> {
+    encode_each_frame_type(out)?;
+    decode_frames(out)?;
+    decoding_does_not_copy(out)?;
+    malformed_input(out)
 }
 
 /// Section 1: every `FrameType` and the bytes it becomes.
-fn encode_each_frame_type() {
-    println!("# 1. Encoding: one type byte, then the payload");
+fn encode_each_frame_type(out: &mut impl Write) -> io::Result<()> {
+    writeln!(out, "# 1. Encoding: one type byte, then the payload")?;
     // ANCHOR: encode
     let frames: [(FrameType, &[u8]); 4] = [
         (FrameType::Text, "héllo".as_bytes()),
@@ -50,64 +62,68 @@ fn encode_each_frame_type() {
     ];
     for (kind, payload) in frames {
         let bytes: Bytes = codec::encode(kind, payload);
-        println!("{kind:?} (0x{:02x}) with {} payload bytes", kind as u8, payload.len());
-        println!("  bytes: {}", hex(&bytes));
+        writeln!(out, "{kind:?} (0x{:02x}) with {} payload bytes", kind as u8, payload.len())?;
+        writeln!(out, "  bytes: {}", hex(&bytes))?;
     }
     // ANCHOR_END: encode
-    println!();
+    writeln!(out)?;
+    Ok(())
 }
 
 /// Section 2: frames sent as binary WebSocket messages and decoded back.
-fn decode_frames() {
-    println!("# 2. Decoding: binary messages back into frames");
+fn decode_frames(out: &mut impl Write) -> io::Result<()> {
+    writeln!(out, "# 2. Decoding: binary messages back into frames")?;
     // ANCHOR: decode
     let frames = [Frame::text("héllo"), Frame { kind: FrameType::Ping, payload: Bytes::new() }];
     for frame in frames {
         // What travels: a binary WebSocket message holding the encoded bytes.
         let msg: Message = frame.to_message();
-        println!("{}", describe(&msg));
+        writeln!(out, "{}", describe(&msg))?;
         match Frame::try_from(msg) {
             Ok(back) => {
-                println!("  kind: {:?}, payload: {}", back.kind, hex(&back.payload));
+                writeln!(out, "  kind: {:?}, payload: {}", back.kind, hex(&back.payload))?;
                 if let Some(text) = back.as_text() {
-                    println!("  as text: {text}");
+                    writeln!(out, "  as text: {text}")?;
                 }
-                println!("  same as the frame sent: {}", back == frame);
+                writeln!(out, "  same as the frame sent: {}", back == frame)?;
             }
-            Err(e) => println!("  error: {e}"),
+            Err(e) => writeln!(out, "  error: {e}")?,
         }
     }
     // ANCHOR_END: decode
-    println!();
+    writeln!(out)?;
+    Ok(())
 }
 
 /// Section 3: the decoded payload points into the received buffer.
-fn decoding_does_not_copy() {
-    println!("# 3. Decoding does not copy the payload");
+fn decoding_does_not_copy(out: &mut impl Write) -> io::Result<()> {
+    writeln!(out, "# 3. Decoding does not copy the payload")?;
     // ANCHOR: no_copy
     let received: Bytes = codec::encode(FrameType::Data, &[1, 2, 3, 4]);
-    println!("received: {}", hex(&received));
+    writeln!(out, "received: {}", hex(&received))?;
     // Where the payload starts in the received buffer: after the type byte.
     let payload_start = received.as_ptr().wrapping_add(1);
     match codec::decode(received) {
         Ok(frame) => {
-            println!("  payload: {}", hex(&frame.payload));
+            writeln!(out, "  payload: {}", hex(&frame.payload))?;
             // `Bytes::slice` shares the reference-counted buffer: the payload
             // is the received bytes from offset 1 on, not a copy of them.
-            println!(
+            writeln!(
+                out,
                 "  points into the received buffer: {}",
                 frame.payload.as_ptr() == payload_start
-            );
+            )?;
         }
-        Err(e) => println!("  error: {e}"),
+        Err(e) => writeln!(out, "  error: {e}")?,
     }
     // ANCHOR_END: no_copy
-    println!();
+    writeln!(out)?;
+    Ok(())
 }
 
 /// Section 4: what each kind of malformed input produces.
-fn malformed_input() {
-    println!("# 4. Malformed input: a typed CodecError, never a panic");
+fn malformed_input(out: &mut impl Write) -> io::Result<()> {
+    writeln!(out, "# 4. Malformed input: a typed CodecError, never a panic")?;
     let cases = [
         ("empty message", Message::binary(Bytes::new())),
         ("unknown type byte", Message::binary(vec![0x09, 0x01])),
@@ -115,18 +131,19 @@ fn malformed_input() {
         ("text message where binary was expected", Message::text("hello")),
     ];
     for (what, msg) in cases {
-        println!("{what}");
-        println!("  input: {}", describe(&msg));
+        writeln!(out, "{what}")?;
+        writeln!(out, "  input: {}", describe(&msg))?;
         // ANCHOR: errors
         match Frame::try_from(msg) {
-            Ok(frame) => println!("  ok: {frame:?}"),
+            Ok(frame) => writeln!(out, "  ok: {frame:?}")?,
             Err(e) => {
-                println!("  error: {}", error_kind(&e));
-                println!("  says: {e}");
+                writeln!(out, "  error: {}", error_kind(&e))?;
+                writeln!(out, "  says: {e}")?;
             }
         }
         // ANCHOR_END: errors
     }
+    Ok(())
 }
 
 /// The variant of a `CodecError`, written as Rust code would name it.

@@ -23,8 +23,8 @@
 //! ```
 //!
 //! Type a line in any client: every client, the sender too, prints it as
-//! `< line`. The server prints `listening on ws://127.0.0.1:9001`, then one
-//! line per connect and disconnect. A client that falls more than
+//! `< line`. The server prints `listening on ws://127.0.0.1:9001`, then logs
+//! (on stderr) each connect and disconnect with the client's address. A client that falls more than
 //! `--capacity` messages (default 128) behind receives
 //! `[server] you missed N messages` and then carries on.
 //!
@@ -40,7 +40,6 @@
 //!
 //! Docs: docs/04-server-development.md
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use futures_util::stream::{SplitSink, SplitStream};
@@ -51,9 +50,11 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, Span, error, info, warn};
 use websocket_tutorial::cli::{self, Args};
 use websocket_tutorial::close;
 use websocket_tutorial::error::is_disconnect;
+use websocket_tutorial::output;
 use websocket_tutorial::server::{self, WsStream};
 
 const USAGE: &str = "usage: broadcast_server [ADDR] [--capacity N]
@@ -69,6 +70,7 @@ const BATCH: usize = 64;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let _log = output::init_logging();
     let args = Args::from_env(USAGE, &["capacity"]);
     let addr = args.positional(0, server::DEFAULT_ADDR);
     let capacity: usize = args.get("capacity", 128);
@@ -96,8 +98,8 @@ async fn main() -> ExitCode {
         Ok(listener) => listener,
         Err(e) => return cli::fail(format_args!("cannot listen on {addr}: {e}")),
     };
-    server::serve(listener, config, MAX_CONNECTIONS, shutdown, move |ws, peer, shutdown| {
-        client(ws, peer, shutdown, hub.clone())
+    server::serve(listener, config, MAX_CONNECTIONS, shutdown, move |ws, shutdown| {
+        client(ws, shutdown, hub.clone())
     })
     .await;
     ExitCode::SUCCESS
@@ -106,18 +108,22 @@ async fn main() -> ExitCode {
 // ANCHOR: client
 /// Serves one client: this task reads and publishes, a second task writes
 /// what the channel delivers. Returns when both have ended.
-async fn client(ws: WsStream, peer: SocketAddr, shutdown: CancellationToken, hub: Sender<Message>) {
+async fn client(ws: WsStream, shutdown: CancellationToken, hub: Sender<Message>) {
     // Subscribe before saying "connected", so that anyone who waits for that
     // line knows this client will see every message published from then on.
     let rx = hub.subscribe();
-    println!("{peer}: connected");
+    info!("connected");
 
     let (sink, mut stream) = ws.split();
     // Cancelled as soon as either half ends, so the other one stops too: a
     // dead writer must not leave a reader publishing for nobody, and a
     // vanished reader must not leave a writer waiting for messages forever.
     let done = CancellationToken::new();
-    let writer = tokio::spawn(write_loop(sink, rx, peer, shutdown.clone(), done.clone()));
+    // The writer logs inside this connection's span too (a spawned task
+    // does not inherit it by itself).
+    let writer = tokio::spawn(
+        write_loop(sink, rx, shutdown.clone(), done.clone()).instrument(Span::current()),
+    );
 
     let failure = read_loop(&mut stream, &hub, &shutdown, &done).await;
     done.cancel();
@@ -127,13 +133,13 @@ async fn client(ws: WsStream, peer: SocketAddr, shutdown: CancellationToken, hub
         Ok(sink) => {
             if let Some(err) = failure {
                 if let Ok(mut ws) = stream.reunite(sink) {
-                    server::close_after_error(&mut ws, peer, &err).await;
+                    server::close_after_error(&mut ws, &err).await;
                 }
             }
         }
-        Err(e) => eprintln!("{peer}: writer task failed: {e}"),
+        Err(e) => error!(error = %e, "writer task failed"),
     }
-    println!("{peer}: disconnected");
+    info!("disconnected");
 }
 // ANCHOR_END: client
 
@@ -194,7 +200,6 @@ async fn read_loop(
 async fn write_loop(
     mut sink: SplitSink<WsStream, Message>,
     mut rx: Receiver<Message>,
-    peer: SocketAddr,
     shutdown: CancellationToken,
     done: CancellationToken,
 ) -> SplitSink<WsStream, Message> {
@@ -217,7 +222,7 @@ async fn write_loop(
             Ok(false) => break, // the channel is gone: nothing more to send
             Err(e) => {
                 if !is_disconnect(&e) {
-                    eprintln!("{peer}: send failed: {e}");
+                    warn!(error = %e, "send failed");
                 }
                 break;
             }

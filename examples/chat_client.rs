@@ -24,6 +24,7 @@
 //!
 //! Docs: docs/06-case-studies.md
 
+use std::io;
 use std::process::ExitCode;
 
 use chrono::{DateTime, Local};
@@ -33,9 +34,11 @@ use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tracing::warn;
 use websocket_tutorial::cli::{self, Args};
 use websocket_tutorial::client::{self, DEFAULT_URL};
 use websocket_tutorial::close::{self, CLOSE_TIMEOUT};
+use websocket_tutorial::output;
 use websocket_tutorial::protocol::{ClientMessage, ServerEvent};
 
 const USAGE: &str = "usage: chat_client [URL] USERNAME   (default URL ws://127.0.0.1:9001)\n\
@@ -45,6 +48,7 @@ const QUEUE: usize = 32;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let _log = output::init_logging();
     let args = Args::from_env(USAGE, &[]);
     // One positional argument is the name; two are the URL and the name.
     let (url, username) = match args.rest(0) {
@@ -100,17 +104,22 @@ async fn main() -> ExitCode {
                     }
                     Input::Quit => break None,
                     Input::Nothing => {}
-                    Input::Complain(text) => eprintln!("! {text}"),
+                    Input::Complain(text) => warn!("{text}"),
                 }
             }
             msg = stream.next() => match msg {
                 Some(Ok(msg @ Message::Text(_))) => match ServerEvent::try_from(&msg) {
-                    Ok(event) => show(&event, &username, &mut rooms),
-                    Err(e) => eprintln!("! unexpected message from the server: {e}"),
+                    // Nobody can see the chat any more (stdout closed): leave
+                    // as on /quit.
+                    Ok(event) => if show(&event, &username, &mut rooms).is_err() { break None },
+                    Err(e) => warn!("unexpected message from the server: {e}"),
                 },
                 Some(Ok(Message::Close(frame))) => {
                     let why = frame.map(|f| format!("{} ({})", u16::from(f.code), f.reason));
-                    println!("server closed the connection: {}", why.unwrap_or_default());
+                    let _ = output::line(format_args!(
+                        "server closed the connection: {}",
+                        why.unwrap_or_default()
+                    ));
                     break Some(ExitCode::SUCCESS);
                 }
                 Some(Ok(_)) => {} // pings are answered by tungstenite
@@ -169,33 +178,36 @@ fn command(line: &str, username: &str, rooms: &[String]) -> Input {
 // ANCHOR_END: command
 
 /// Prints one server event readably, and keeps `rooms` in step with the
-/// server's word on our own joins and leaves.
-fn show(event: &ServerEvent, me: &str, rooms: &mut Vec<String>) {
+/// server's word on our own joins and leaves. Fails only when stdout is
+/// gone. (A full stdout pipe makes it wait, and the whole loop with it:
+/// fine for a client with one connection, which has nothing else to do.)
+fn show(event: &ServerEvent, me: &str, rooms: &mut Vec<String>) -> io::Result<()> {
     let now = Local::now().format("%H:%M:%S");
-    match event {
+    let text = match event {
         ServerEvent::Joined { room, username } => {
             // Usually already there (we added it when asking); names are
             // unique in a room, so this event is ours.
             if username == me && !rooms.contains(room) {
                 rooms.push(room.clone());
             }
-            println!("[{now}] #{room} * {username} joined");
+            format!("[{now}] #{room} * {username} joined")
         }
         ServerEvent::Left { room, username } => {
             if username == me {
                 rooms.retain(|r| r != room);
             }
-            println!("[{now}] #{room} * {username} left");
+            format!("[{now}] #{room} * {username} left")
         }
         ServerEvent::Message { room, username, content, timestamp, .. } => {
             // Show the server's time, in the reader's time zone.
             let at = DateTime::parse_from_rfc3339(timestamp)
                 .map(|t| t.with_timezone(&Local).format("%H:%M:%S").to_string())
                 .unwrap_or_else(|_| timestamp.clone());
-            println!("[{at}] #{room} <{username}> {content}");
+            format!("[{at}] #{room} <{username}> {content}")
         }
-        ServerEvent::Pong => println!("pong"),
-        ServerEvent::Error { room: Some(room), message } => println!("! #{room}: {message}"),
-        ServerEvent::Error { room: None, message } => println!("! error: {message}"),
-    }
+        ServerEvent::Pong => "pong".to_string(),
+        ServerEvent::Error { room: Some(room), message } => format!("! #{room}: {message}"),
+        ServerEvent::Error { room: None, message } => format!("! error: {message}"),
+    };
+    output::line(text)
 }

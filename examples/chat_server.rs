@@ -58,7 +58,6 @@
 //!
 //! Docs: docs/06-case-studies.md
 
-use std::net::SocketAddr;
 use std::pin::pin;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -71,10 +70,12 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
+use tracing::{Span, field, info, warn};
 use websocket_tutorial::cli::{self, Args};
 use websocket_tutorial::close;
 use websocket_tutorial::error::is_disconnect;
 use websocket_tutorial::outbox::{Outgoing, frame_len};
+use websocket_tutorial::output;
 use websocket_tutorial::protocol::{
     ClientMessage, MAX_CONTENT_BYTES, MAX_NAME_CHARS, MAX_ROOMS_PER_CLIENT, ServerEvent,
 };
@@ -105,6 +106,7 @@ struct Chat {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let _log = output::init_logging();
     let args = Args::from_env(
         USAGE,
         &[
@@ -147,8 +149,8 @@ async fn main() -> ExitCode {
         Ok(listener) => listener,
         Err(e) => return cli::fail(format_args!("cannot listen on {addr}: {e}")),
     };
-    server::serve(listener, config, max_connections, shutdown, move |ws, peer, shutdown| {
-        connection(ws, peer, shutdown, chat.clone())
+    server::serve(listener, config, max_connections, shutdown, move |ws, shutdown| {
+        connection(ws, shutdown, chat.clone())
     })
     .await;
     ExitCode::SUCCESS
@@ -164,14 +166,12 @@ enum Ending {
 
 // ANCHOR: connection
 /// Runs one client from handshake to goodbye.
-async fn connection(
-    mut ws: WsStream,
-    peer: SocketAddr,
-    shutdown: CancellationToken,
-    chat: Arc<Chat>,
-) {
+async fn connection(mut ws: WsStream, shutdown: CancellationToken, chat: Arc<Chat>) {
     let (me, mut outgoing) = chat.rooms.register();
-    println!("{peer}: connected as {}", me.id());
+    // From here on, every log line of this connection names the client id
+    // next to its address (`serve` made the span, with room for the id).
+    Span::current().record("id", field::display(me.id()));
+    info!("connected");
 
     let ending = serve_client(&mut ws, &me, &mut outgoing, &shutdown, &chat).await;
 
@@ -186,12 +186,12 @@ async fn connection(
     let evicted = me.is_evicted();
     drop(me);
     if let Ending::Close(code, reason) = ending {
-        println!("{peer}: closing with {}: {reason}", u16::from(code));
+        info!(code = u16::from(code), %reason, "closing");
         // Boxed, like a write: needed once, at the end, it should not size
         // every connection's future for its whole life.
         Box::pin(goodbye(&mut ws, &mut outgoing, evicted, code, &reason)).await;
     }
-    println!("{peer}: disconnected");
+    info!("disconnected");
 }
 
 /// Our side of the close handshake. What is still queued (the refusals
@@ -348,7 +348,7 @@ async fn write(
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
                 if !is_disconnect(&e) {
-                    eprintln!("write failed: {e}");
+                    warn!(error = %e, "write failed");
                 }
                 Err(Ending::PeerDone)
             }

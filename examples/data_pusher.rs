@@ -37,9 +37,10 @@
 //! cargo run --example full_client -- ws://127.0.0.1:9001
 //! ```
 //!
-//! The server prints `listening on ws://127.0.0.1:9001`, then one line per
-//! connect and disconnect (and `closing with CODE: REASON` before it drops a
-//! client); the client prints a sample every second, as `< {"seq":1,...}`.
+//! The server prints `listening on ws://127.0.0.1:9001`, then logs (on
+//! stderr, with the client's address) each connect and disconnect, and a
+//! `closing code=CODE reason=REASON` line before it drops a client; the
+//! client prints a sample every second, as `< {"seq":1,...}`.
 //!
 //! Settings: `--interval-ms 1000` (time between samples), `--ping-ms 5000`
 //! (heartbeat interval), `--pong-timeout-ms 10000` (silence allowed after a
@@ -55,7 +56,6 @@
 //!
 //! Docs: docs/06-case-studies.md
 
-use std::net::SocketAddr;
 use std::pin::pin;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -70,9 +70,11 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
 use websocket_tutorial::cli::{self, Args};
 use websocket_tutorial::close;
 use websocket_tutorial::error::is_disconnect;
+use websocket_tutorial::output;
 use websocket_tutorial::server::{self, WsStream};
 
 const USAGE: &str = "usage: data_pusher [ADDR] [--interval-ms MS] [--ping-ms MS] \
@@ -113,6 +115,7 @@ struct Deadlines {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let _log = output::init_logging();
     let args =
         Args::from_env(USAGE, &["interval-ms", "ping-ms", "pong-timeout-ms", "send-timeout-ms"]);
     let addr = args.positional(0, server::DEFAULT_ADDR);
@@ -140,8 +143,8 @@ async fn main() -> ExitCode {
     // One producer publishes; each connection subscribes as it is accepted.
     let (samples, _) = broadcast::channel::<Message>(BACKLOG);
     let producer = tokio::spawn(produce(samples.clone(), every, shutdown.clone()));
-    server::serve(listener, config, MAX_CONNECTIONS, shutdown, move |ws, peer, shutdown| {
-        client(ws, peer, shutdown, samples.subscribe(), deadlines)
+    server::serve(listener, config, MAX_CONNECTIONS, shutdown, move |ws, shutdown| {
+        client(ws, shutdown, samples.subscribe(), deadlines)
     })
     .await;
     // ANCHOR_END: channel
@@ -178,7 +181,7 @@ async fn produce(samples: Sender<Message>, every: Duration, shutdown: Cancellati
             Ok(json) => {
                 let _ = samples.send(Message::text(json));
             }
-            Err(e) => eprintln!("cannot serialise {sample:?}: {e}"),
+            Err(e) => error!(error = %e, ?sample, "cannot serialise a sample"),
         }
     }
 }
@@ -191,14 +194,13 @@ async fn produce(samples: Sender<Message>, every: Duration, shutdown: Cancellati
 /// chapter 4.1 needs a reader and a writer; here one loop is enough.)
 async fn client(
     mut ws: WsStream,
-    peer: SocketAddr,
     shutdown: CancellationToken,
     mut samples: Receiver<Message>,
     deadlines: Deadlines,
 ) {
     // `samples` was subscribed before this line, so a client that waits for
     // it will get the next sample produced.
-    println!("{peer}: connected");
+    info!("connected");
     // The heartbeat: a ping every `ping_every`, and any frame from the
     // client (its pong included) proves it alive. Silence for longer than
     // `ping_every + pong_timeout` means the connection is half-open: the
@@ -230,12 +232,12 @@ async fn client(
                 None => break,
                 Some(Err(e)) => {
                     // For example 1009 for a message over 4 KiB.
-                    server::close_after_error(&mut ws, peer, &e).await;
+                    server::close_after_error(&mut ws, &e).await;
                     break;
                 }
             },
             _ = &mut silence => {
-                close_with(&mut ws, peer, CloseCode::Error, "ping timeout").await;
+                close_with(&mut ws, CloseCode::Error, "ping timeout").await;
                 break;
             }
             _ = ping.tick() => Message::Ping(Default::default()),
@@ -259,24 +261,24 @@ async fn client(
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 if !is_disconnect(&e) {
-                    eprintln!("{peer}: send failed: {e}");
+                    warn!(error = %e, "send failed");
                 }
                 break;
             }
             Err(_) => {
-                close_with(&mut ws, peer, CloseCode::Policy, "too slow: a send timed out").await;
+                close_with(&mut ws, CloseCode::Policy, "too slow: a send timed out").await;
                 break;
             }
         }
     }
-    println!("{peer}: disconnected");
+    info!("disconnected");
 }
 
 /// Says why we drop the client, in our log and in the close frame. Each step
 /// of the handshake has a deadline, so a client that is stuck or gone costs
 /// us seconds, not a slot forever.
-async fn close_with(ws: &mut WsStream, peer: SocketAddr, code: CloseCode, reason: &str) {
-    println!("{peer}: closing with {}: {reason}", u16::from(code));
+async fn close_with(ws: &mut WsStream, code: CloseCode, reason: &str) {
+    info!(code = u16::from(code), %reason, "closing");
     close::handshake(ws, code, reason).await;
 }
 // ANCHOR_END: push

@@ -31,6 +31,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use websocket_tutorial::cli::{self, Args};
 use websocket_tutorial::client::{self, DEFAULT_URL};
 use websocket_tutorial::close;
+use websocket_tutorial::output;
 
 const USAGE: &str =
     "usage: echo_client [URL] [TEXT]   (defaults ws://127.0.0.1:9001 and \"hello\")";
@@ -39,6 +40,7 @@ const REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 // ANCHOR: main
 #[tokio::main]
 async fn main() -> ExitCode {
+    let _log = output::init_logging();
     let args = Args::from_env(USAGE, &[]);
     let url = args.positional(0, DEFAULT_URL);
     let text = args.positional(1, "hello");
@@ -69,7 +71,11 @@ async fn main() -> ExitCode {
     .await;
 
     match reply {
-        Ok(Ok(text)) => println!("{text}"),
+        // A closed stdout (`| true`) is no reason to fail or panic: the
+        // echo came, and the close below is still owed to the server.
+        Ok(Ok(text)) => {
+            let _ = output::line(text);
+        }
         Ok(Err(e)) => return cli::fail(format_args!("no echo: {e}")),
         Err(_) => return cli::fail(format_args!("no echo within {REPLY_TIMEOUT:?}")),
     }

@@ -13,8 +13,10 @@
 //! cargo run --example echo_client -- ws://127.0.0.1:9001 "hello"
 //! ```
 //!
-//! You will see `listening on ws://127.0.0.1:9001`, then one line per
-//! connection; the client prints `hello` and exits.
+//! You will see `listening on ws://127.0.0.1:9001` on stdout, then on stderr
+//! a log line when a client connects and one when it leaves, each naming the
+//! client's address (`RUST_LOG=warn` hides them); the client prints `hello`
+//! and exits.
 //!
 //! Limits: messages up to 16 MiB (`max_message_size`; the default 64 MiB lets
 //! one client make us hold 64 MiB), frames likewise; an 8 KiB read buffer per
@@ -23,7 +25,6 @@
 //!
 //! Docs: docs/02-tokio-tungstenite.md
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use futures_util::{SinkExt, StreamExt};
@@ -31,9 +32,11 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 use websocket_tutorial::cli::{self, Args};
 use websocket_tutorial::close;
 use websocket_tutorial::error::is_disconnect;
+use websocket_tutorial::output;
 use websocket_tutorial::server::{self, WsStream};
 
 const USAGE: &str =
@@ -43,6 +46,7 @@ const MAX_CONNECTIONS: usize = 1024;
 // ANCHOR: main
 #[tokio::main]
 async fn main() -> ExitCode {
+    let _log = output::init_logging();
     let args = Args::from_env(USAGE, &[]);
     let addr = args.positional(0, server::DEFAULT_ADDR);
 
@@ -65,9 +69,10 @@ async fn main() -> ExitCode {
 
 // ANCHOR: echo
 /// Echoes one connection until the client closes it, it fails, or the server
-/// shuts down.
-async fn echo(mut ws: WsStream, peer: SocketAddr, shutdown: CancellationToken) {
-    println!("{peer}: connected");
+/// shuts down. (Its log lines name the client: `serve` runs it inside a span
+/// that carries the client's address.)
+async fn echo(mut ws: WsStream, shutdown: CancellationToken) {
+    info!("connected");
     loop {
         // Wait for one of: the next message, or shutdown.
         let msg = tokio::select! {
@@ -89,7 +94,7 @@ async fn echo(mut ws: WsStream, peer: SocketAddr, shutdown: CancellationToken) {
             Some(Err(e)) => {
                 // A vanished peer, or one that broke a rule (for example a
                 // message over the size limit: close code 1009).
-                server::close_after_error(&mut ws, peer, &e).await;
+                server::close_after_error(&mut ws, &e).await;
                 break;
             }
         };
@@ -97,11 +102,11 @@ async fn echo(mut ws: WsStream, peer: SocketAddr, shutdown: CancellationToken) {
         // not copy it.
         if let Err(e) = ws.send(reply).await {
             if !is_disconnect(&e) {
-                eprintln!("{peer}: send failed: {e}");
+                warn!(error = %e, "send failed");
             }
             break;
         }
     }
-    println!("{peer}: disconnected");
+    info!("disconnected");
 }
 // ANCHOR_END: echo

@@ -28,10 +28,13 @@ use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
 use websocket_tutorial::cli::{self, Args};
 use websocket_tutorial::client::{self, DEFAULT_URL};
 use websocket_tutorial::close::{self, CLOSE_TIMEOUT};
 use websocket_tutorial::error::is_disconnect;
+use websocket_tutorial::output;
 
 const USAGE: &str =
     "usage: full_client [URL]   (default ws://127.0.0.1:9001); lines on stdin are sent";
@@ -44,6 +47,7 @@ const QUEUE: usize = 32;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let _log = output::init_logging();
     let args = Args::from_env(USAGE, &[]);
     let url = args.positional(0, DEFAULT_URL);
 
@@ -52,7 +56,7 @@ async fn main() -> ExitCode {
         Ok(ws) => ws,
         Err(e) => return cli::fail(format_args!("cannot connect to {url}: {e}")),
     };
-    eprintln!("connected to {url}; type lines to send, Ctrl-D to close");
+    info!("connected to {url}; type lines to send, Ctrl-D to close");
 
     // ANCHOR: tasks
     let (mut sink, mut stream) = ws.split();
@@ -72,21 +76,37 @@ async fn main() -> ExitCode {
     });
 
     // The reader prints until the stream ends: after the server's close frame
-    // (the answer to ours, or its own), or on an error.
-    let mut reader = tokio::spawn(async move {
-        while let Some(msg) = stream.next().await {
-            match msg {
-                Ok(Message::Text(text)) => println!("< {text}"),
-                Ok(Message::Binary(data)) => println!("< [{} bytes of binary]", data.len()),
-                Ok(Message::Close(Some(frame))) => {
-                    println!("closed: {} ({})", u16::from(frame.code), frame.reason)
+    // (the answer to ours, or its own), or on an error. A write to a full
+    // stdout pipe waits, and so does the reader: fine for a client, whose
+    // one connection has nothing better to do (the server decides how long
+    // it waits for us). If stdout is gone (`full_client | head -1`), nobody
+    // will see what arrives: the reader says so on `stdout_gone`, and the
+    // client closes as at end of input.
+    let stdout_gone = CancellationToken::new();
+    let mut reader = tokio::spawn({
+        let stdout_gone = stdout_gone.clone();
+        async move {
+            while let Some(msg) = stream.next().await {
+                let shown = match msg {
+                    Ok(Message::Text(text)) => output::line(format_args!("< {text}")),
+                    Ok(Message::Binary(data)) => {
+                        output::line(format_args!("< [{} bytes of binary]", data.len()))
+                    }
+                    Ok(Message::Close(Some(frame))) => output::line(format_args!(
+                        "closed: {} ({})",
+                        u16::from(frame.code),
+                        frame.reason
+                    )),
+                    Ok(Message::Close(None)) => output::line("closed: no code"),
+                    Ok(_) => Ok(()), // tungstenite answers pings by itself
+                    Err(e) => return Err(e),
+                };
+                if shown.is_err() {
+                    stdout_gone.cancel();
                 }
-                Ok(Message::Close(None)) => println!("closed: no code"),
-                Ok(_) => {} // tungstenite answers pings by itself
-                Err(e) => return Err(e),
             }
+            Ok(())
         }
-        Ok(())
     });
     // ANCHOR_END: tasks
 
@@ -103,6 +123,7 @@ async fn main() -> ExitCode {
             },
             // The server may close first (for example when it shuts down).
             read = &mut reader => break Some(read),
+            _ = stdout_gone.cancelled() => break None,
         }
     };
 

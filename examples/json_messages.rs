@@ -25,20 +25,32 @@
 //!
 //! Docs: docs/05-message-formats.md
 
+use std::io::{self, Write};
+
 use tokio_tungstenite::tungstenite::Message;
 use websocket_tutorial::ProtocolError;
+use websocket_tutorial::output;
 use websocket_tutorial::protocol::{ClientMessage, ServerEvent, frame_kind};
 
 fn main() {
-    encode_each_client_message();
-    decode_text_frames();
-    malformed_input();
-    server_event_round_trip();
+    let _log = output::init_logging();
+    // Each section writes to `out` and stops at the first failed write:
+    // `println!` would panic when stdout is gone (`json_messages | head -1`),
+    // and there is nobody left to show the rest to.
+    let mut out = io::stdout().lock();
+    let _ = tour(&mut out);
+}
+
+fn tour(out: &mut impl Write) -> io::Result<()> {
+    encode_each_client_message(out)?;
+    decode_text_frames(out)?;
+    malformed_input(out)?;
+    server_event_round_trip(out)
 }
 
 /// Section 1: every `ClientMessage` variant and the text frame it becomes.
-fn encode_each_client_message() {
-    println!("# 1. Encoding: each ClientMessage as a text frame");
+fn encode_each_client_message(out: &mut impl Write) -> io::Result<()> {
+    writeln!(out, "# 1. Encoding: each ClientMessage as a text frame")?;
     // ANCHOR: encode
     let messages = [
         ClientMessage::Join { room: "general".into(), username: "alice".into() },
@@ -49,16 +61,17 @@ fn encode_each_client_message() {
     ];
     for msg in &messages {
         let frame: Message = msg.to_message();
-        println!("{msg:?}");
-        println!("  {} frame: {}", frame_kind(&frame), wire(&frame));
+        writeln!(out, "{msg:?}")?;
+        writeln!(out, "  {} frame: {}", frame_kind(&frame), wire(&frame))?;
     }
     // ANCHOR_END: encode
-    println!();
+    writeln!(out)?;
+    Ok(())
 }
 
 /// Section 2: text frames parsed back into `ClientMessage`s.
-fn decode_text_frames() {
-    println!("# 2. Decoding: text frames back into ClientMessage");
+fn decode_text_frames(out: &mut impl Write) -> io::Result<()> {
+    writeln!(out, "# 2. Decoding: text frames back into ClientMessage")?;
     // ANCHOR: decode
     let inputs = [
         r#"{"type":"Join","room":"general","username":"alice"}"#,
@@ -70,19 +83,20 @@ fn decode_text_frames() {
     ];
     for text in inputs {
         let parsed = ClientMessage::try_from(&Message::text(text));
-        println!("{text}");
+        writeln!(out, "{text}")?;
         match parsed {
-            Ok(msg) => println!("  ok: {msg:?}"),
-            Err(e) => println!("  error: {e}"),
+            Ok(msg) => writeln!(out, "  ok: {msg:?}")?,
+            Err(e) => writeln!(out, "  error: {e}")?,
         }
     }
     // ANCHOR_END: decode
-    println!();
+    writeln!(out)?;
+    Ok(())
 }
 
 /// Section 3: what each kind of malformed input produces.
-fn malformed_input() {
-    println!("# 3. Malformed input: a typed ProtocolError, never a panic");
+fn malformed_input(out: &mut impl Write) -> io::Result<()> {
+    writeln!(out, "# 3. Malformed input: a typed ProtocolError, never a panic")?;
     let cases = [
         ("not JSON", Message::text("hello")),
         ("unknown \"type\"", Message::text(r#"{"type":"Shout","room":"general"}"#)),
@@ -90,19 +104,20 @@ fn malformed_input() {
         ("binary frame", Message::binary(vec![0x01, 0x02, 0x03])),
     ];
     for (what, frame) in cases {
-        println!("{what}");
-        println!("  input: {} frame: {}", frame_kind(&frame), wire(&frame));
+        writeln!(out, "{what}")?;
+        writeln!(out, "  input: {} frame: {}", frame_kind(&frame), wire(&frame))?;
         // ANCHOR: errors
         match ClientMessage::try_from(&frame) {
-            Ok(msg) => println!("  ok: {msg:?}"),
+            Ok(msg) => writeln!(out, "  ok: {msg:?}")?,
             Err(e) => {
-                println!("  error: {}", error_kind(&e));
-                println!("  says: {e}");
+                writeln!(out, "  error: {}", error_kind(&e))?;
+                writeln!(out, "  says: {e}")?;
             }
         }
         // ANCHOR_END: errors
     }
-    println!();
+    writeln!(out)?;
+    Ok(())
 }
 
 // ANCHOR: error_kind
@@ -128,8 +143,8 @@ fn error_kind(err: &ProtocolError) -> String {
 // ANCHOR_END: error_kind
 
 /// Section 4: the chat server's events go through the same machinery.
-fn server_event_round_trip() {
-    println!("# 4. A ServerEvent round trip (what the chat server sends)");
+fn server_event_round_trip(out: &mut impl Write) -> io::Result<()> {
+    writeln!(out, "# 4. A ServerEvent round trip (what the chat server sends)")?;
     // ANCHOR: server_event
     let events = [
         ServerEvent::Message {
@@ -149,11 +164,12 @@ fn server_event_round_trip() {
     for event in &events {
         let frame = event.to_message();
         let back = ServerEvent::try_from(&frame);
-        println!("{event:?}");
-        println!("  {} frame: {}", frame_kind(&frame), wire(&frame));
-        println!("  decoded back equal: {}", back.is_ok_and(|back| back == *event));
+        writeln!(out, "{event:?}")?;
+        writeln!(out, "  {} frame: {}", frame_kind(&frame), wire(&frame))?;
+        writeln!(out, "  decoded back equal: {}", back.is_ok_and(|back| back == *event))?;
     }
     // ANCHOR_END: server_event
+    Ok(())
 }
 
 /// The text of a text frame, or a short description of any other frame.

@@ -12,10 +12,11 @@
 //! cargo run --example echo_server                                # terminal 2: it connects
 //! ```
 //!
-//! Stop and restart the server: the client prints the lost connection, its
-//! attempts and their delays, and reconnects. On each connection it sends
-//! `hello (connection N)` and prints what comes back. Ctrl-C closes with 1000
-//! and exits 0; after `--max-attempts` failures in a row it exits 1.
+//! Stop and restart the server: the client logs (on stderr) the lost
+//! connection, its attempts and their delays, and reconnects. On each
+//! connection it sends `hello (connection N)` and prints what comes back (on
+//! stdout). Ctrl-C closes with 1000 and exits 0, and so does a closed stdout
+//! (`| head -2`); after `--max-attempts` failures in a row it exits 1.
 //!
 //! Settings: `--base-ms 500 --cap-ms 30000 --max-attempts 10 --ping-ms 5000`
 //! (tests use milliseconds). Limits: messages up to 16 MiB (default 64 MiB).
@@ -30,15 +31,18 @@ use tokio::time::{Instant, interval_at};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tracing::{info, warn};
 use websocket_tutorial::cli::{self, Args};
 use websocket_tutorial::client::{self, Backoff, DEFAULT_URL, WsClient};
 use websocket_tutorial::close;
+use websocket_tutorial::output;
 
 const USAGE: &str = "usage: reconnect_client [URL] [--base-ms 500] [--cap-ms 30000] \
                      [--max-attempts 10 (0 = forever)] [--ping-ms 5000]";
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let _log = output::init_logging();
     let args = Args::from_env(USAGE, &["base-ms", "cap-ms", "max-attempts", "ping-ms"]);
     let url = args.positional(0, DEFAULT_URL);
     let backoff = Backoff {
@@ -67,23 +71,26 @@ async fn main() -> ExitCode {
             ));
         };
         connection += 1;
-        println!("connected (connection {connection})");
+        info!("connected (connection {connection})");
 
         let ended = tokio::select! {
             ended = run(&mut ws, connection, ping_every) => ended,
-            _ = &mut ctrl_c => {
+            _ = &mut ctrl_c => Ended::Quit,
+        };
+        match ended {
+            Ended::Lost(why) => warn!("connection lost: {why}; reconnecting"),
+            Ended::Quit => {
                 close::handshake(&mut ws, CloseCode::Normal, "client shutting down").await;
-                println!("closed");
+                info!("closed");
                 return ExitCode::SUCCESS;
             }
-        };
-        println!("connection lost: {ended}; reconnecting");
+        }
     }
     // ANCHOR_END: reconnect
 }
 
 // ANCHOR: connect_with_backoff
-/// Tries to connect until it succeeds or `backoff` says to stop, printing
+/// Tries to connect until it succeeds or `backoff` says to stop, logging
 /// every attempt and every delay.
 async fn connect_with_backoff(
     url: &str,
@@ -93,17 +100,17 @@ async fn connect_with_backoff(
     let mut failed = 0;
     loop {
         let attempt = failed + 1;
-        println!("attempt {attempt}: connecting to {url}");
+        info!("attempt {attempt}: connecting to {url}");
         match client::connect(url, config).await {
             Ok(ws) => return Some(ws),
             Err(e) => {
                 failed += 1;
                 if !backoff.should_retry(failed) {
-                    println!("attempt {attempt} failed: {e}");
+                    warn!("attempt {attempt} failed: {e}");
                     return None;
                 }
                 let delay = backoff.delay(failed);
-                println!("attempt {attempt} failed: {e}; retrying in {} ms", delay.as_millis());
+                warn!("attempt {attempt} failed: {e}; retrying in {} ms", delay.as_millis());
                 tokio::time::sleep(delay).await;
             }
         }
@@ -112,16 +119,28 @@ async fn connect_with_backoff(
 // ANCHOR_END: connect_with_backoff
 
 // ANCHOR: run
+/// Why [`run`] stopped using a connection.
+enum Ended {
+    /// The connection is gone, for the reason given: time to reconnect.
+    Lost(String),
+    /// We are done with it (Ctrl-C, or nobody left to show messages to).
+    Quit,
+}
+
 /// Uses one connection until it ends, and says why it ended.
 ///
 /// The heartbeat: a ping every `ping_every`. Anything the server sends (the
 /// pong included) proves it alive; after two intervals of silence the
 /// connection is declared dead, even though TCP itself may not notice for
 /// many minutes.
-async fn run(ws: &mut WsClient, connection: u32, ping_every: Duration) -> String {
+///
+/// What arrives is printed; a full stdout pipe makes this loop wait, pings
+/// included, which is fine for a client with one connection (the server
+/// decides how long to wait for us). A closed stdout ends the client.
+async fn run(ws: &mut WsClient, connection: u32, ping_every: Duration) -> Ended {
     let hello = format!("hello (connection {connection})");
     if let Err(e) = ws.send(Message::text(hello)).await {
-        return e.to_string();
+        return Ended::Lost(e.to_string());
     }
     let mut heartbeat = interval_at(Instant::now() + ping_every, ping_every);
     let mut last_heard = Instant::now();
@@ -130,26 +149,33 @@ async fn run(ws: &mut WsClient, connection: u32, ping_every: Duration) -> String
         tokio::select! {
             msg = ws.next() => {
                 last_heard = Instant::now();
-                match msg {
-                    Some(Ok(Message::Text(text))) => println!("< {text}"),
-                    Some(Ok(Message::Binary(data))) => println!("< [{} bytes]", data.len()),
-                    Some(Ok(Message::Close(frame))) => {
-                        // Our reply is queued; the stream ends next.
-                        if let Some(frame) = frame {
-                            println!("server closed: {} ({})", u16::from(frame.code), frame.reason);
-                        }
+                let shown = match msg {
+                    Some(Ok(Message::Text(text))) => output::line(format_args!("< {text}")),
+                    Some(Ok(Message::Binary(data))) => {
+                        output::line(format_args!("< [{} bytes]", data.len()))
                     }
-                    Some(Ok(_)) => {} // pings are answered by tungstenite, pongs just prove life
-                    Some(Err(e)) => return e.to_string(),
-                    None => return "closed by the server".to_string(),
+                    // Our reply is queued; the stream ends next.
+                    Some(Ok(Message::Close(Some(frame)))) => output::line(format_args!(
+                        "server closed: {} ({})",
+                        u16::from(frame.code),
+                        frame.reason
+                    )),
+                    // Pings are answered by tungstenite, pongs just prove life.
+                    Some(Ok(_)) => Ok(()),
+                    Some(Err(e)) => return Ended::Lost(e.to_string()),
+                    None => return Ended::Lost("closed by the server".into()),
+                };
+                if shown.is_err() {
+                    return Ended::Quit;
                 }
             }
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > ping_every * 2 {
-                    return format!("no answer for {} ms", last_heard.elapsed().as_millis());
+                    let silence = last_heard.elapsed().as_millis();
+                    return Ended::Lost(format!("no answer for {silence} ms"));
                 }
                 if let Err(e) = ws.send(Message::Ping(Default::default())).await {
-                    return e.to_string();
+                    return Ended::Lost(e.to_string());
                 }
             }
         }

@@ -18,10 +18,12 @@
 //!
 //! Docs: docs/04-server-development.md
 
+use std::io::{self, Write};
 use std::sync::Arc;
 
 use tokio_tungstenite::tungstenite::Message;
 use websocket_tutorial::outbox::{Outgoing, frame_len};
+use websocket_tutorial::output;
 use websocket_tutorial::rooms::{Config, RoomManager};
 
 /// Everything waiting in a client's outbox, as text. A real connection
@@ -36,6 +38,15 @@ fn drain(outgoing: &mut Outgoing) -> Vec<String> {
 }
 
 fn main() {
+    let _log = output::init_logging();
+    // The walk-through writes to `out` and stops at the first failed write:
+    // `println!` would panic when stdout is gone (`rooms | head -1`), and
+    // there is nobody left to show the rest to.
+    let mut out = io::stdout().lock();
+    let _ = walk_through(&mut out);
+}
+
+fn walk_through(out: &mut impl Write) -> io::Result<()> {
     // ANCHOR: join
     // Plain-text announcements keep the output short; the chat server uses
     // the default, its JSON `Joined` and `Left` events.
@@ -47,40 +58,40 @@ fn main() {
     }));
     let (alice, mut alice_out) = rooms.register();
     let (bob, mut bob_out) = rooms.register();
-    println!("registered {} and {}", alice.id(), bob.id());
+    writeln!(out, "registered {} and {}", alice.id(), bob.id())?;
 
     alice.join("general", "alice").expect("alice is connected");
     bob.join("general", "bob").expect("bob is connected");
     alice.join("rust", "alice").expect("alice is connected");
-    println!("rooms: {:?}", rooms.room_names());
-    println!("alice is in {:?}", alice.rooms());
+    writeln!(out, "rooms: {:?}", rooms.room_names())?;
+    writeln!(out, "alice is in {:?}", alice.rooms())?;
     match bob.join("general", "bob") {
-        Ok(()) => println!("joined twice?"),
-        Err(e) => println!("bob joins general again: {e}"),
+        Ok(()) => writeln!(out, "joined twice?")?,
+        Err(e) => writeln!(out, "bob joins general again: {e}")?,
     }
-    println!("alice got {:?}", drain(&mut alice_out));
-    println!("bob got {:?}", drain(&mut bob_out));
+    writeln!(out, "alice got {:?}", drain(&mut alice_out))?;
+    writeln!(out, "bob got {:?}", drain(&mut bob_out))?;
     // ANCHOR_END: join
 
     // ANCHOR: deliver
     let hello = Message::text("hello, general");
     let delivered = rooms.broadcast("general", &hello);
-    println!("broadcast to general reached {delivered} members");
-    println!("alice got {:?}", drain(&mut alice_out));
-    println!("bob got {:?}", drain(&mut bob_out));
+    writeln!(out, "broadcast to general reached {delivered} members")?;
+    writeln!(out, "alice got {:?}", drain(&mut alice_out))?;
+    writeln!(out, "bob got {:?}", drain(&mut bob_out))?;
 
     // Numbered messages: the room counts, the sender's name comes from the room.
     for text in ["first", "second"] {
         let seq = bob
             .say("general", |name, seq| Message::text(format!("#{seq} <{name}> {text}")))
             .expect("bob is in general");
-        println!("bob said {text:?} as seq {seq}");
+        writeln!(out, "bob said {text:?} as seq {seq}")?;
     }
-    println!("alice got {:?}", drain(&mut alice_out));
+    writeln!(out, "alice got {:?}", drain(&mut alice_out))?;
     drain(&mut bob_out);
     match bob.say("rust", |_, _| Message::text("?")) {
-        Ok(_) => println!("bob spoke in a room he is not in?"),
-        Err(e) => println!("bob says something in rust: {e}"),
+        Ok(_) => writeln!(out, "bob spoke in a room he is not in?")?,
+        Err(e) => writeln!(out, "bob says something in rust: {e}")?,
     }
     // ANCHOR_END: deliver
 
@@ -93,23 +104,24 @@ fn main() {
     let mut alice_got = Vec::new();
     for i in 1..=3 {
         rooms.broadcast("general", &Message::text(format!("news {i}: {}", ".".repeat(90))));
-        println!("after news {i}: slow evicted: {}", slow.is_evicted());
+        writeln!(out, "after news {i}: slow evicted: {}", slow.is_evicted())?;
         alice_got.extend(drain(&mut alice_out)); // alice and bob keep up
         drain(&mut bob_out);
     }
-    println!("general members now: {:?}", rooms.members("general"));
+    writeln!(out, "general members now: {:?}", rooms.members("general"))?;
     let news = alice_got.iter().filter(|m| m.starts_with("news")).count();
-    println!("alice got {news} news and {:?}", alice_got.last().expect("events"));
+    writeln!(out, "alice got {news} news and {:?}", alice_got.last().expect("events"))?;
     // ANCHOR_END: slow
 
     // ANCHOR: leave
     // Leaving, and disconnecting (dropping the member): empty rooms go.
     let name = alice.leave("rust").expect("alice was in rust");
-    println!("{name} left rust; rooms: {:?}", rooms.room_names());
+    writeln!(out, "{name} left rust; rooms: {:?}", rooms.room_names())?;
     drain(&mut bob_out);
     drop(alice);
-    println!("alice disconnected; bob got {:?}", drain(&mut bob_out));
+    writeln!(out, "alice disconnected; bob got {:?}", drain(&mut bob_out))?;
     drop((bob, slow));
-    println!("rooms after everyone left: {:?}", rooms.room_names());
+    writeln!(out, "rooms after everyone left: {:?}", rooms.room_names())?;
     // ANCHOR_END: leave
+    Ok(())
 }

@@ -44,8 +44,8 @@ where
     match timeout(CLOSE_TIMEOUT, sink.send(message(code, reason))).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) if is_disconnect(&e) => {}
-        Ok(Err(e)) => eprintln!("sending close frame: {e}"),
-        Err(_) => eprintln!("peer did not take our close frame within {CLOSE_TIMEOUT:?}"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "sending close frame failed"),
+        Err(_) => tracing::info!("peer did not take our close frame within {CLOSE_TIMEOUT:?}"),
     }
 }
 

@@ -15,6 +15,7 @@
 //! | [`close`] | the close handshake, with a deadline on every step; close codes for errors | all |
 //! | [`error`] | typed errors, and the one function that decides which disconnects are benign | all |
 //! | [`client`] | connecting with a deadline, stdin without blocking the runtime, reconnect backoff | 2.1, 3, 6.1 |
+//! | [`output`] | logging with `tracing` to stderr, and stdout lines that cannot panic or stall a server | all |
 //! | [`cli`] | the tiny argument parser the examples share | all |
 //!
 //! ## Tokio patterns shown here
@@ -22,10 +23,14 @@
 //! - **Connection cap** with a semaphore permit taken before `accept()`: [`server::serve`].
 //! - **Deadlines on everything a peer controls**: handshake, close handshake,
 //!   goodbye writes ([`server::HANDSHAKE_TIMEOUT`], [`close::CLOSE_TIMEOUT`]).
+//! - **Output that cannot hurt the server**: log lines queued for a thread of
+//!   their own, stdout writes that return their error ([`output`]).
 //!
-//! Teaching shortcut, said plainly: examples print to stdout/stderr instead of
-//! using a logging framework, so that they have one dependency fewer and their
-//! output is easy to read in a terminal and to check in tests.
+//! The library never prints: it emits `tracing` events (each connection's
+//! inside a span that names its peer), and the examples install the
+//! subscriber with [`output::init_logging`]. The one exception is the
+//! contract every server keeps: [`server::bind`] writes `listening on
+//! ws://IP:PORT` to stdout.
 
 pub mod cli;
 pub mod client;
@@ -33,6 +38,7 @@ pub mod close;
 pub mod codec;
 pub mod error;
 pub mod outbox;
+pub mod output;
 pub mod protocol;
 pub mod rate;
 pub mod rooms;

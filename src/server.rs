@@ -12,7 +12,6 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,9 +24,11 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{WebSocketStream, accept_async_with_config};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::{Instrument, Span, error, info, info_span, warn};
 
 use crate::close;
 use crate::error::Error;
+use crate::output;
 
 /// The address servers listen on when none is given.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9001";
@@ -46,8 +47,10 @@ pub type WsStream = WebSocketStream<TcpStream>;
 /// `127.0.0.1:0` works and a script can read the port from the first line.
 pub async fn bind(addr: &str) -> io::Result<TcpListener> {
     let listener = TcpListener::bind(addr).await?;
-    // stdout is line buffered, so this line is out before we accept anyone.
-    println!("listening on ws://{}", listener.local_addr()?);
+    // The line is out before we accept anyone. It is the only thing a
+    // server writes to stdout, and if stdout is gone (its reader quit) the
+    // server is still worth running: the error is ignored, not a panic.
+    let _ = output::line(format_args!("listening on ws://{}", listener.local_addr()?));
     Ok(listener)
 }
 
@@ -69,12 +72,14 @@ pub fn shutdown_on_ctrl_c() -> CancellationToken {
         match listener {
             Ok(mut ctrl_c) => {
                 ctrl_c.recv().await;
-                eprintln!("Ctrl-C: closing every connection with 1001 (going away)");
+                // Cancel first: nothing, not even logging, may stand
+                // between Ctrl-C and a graceful shutdown.
                 on_signal.cancel();
+                info!("Ctrl-C: closing every connection with 1001 (going away)");
             }
             // Without a signal handler we cannot shut down gracefully, but
             // that is no reason to stop serving.
-            Err(e) => eprintln!("cannot listen for Ctrl-C: {e}"),
+            Err(e) => error!(error = %e, "cannot listen for Ctrl-C"),
         }
     });
     token
@@ -106,6 +111,13 @@ pub async fn accept(stream: TcpStream, config: WebSocketConfig) -> Result<WsStre
 /// taken *before* `accept()` and moved into the connection's task, so a
 /// flood of clients waits in the kernel's backlog instead of costing memory.
 /// A failed handshake is logged and ends that one connection, nothing else.
+///
+/// Everything a connection logs, from its handshake to its last line, is
+/// inside a `connection` span that names the peer (`peer=IP:PORT`), and an
+/// `id` field that a handler may fill in once it knows who the client is
+/// (`Span::current().record("id", ...)`). So the handler is not
+/// handed the peer's address; one that needs it for more than logging has
+/// it in `ws.get_ref().peer_addr()`.
 pub async fn serve<H, F>(
     listener: TcpListener,
     config: WebSocketConfig,
@@ -113,7 +125,7 @@ pub async fn serve<H, F>(
     shutdown: CancellationToken,
     handler: H,
 ) where
-    H: Fn(WsStream, SocketAddr, CancellationToken) -> F + Send + Sync + 'static,
+    H: Fn(WsStream, CancellationToken) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
     let handler = Arc::new(handler);
@@ -136,13 +148,16 @@ pub async fn serve<H, F>(
             // Typically EMFILE (out of file descriptors): back off briefly
             // rather than spin, and keep serving the connections we have.
             Err(e) => {
-                eprintln!("accept failed: {e}");
+                error!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
         let (handler, shutdown, connections) = (handler.clone(), shutdown.clone(), tracker.clone());
-        tracker.spawn(async move {
+        // The span goes with both tasks below: the handshake's, and the
+        // connection's (`Span::current()` there is this span).
+        let span = info_span!("connection", %peer, id = tracing::field::Empty);
+        let handshake = async move {
             // A handshake still under way at shutdown is simply dropped:
             // there is no WebSocket yet to send a close frame on.
             let upgraded = tokio::select! {
@@ -156,18 +171,19 @@ pub async fn serve<H, F>(
                 // handshake's state and captures, some 500 bytes kept for
                 // the connection's whole life.
                 Ok(ws) => {
-                    let connection = handler(ws, peer, shutdown).map(move |()| drop(permit));
-                    connections.spawn(connection);
+                    let connection = handler(ws, shutdown).map(move |()| drop(permit));
+                    connections.spawn(connection.instrument(Span::current()));
                 }
-                Err(e) => eprintln!("{peer}: handshake failed: {e}"),
+                Err(e) => warn!(error = %e, "handshake failed"),
             }
-        });
+        };
+        tracker.spawn(handshake.instrument(span));
     }
 
     drop(listener); // refuse new connections while the others close
     tracker.close();
     if timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
-        eprintln!("some connections did not close within {SHUTDOWN_GRACE:?}");
+        warn!("some connections did not close within {SHUTDOWN_GRACE:?}");
     }
 }
 // ANCHOR_END: serve
@@ -175,9 +191,10 @@ pub async fn serve<H, F>(
 // ANCHOR: close_after_error
 /// Ends a connection whose read failed: a peer that broke a rule is told why
 /// with the matching close code; one that is simply gone is let go quietly.
-pub async fn close_after_error(ws: &mut WsStream, peer: SocketAddr, err: &tungstenite::Error) {
+/// (The log line names the peer: this runs inside its connection's span.)
+pub async fn close_after_error(ws: &mut WsStream, err: &tungstenite::Error) {
     if let Some(code) = close::code_for(err) {
-        eprintln!("{peer}: closing with {}: {err}", u16::from(code));
+        info!(code = u16::from(code), reason = %err, "closing");
         close::handshake(ws, code, &err.to_string()).await;
     }
 }

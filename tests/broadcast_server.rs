@@ -5,7 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Server, close_cleanly, connect, expect_close, local_addr, recv, recv_text};
+use common::{
+    Server, close_cleanly, connect, expect_close, local_addr, logged_for, recv, recv_text,
+};
 use futures_util::SinkExt;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
@@ -19,7 +21,7 @@ const NAME: &str = "broadcast_server";
 /// receives everything published.
 async fn wait_connected(server: &mut Server, n: usize) {
     for _ in 0..n {
-        server.program.wait_for(|line| line.ends_with(": connected")).await;
+        server.program.wait_for_log(|line| line.ends_with(": connected")).await;
     }
 }
 
@@ -67,8 +69,8 @@ async fn disconnects_do_not_disturb_the_others() {
     drop(vanishing); // TCP closed with no close frame
     // "disconnected" is logged once both of the client's tasks have ended.
     for _ in 0..gone.len() {
-        let (line, _) = server.program.wait_for(|line| line.ends_with(": disconnected")).await;
-        assert!(gone.iter().any(|addr| line == format!("{addr}: disconnected")), "{line}");
+        let (line, _) = server.program.wait_for_log(|line| line.ends_with(": disconnected")).await;
+        assert!(gone.iter().any(|addr| logged_for(&line, addr, "disconnected")), "{line}");
     }
 
     a.send(Message::text("still here")).await.expect("send");

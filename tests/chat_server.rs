@@ -7,7 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    Server, WAIT, connect, connect_with_small_buffers, expect_close, local_addr, recv_within,
+    Server, WAIT, connect, connect_with_small_buffers, expect_close, local_addr, logged_for,
+    recv_within,
 };
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
@@ -355,8 +356,8 @@ async fn a_client_that_stops_answering_pings_is_dropped() {
     assert!(took >= Duration::from_millis(400), "not dropped before the timeout ({took:?})");
     // The server said why, with 1011 (its close frame to a silent peer is
     // a courtesy nobody reads; its log is what an operator sees).
-    let (line, _) = server.program.wait_for(|l| l.contains("closing with 1011")).await;
-    assert!(line.ends_with("ping timeout"), "{line}");
+    let (line, _) = server.program.wait_for_log(|l| l.contains(": closing code=1011")).await;
+    assert!(line.ends_with(" reason=ping timeout"), "{line}");
 
     // The watcher kept reading (and so answering pings) all along: still here.
     watcher.expect_nothing_pending().await;
@@ -464,9 +465,9 @@ async fn a_member_that_stops_reading_is_evicted_by_the_byte_budget() {
 
     let (seqs, mut fast) = fast_reads.await.expect("the fast member read everything");
     assert_eq!(seqs, (1..=COUNT).collect::<Vec<_>>(), "every message, in order");
-    let closing = format!("{slow_addr}: closing with 1008");
-    let (line, _) = server.program.wait_for(|l| l.starts_with(&closing)).await;
-    assert!(line.ends_with("too slow: outbox over budget"), "{line}");
+    let closing = |l: &str| logged_for(l, &slow_addr, "closing code=1008");
+    let (line, _) = server.program.wait_for_log(closing).await;
+    assert!(line.ends_with(" reason=too slow: outbox over budget"), "{line}");
     fast.expect_nothing_pending().await;
 
     // When the slow member reads at last, it finds what the kernel held and

@@ -6,7 +6,9 @@ mod common;
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
-use common::{Server, connect, connect_with_small_buffers, expect_close, local_addr, recv_text};
+use common::{
+    Server, connect, connect_with_small_buffers, expect_close, local_addr, logged_for, recv_text,
+};
 use futures_util::SinkExt;
 use tokio::time::{Instant, timeout};
 use tokio_tungstenite::tungstenite::Message;
@@ -79,7 +81,7 @@ async fn keep_reading(ws: &mut WsClient) {
 /// subscribed to the samples before it was logged.
 async fn wait_connected(server: &mut Server, n: usize) {
     for _ in 0..n {
-        server.program.wait_for(|line| line.ends_with(": connected")).await;
+        server.program.wait_for_log(|line| line.ends_with(": connected")).await;
     }
 }
 
@@ -225,7 +227,7 @@ async fn a_client_that_never_answers_pings_is_closed_with_1011() {
     let mut silent = connect(&server.url).await;
     let silent_part = async {
         let allowed = Duration::from_millis(ping_ms + pong_timeout_ms);
-        let log = "1011: ping timeout";
+        let log = "closing code=1011 reason=ping timeout";
         expect_dropped(&mut server, &mut silent, started, allowed, log, CloseCode::Error).await;
     };
     // Meanwhile the reader reads, and so answers every ping.
@@ -256,7 +258,7 @@ async fn a_client_that_cannot_keep_up_is_closed_with_1008() {
     let mut slow = connect_with_small_buffers(&server.url).await;
     let slow_part = async {
         let allowed = Duration::from_millis(send_timeout_ms);
-        let log = "1008: too slow: a send timed out";
+        let log = "closing code=1008 reason=too slow: a send timed out";
         expect_dropped(&mut server, &mut slow, started, allowed, log, CloseCode::Policy).await;
     };
     // Meanwhile the reader reads, at one sample a millisecond.
@@ -269,7 +271,8 @@ async fn a_client_that_cannot_keep_up_is_closed_with_1008() {
 }
 
 /// Waits for the server to log that it is closing `ws` with `log` (for
-/// example `1011: ping timeout`), no sooner than `at_least` after `started`;
+/// example `closing code=1011 reason=ping timeout`), no sooner than
+/// `at_least` after `started`;
 /// then reads the close frame, which must carry `code`, answers it, and
 /// waits for the server's `disconnected` line.
 ///
@@ -285,13 +288,13 @@ async fn expect_dropped(
     code: CloseCode,
 ) {
     let addr = local_addr(ws);
-    let closing = format!("{addr}: closing with");
-    let (line, _) = server.program.wait_for(|l| l.starts_with(&closing)).await;
+    let (line, _) = server.program.wait_for_log(|l| logged_for(l, &addr, "closing")).await;
     let took = started.elapsed();
     assert!(took >= at_least, "closed after {took:?}, sooner than {at_least:?}");
-    assert!(line.ends_with(log), "{line}");
+    assert!(line.ends_with(&format!(": {log}")), "{line}");
     assert_eq!(expect_close(ws).await, code);
     let _ = ws.flush().await; // answer the close frame
-    let disconnected = format!("{addr}: disconnected");
-    server.program.wait_for(|l| l == disconnected).await;
+    let disconnected =
+        |l: &str| logged_for(l, &addr, "disconnected") && l.ends_with("disconnected");
+    server.program.wait_for_log(disconnected).await;
 }

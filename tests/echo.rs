@@ -5,7 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Program, Server, WAIT, close_cleanly, connect, expect_close, free_port, recv};
+use common::{
+    Program, Server, WAIT, close_cleanly, connect, expect_close, free_port, log_message, recv,
+};
 use futures_util::SinkExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -93,23 +95,24 @@ async fn reconnect_client_survives_a_late_start_and_a_restart() {
         "reconnect_client",
         &[&url, "--base-ms", "20", "--cap-ms", "200", "--max-attempts", "0", "--ping-ms", "1000"],
     );
-    // No server yet: attempts fail, each with its delay.
-    let (line, _) = client.wait_for(|l| l.starts_with("attempt 3 failed")).await;
+    // No server yet: attempts fail, each with its delay (in the log).
+    let (line, _) = client.wait_for_log(|l| log_message(l).starts_with("attempt 3 failed")).await;
     assert!(line.contains("retrying in") && line.ends_with(" ms"), "{line}");
 
+    // What arrives is on stdout; the rest is the log, on stderr.
     let server = Server::start_on("echo_server", &addr, &[]).await;
-    client.wait_for(|l| l == "connected (connection 1)").await;
+    client.wait_for_log(|l| log_message(l) == "connected (connection 1)").await;
     client.wait_for(|l| l == "< hello (connection 1)").await;
 
     // The server restarts: the client notices and connects again.
     server.stop().await;
-    client.wait_for(|l| l.starts_with("connection lost")).await;
+    client.wait_for_log(|l| log_message(l).starts_with("connection lost")).await;
     let server = Server::start_on("echo_server", &addr, &[]).await;
     client.wait_for(|l| l == "< hello (connection 2)").await;
 
     // Ctrl-C: a clean close, exit 0.
     client.interrupt();
-    client.wait_for(|l| l == "closed").await;
+    client.wait_for_log(|l| log_message(l) == "closed").await;
     assert_eq!(client.exit_code().await, 0);
     server.stop().await;
 }
@@ -124,7 +127,8 @@ async fn reconnect_client_backs_off_to_the_cap_and_gives_up() {
         &[&url, "--base-ms", "10", "--cap-ms", "40", "--max-attempts", "5"],
     );
     assert_eq!(client.exit_code().await, 1);
-    let lines = client.remaining_lines().await;
+    let stderr = client.stderr_text().await;
+    let lines: Vec<&str> = stderr.lines().map(log_message).collect();
     let delays: Vec<u64> = lines
         .iter()
         .filter_map(|l| l.split("retrying in ").nth(1))
@@ -135,8 +139,10 @@ async fn reconnect_client_backs_off_to_the_cap_and_gives_up() {
     for (delay, ceiling) in delays.iter().zip([10, 20, 40, 40]) {
         assert!(*delay <= ceiling && *delay >= ceiling / 2 - 1, "{delay} vs {ceiling}: {lines:?}");
     }
-    assert!(lines.last().unwrap().starts_with("attempt 5 failed"), "{lines:?}");
-    assert!(client.stderr_text().await.contains("giving up after 5 failed attempts"));
+    let attempts: Vec<_> = lines.iter().filter(|l| l.starts_with("attempt ")).collect();
+    assert_eq!(attempts.len(), 10, "5 attempts, each tried and failed: {lines:?}");
+    assert!(attempts[9].starts_with("attempt 5 failed"), "{lines:?}");
+    assert!(stderr.contains("giving up after 5 failed attempts"), "{stderr}");
 }
 
 /// Garbage bytes, a half-finished handshake and a client that vanishes in
@@ -232,7 +238,8 @@ async fn reconnect_client_heartbeat_notices_a_silent_server() {
     client.wait_for(|l| l == "< hello (connection 1)").await;
 
     server.program.signal("STOP");
-    let (line, _) = client.wait_for(|l| l.starts_with("connection lost")).await;
+    let lost = |l: &str| log_message(l).starts_with("connection lost");
+    let (line, _) = client.wait_for_log(lost).await;
     assert!(line.contains("no answer for"), "the heartbeat, not TCP, noticed: {line}");
     server.program.signal("CONT");
     client.wait_for(|l| l == "< hello (connection 2)").await;

@@ -126,7 +126,7 @@ async fn ctrl_c_closes_a_python_client_with_1001() {
         Some(line) => assert_eq!(line, "connected"),
         None => panic!("echo_check.py ended before connecting: {}", python.stderr_text().await),
     }
-    server.program.wait_for(|line| line.ends_with(": connected")).await;
+    server.program.wait_for_log(|line| line.ends_with(": connected")).await;
 
     server.program.interrupt();
     let (line, _) = python.wait_for(|line| line.starts_with("close code:")).await;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use libtest_mimic::{Arguments, Completion, Trial};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -60,12 +60,15 @@ pub fn example_path(name: &str) -> PathBuf {
 /// nothing behind.
 ///
 /// Its stdout and stderr are drained all the time by background tasks: a
-/// busy server prints a line per connection, and a pipe nobody reads fills
-/// up (64 KiB) and blocks the server's `println!` mid-test.
+/// busy server logs a line per connection, and a pipe nobody reads fills
+/// up (64 KiB) and then drops or blocks the program's writes mid-test.
 pub struct Program {
     pub child: Child,
     pub stdin: Option<ChildStdin>,
     stdout: mpsc::UnboundedReceiver<String>,
+    /// stderr's lines, as they come: the log.
+    log: mpsc::UnboundedReceiver<String>,
+    /// All of stderr, once it closes.
     stderr: Option<JoinHandle<String>>,
 }
 
@@ -100,13 +103,22 @@ impl Program {
                 }
             }
         });
-        let mut stderr_pipe = child.stderr.take().expect("piped stderr");
+        let (log_tx, log) = mpsc::unbounded_channel();
+        let mut stderr_pipe = BufReader::new(child.stderr.take().expect("piped stderr"));
         let stderr = tokio::spawn(async move {
             let mut text = String::new();
-            let _ = stderr_pipe.read_to_string(&mut text).await;
+            loop {
+                let start = text.len();
+                match stderr_pipe.read_line(&mut text).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let _ = log_tx.send(text[start..].trim_end_matches('\n').to_string());
+                    }
+                }
+            }
             text
         });
-        Ok(Program { stdin: child.stdin.take(), child, stdout, stderr: Some(stderr) })
+        Ok(Program { stdin: child.stdin.take(), child, stdout, log, stderr: Some(stderr) })
     }
 
     /// The next line on stdout, within [`WAIT`]; `None` at end of output.
@@ -120,9 +132,21 @@ impl Program {
     /// Reads stdout until a line satisfies `pred`, and returns that line
     /// and every line before it. Fails after [`WAIT`].
     pub async fn wait_for(&mut self, pred: impl Fn(&str) -> bool) -> (String, Vec<String>) {
+        Self::wait_for_line(&mut self.stdout, pred).await
+    }
+
+    /// Like [`Program::wait_for`], on stderr: the program's log.
+    pub async fn wait_for_log(&mut self, pred: impl Fn(&str) -> bool) -> (String, Vec<String>) {
+        Self::wait_for_line(&mut self.log, pred).await
+    }
+
+    async fn wait_for_line(
+        lines: &mut mpsc::UnboundedReceiver<String>,
+        pred: impl Fn(&str) -> bool,
+    ) -> (String, Vec<String>) {
         let mut seen = Vec::new();
         let found = timeout(WAIT, async {
-            while let Some(line) = self.stdout.recv().await {
+            while let Some(line) = lines.recv().await {
                 if pred(&line) {
                     return Some(line);
                 }
@@ -173,12 +197,7 @@ impl Program {
     /// freezes a server without closing its sockets: from outside it looks
     /// like a machine that vanished, the case heartbeats exist for.
     pub fn signal(&self, name: &str) {
-        let pid = self.child.id().expect("program still running");
-        let status = std::process::Command::new("kill")
-            .args([&format!("-{name}"), &pid.to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name} {pid} failed");
+        signal(&self.child, name);
     }
 
     /// Waits for the program to exit, within [`WAIT`], and returns its code.
@@ -195,6 +214,17 @@ impl Program {
         let Some(stderr) = self.stderr.take() else { return String::new() };
         timeout(WAIT, stderr).await.expect("stderr closed in time").unwrap_or_default()
     }
+}
+
+/// Sends signal `name` to `child` with `kill`, as [`Program::signal`] does,
+/// for a child started without the [`Program`] harness.
+pub fn signal(child: &Child, name: &str) {
+    let pid = child.id().expect("program still running");
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid} failed");
 }
 
 /// A server example running on a free port.
@@ -355,6 +385,33 @@ pub fn local_addr(ws: &WsClient) -> String {
         }
         other => panic!("expected plain TCP, got {other:?}"),
     }
+}
+
+/// The message of a log line, without its time, level and span (if any):
+/// `TIME  WARN attempt 3 failed: ...` gives `attempt 3 failed: ...`.
+pub fn log_message(line: &str) -> &str {
+    let mut rest = line.trim_start();
+    for _ in 0..2 {
+        // the time, then the level
+        rest = rest.split_once(' ').map_or("", |(_, after)| after.trim_start());
+    }
+    let in_span = rest.split_once('{').is_some_and(|(name, _)| {
+        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    });
+    match rest.split_once("}: ") {
+        Some((_, message)) if in_span => message,
+        _ => rest,
+    }
+}
+
+/// Whether `line`, from a server's log, is about the connection from `peer`
+/// (`IP:PORT`, as [`local_addr`] gives it) and its message starts with
+/// `event`. A server logs each connection's events inside a span:
+/// `TIME  INFO connection{peer=IP:PORT id=client#1}: closing code=1008 ...`.
+pub fn logged_for(line: &str, peer: &str, event: &str) -> bool {
+    let Some((span, message)) = line.split_once("}: ") else { return false };
+    let Some((_, fields)) = span.rsplit_once("connection{") else { return false };
+    fields.split(' ').any(|field| field == format!("peer={peer}")) && message.starts_with(event)
 }
 
 // ---- tests that drive software from outside the project ----------------
