@@ -2,6 +2,7 @@
 //! Nagle's algorithm, reading stdin without blocking the runtime, and the
 //! reconnect backoff of chapter 3.2.
 
+use std::io::BufRead;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -43,13 +44,34 @@ pub async fn connect(url: &str, config: WebSocketConfig) -> Result<WsClient, Err
 /// thread that the runtime waits for when it shuts down, so a program that
 /// wants to exit while a read is pending would hang until the user presses
 /// Enter. A plain thread does not keep the process alive.
+///
+/// A line that is not UTF-8 is skipped with a warning that gives its
+/// number, and reading goes on. (`stdin().lines()` would end the input
+/// there, without a word.) Lines are handed over without their `\n` or
+/// `\r\n`.
 pub fn stdin_lines(capacity: usize) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel(capacity);
     std::thread::spawn(move || {
-        for line in std::io::stdin().lines() {
+        let mut stdin = std::io::stdin().lock();
+        let mut bytes = Vec::new();
+        for number in 1u64.. {
+            bytes.clear();
+            match stdin.read_until(b'\n', &mut bytes) {
+                Ok(0) => break, // end of input
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!("cannot read stdin: {e}");
+                    break;
+                }
+            }
+            let line = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let Ok(line) = String::from_utf8(line.to_vec()) else {
+                tracing::warn!("stdin line {number} is not UTF-8; skipped");
+                continue;
+            };
             // blocking_send waits while the channel is full: backpressure
             // all the way to the terminal or pipe.
-            let Ok(line) = line else { break };
             if tx.blocking_send(line).is_err() {
                 break; // the program no longer wants input
             }
