@@ -73,7 +73,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Span, field, info, warn};
 use websocket_tutorial::cli::{self, Args};
 use websocket_tutorial::close;
-use websocket_tutorial::error::is_disconnect;
+use websocket_tutorial::error::{self, is_disconnect};
 use websocket_tutorial::outbox::{Outgoing, frame_len};
 use websocket_tutorial::output;
 use websocket_tutorial::protocol::{
@@ -300,7 +300,7 @@ async fn serve_client(
                     // For example 1009 for a frame over 64 KiB; nothing to
                     // say to a peer that is simply gone.
                     Some(Err(e)) => {
-                        return match close::code_for(&e) {
+                        return match error::close_code(&e) {
                             Some(code) => Ending::Close(code, e.to_string()),
                             None => Ending::PeerDone,
                         };

@@ -4,7 +4,7 @@
 //! with a code (1000 normal, 1001 going away, 1009 too big, ...), the other
 //! answers with its own, and only then is the TCP connection closed. Each
 //! step here has a deadline, because the peer may be gone or may have stopped
-//! reading.
+//! reading. Which code answers which error is decided in [`crate::error`].
 
 use std::time::Duration;
 
@@ -77,24 +77,6 @@ where
     send(ws, code, reason).await;
     wait_for_reply(ws).await;
 }
-
-// ANCHOR: code_for
-/// The close code that tells a peer why its input ended the connection, or
-/// `None` when the error only means the peer is gone (nothing to tell).
-///
-/// 1009 for a message over the size limit, 1007 for text that is not UTF-8,
-/// 1002 for any other protocol violation.
-pub fn code_for(err: &tungstenite::Error) -> Option<CloseCode> {
-    use tungstenite::Error as E;
-    match err {
-        _ if is_disconnect(err) => None,
-        E::Capacity(_) => Some(CloseCode::Size),
-        E::Utf8(_) => Some(CloseCode::Invalid),
-        E::Protocol(_) => Some(CloseCode::Protocol),
-        _ => None,
-    }
-}
-// ANCHOR_END: code_for
 
 #[cfg(test)]
 mod tests {

@@ -12,8 +12,8 @@
 //! | [`outbox`] | a client's outgoing queue, bounded in bytes not yet written | 4.2, 6.1 |
 //! | [`rate`] | a per-connection rate limit (token bucket) | 6.1 |
 //! | [`server`] | bind, accept loop with a connection cap, graceful shutdown | 2.2 onward |
-//! | [`close`] | the close handshake, with a deadline on every step; close codes for errors | all |
-//! | [`error`] | typed errors, and the one function that decides which disconnects are benign | all |
+//! | [`close`] | the close handshake, with a deadline on every step | all |
+//! | [`error`] | typed errors, and the one place that classifies a connection's errors: benign disconnect or not, which close code | all |
 //! | [`client`] | connecting with a deadline, stdin without blocking the runtime, reconnect backoff | 2.1, 3, 6.1 |
 //! | [`output`] | logging with `tracing` to stderr, and stdout lines that cannot panic or stall a server | all |
 //! | [`cli`] | the tiny argument parser the examples share | all |

@@ -27,7 +27,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, Span, error, info, info_span, warn};
 
 use crate::close;
-use crate::error::Error;
+use crate::error::{self, Error};
 use crate::output;
 
 /// The address servers listen on when none is given.
@@ -193,7 +193,7 @@ pub async fn serve<H, F>(
 /// with the matching close code; one that is simply gone is let go quietly.
 /// (The log line names the peer: this runs inside its connection's span.)
 pub async fn close_after_error(ws: &mut WsStream, err: &tungstenite::Error) {
-    if let Some(code) = close::code_for(err) {
+    if let Some(code) = error::close_code(err) {
         info!(code = u16::from(code), reason = %err, "closing");
         close::handshake(ws, code, &err.to_string()).await;
     }
