@@ -29,12 +29,18 @@
 
 use std::io::{self, Write};
 
+use clap::Parser;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 use websocket_tutorial::CodecError;
 use websocket_tutorial::codec::{self, Frame, FrameType};
 use websocket_tutorial::output;
 
+/// A tour of the binary format, in-process: no network, no options.
+#[derive(Parser)]
+struct Args {}
+
 fn main() {
+    Args::parse(); // --help, or an error for any argument (exit 2)
     let _log = output::init_logging();
     // Each section writes to `out` and stops at the first failed write:
     // `println!` would panic when stdout is gone (`binary_messages | head -1`),

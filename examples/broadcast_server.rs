@@ -40,8 +40,11 @@
 //!
 //! Docs: docs/04-server-development.md
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use clap::Parser;
+use clap::builder::RangedU64ValueParser;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -51,32 +54,40 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, error, info, warn};
-use websocket_tutorial::cli::{self, Args};
 use websocket_tutorial::close;
 use websocket_tutorial::error::is_disconnect;
 use websocket_tutorial::output;
 use websocket_tutorial::server::{self, WsStream};
 
-const USAGE: &str = "usage: broadcast_server [ADDR] [--capacity N]
-  ADDR        default 127.0.0.1:9001; port 0 picks a free port
-  --capacity  messages kept for a client that falls behind (default 128;
-              tokio rounds it up to a power of two)";
 const MAX_CONNECTIONS: usize = 1024;
 /// The channel allocates `capacity` slots up front; keep a typo from
 /// asking for gigabytes.
-const MAX_CAPACITY: usize = 1 << 16;
+const MAX_CAPACITY: u64 = 1 << 16;
 /// How many queued messages one write gathers before it flushes.
 const BATCH: usize = 64;
+
+/// Relays every message any client sends to every connected client.
+#[derive(Parser)]
+#[command(allow_negative_numbers = true)] // `--capacity -1`: a bad value, not a flag
+struct Args {
+    /// The address to listen on, IP:PORT; port 0 picks a free port.
+    #[arg(default_value = server::DEFAULT_ADDR, value_parser = server::parse_addr)]
+    addr: SocketAddr,
+    /// Messages kept for a client that falls behind (tokio rounds it up to
+    /// a power of two).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 128,
+        value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_CAPACITY)
+    )]
+    capacity: usize,
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let _log = output::init_logging();
-    let args = Args::from_env(USAGE, &["capacity"]);
-    let addr = args.positional(0, server::DEFAULT_ADDR);
-    let capacity: usize = args.get("capacity", 128);
-    if !(1..=MAX_CAPACITY).contains(&capacity) {
-        return cli::fail(format_args!("--capacity must be between 1 and {MAX_CAPACITY}"));
-    }
+    let Args { addr, capacity } = Args::parse(); // --help or a mistake: clap exits 0 or 2
 
     // ANCHOR: config
     let config = WebSocketConfig::default()
@@ -94,9 +105,9 @@ async fn main() -> ExitCode {
     // ANCHOR_END: channel
 
     let shutdown = server::shutdown_on_ctrl_c();
-    let listener = match server::bind(&addr).await {
+    let listener = match server::bind(addr).await {
         Ok(listener) => listener,
-        Err(e) => return cli::fail(format_args!("cannot listen on {addr}: {e}")),
+        Err(e) => return output::fail(format_args!("cannot listen on {addr}: {e}")),
     };
     server::serve(listener, config, MAX_CONNECTIONS, shutdown, move |ws, shutdown| {
         client(ws, shutdown, hub.clone())

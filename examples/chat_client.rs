@@ -28,6 +28,7 @@ use std::io;
 use std::process::ExitCode;
 
 use chrono::{DateTime, Local};
+use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -35,32 +36,38 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::warn;
-use websocket_tutorial::cli::{self, Args};
 use websocket_tutorial::client::{self, DEFAULT_URL};
 use websocket_tutorial::close::{self, CLOSE_TIMEOUT};
 use websocket_tutorial::output;
 use websocket_tutorial::protocol::{ClientMessage, ServerEvent};
 
-const USAGE: &str = "usage: chat_client [URL] USERNAME   (default URL ws://127.0.0.1:9001)\n\
-                     commands: /join ROOM, /leave ROOM, /quit; other lines are said in the current room";
 const FIRST_ROOM: &str = "general";
 const QUEUE: usize = 32;
+
+/// A terminal client for the chat server: joins `general` as USERNAME.
+#[derive(Parser)]
+#[command(after_help = "Commands: /join ROOM, /leave ROOM, /quit; \
+                        other lines are said in the current room.")]
+// The URL may be left out even though USERNAME follows it: one argument is
+// the name, two are the URL and the name.
+#[command(allow_missing_positional = true)]
+struct Args {
+    /// The chat server's URL.
+    #[arg(default_value = DEFAULT_URL, value_parser = client::parse_url)]
+    url: String,
+    /// Your name in the rooms you join.
+    username: String,
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let _log = output::init_logging();
-    let args = Args::from_env(USAGE, &[]);
-    // One positional argument is the name; two are the URL and the name.
-    let (url, username) = match args.rest(0) {
-        [name] => (DEFAULT_URL.to_string(), name.clone()),
-        [url, name] => (url.clone(), name.clone()),
-        _ => return cli::fail(USAGE),
-    };
+    let Args { url, username } = Args::parse(); // --help or a mistake: clap exits 0 or 2
 
     let config = WebSocketConfig::default().max_message_size(Some(64 * 1024));
     let ws = match client::connect(&url, config).await {
         Ok(ws) => ws,
-        Err(e) => return cli::fail(format_args!("cannot connect to {url}: {e}")),
+        Err(e) => return output::fail(format_args!("cannot connect to {url}: {e}")),
     };
     let (mut sink, mut stream) = ws.split();
 
@@ -99,7 +106,7 @@ async fn main() -> ExitCode {
                             rooms.push(room.clone());
                         }
                         if tx.send(command.to_message()).await.is_err() {
-                            break Some(cli::fail("connection lost"));
+                            break Some(output::fail("connection lost"));
                         }
                     }
                     Input::Quit => break None,
@@ -123,8 +130,8 @@ async fn main() -> ExitCode {
                     break Some(ExitCode::SUCCESS);
                 }
                 Some(Ok(_)) => {} // pings are answered by tungstenite
-                Some(Err(e)) => break Some(cli::fail(format_args!("connection lost: {e}"))),
-                None => break Some(cli::fail("connection lost")),
+                Some(Err(e)) => break Some(output::fail(format_args!("connection lost: {e}"))),
+                None => break Some(output::fail("connection lost")),
             },
             _ = &mut ctrl_c => break None,
         }

@@ -58,21 +58,23 @@
 //!
 //! Docs: docs/06-case-studies.md
 
+use std::net::SocketAddr;
 use std::pin::pin;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
+use clap::Parser;
+use clap::builder::RangedU64ValueParser;
 use futures_util::{SinkExt, StreamExt};
+use tokio::sync::Semaphore;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 use tracing::{Span, field, info, warn};
-use websocket_tutorial::cli::{self, Args};
-use websocket_tutorial::close;
 use websocket_tutorial::error::{self, is_disconnect};
 use websocket_tutorial::outbox::{Outgoing, frame_len};
 use websocket_tutorial::output;
@@ -82,11 +84,56 @@ use websocket_tutorial::protocol::{
 use websocket_tutorial::rate::{RateLimit, Verdict};
 use websocket_tutorial::rooms::{self, Member, RoomManager};
 use websocket_tutorial::server::{self, WsStream};
+use websocket_tutorial::{args, close};
 
-const USAGE: &str = "usage: chat_server [ADDR] [--outbox-bytes 1048576] [--rate-limit 10] \
-                     [--rate-burst 20] [--presence-limit 1000] [--ping-ms 5000] \
-                     [--pong-timeout-ms 10000] [--send-timeout-ms 5000] \
-                     [--max-connections 10000]";
+// ANCHOR: args
+/// A chat server with rooms, speaking the JSON protocol of chapter 5.1.
+#[derive(Parser)]
+#[command(allow_negative_numbers = true)] // `--rate-limit -1`: a bad value, not a flag
+struct Args {
+    /// The address to listen on, IP:PORT; port 0 picks a free port.
+    #[arg(default_value = server::DEFAULT_ADDR, value_parser = server::parse_addr)]
+    addr: SocketAddr,
+    /// Bytes queued for a client and not yet written before it counts as too
+    /// slow and is closed with 1008.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    #[arg(value_parser = args::positive::<usize>)]
+    outbox_bytes: usize,
+    /// Commands per second per connection; a command over the limit gets an
+    /// Error.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = args::positive::<u32>)]
+    rate_limit: u32,
+    /// Commands that may come at once; a client a whole burst over the
+    /// limit is closed with 1008.
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = args::positive::<u32>)]
+    rate_burst: u32,
+    /// Rooms with more members announce a Joined or Left only to the member
+    /// concerned.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    #[arg(value_parser = args::positive::<usize>)]
+    presence_limit: usize,
+    /// Heartbeat interval, in milliseconds.
+    #[arg(long = "ping-ms", value_name = "MS", default_value = "5000")]
+    #[arg(value_parser = args::period)]
+    ping_every: Duration,
+    /// Silence allowed after a ping, in milliseconds.
+    #[arg(long = "pong-timeout-ms", value_name = "MS", default_value = "10000")]
+    #[arg(value_parser = args::millis)]
+    pong_timeout: Duration,
+    /// The longest a write may wait for the client, in milliseconds.
+    #[arg(long = "send-timeout-ms", value_name = "MS", default_value = "5000")]
+    #[arg(value_parser = args::period)]
+    send_timeout: Duration,
+    /// Connections served at once; more wait for a free slot.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    #[arg(value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_PERMITS))]
+    max_connections: usize,
+}
+// ANCHOR_END: args
+
+/// The most connections `--max-connections` may allow: tokio's semaphore,
+/// which counts them, panics past this.
+const MAX_PERMITS: u64 = Semaphore::MAX_PERMITS as u64;
 
 // ANCHOR: chat
 /// What every connection shares.
@@ -107,34 +154,21 @@ struct Chat {
 #[tokio::main]
 async fn main() -> ExitCode {
     let _log = output::init_logging();
-    let args = Args::from_env(
-        USAGE,
-        &[
-            "outbox-bytes",
-            "rate-limit",
-            "rate-burst",
-            "presence-limit",
-            "ping-ms",
-            "pong-timeout-ms",
-            "send-timeout-ms",
-            "max-connections",
-        ],
-    );
-    let addr = args.positional(0, server::DEFAULT_ADDR);
+    let args = Args::parse(); // --help or a mistake: clap exits 0 or 2
     let rooms = RoomManager::new(rooms::Config {
-        outbox_bytes: args.positive("outbox-bytes", 1024 * 1024),
-        presence_limit: args.positive("presence-limit", 1_000),
+        outbox_bytes: args.outbox_bytes,
+        presence_limit: args.presence_limit,
         ..rooms::Config::default()
     });
     let chat = Arc::new(Chat {
         rooms: Arc::new(rooms),
-        rate_limit: args.positive("rate-limit", 10),
-        rate_burst: args.positive("rate-burst", 20),
-        ping_every: args.period("ping-ms", 5_000),
-        pong_timeout: args.millis("pong-timeout-ms", 10_000),
-        send_timeout: args.period("send-timeout-ms", 5_000),
+        rate_limit: args.rate_limit,
+        rate_burst: args.rate_burst,
+        ping_every: args.ping_every,
+        pong_timeout: args.pong_timeout,
+        send_timeout: args.send_timeout,
     });
-    let max_connections = args.positive("max-connections", 10_000);
+    let (addr, max_connections) = (args.addr, args.max_connections);
 
     // ANCHOR: config
     let config = WebSocketConfig::default()
@@ -145,9 +179,9 @@ async fn main() -> ExitCode {
     // ANCHOR_END: config
 
     let shutdown = server::shutdown_on_ctrl_c();
-    let listener = match server::bind(&addr).await {
+    let listener = match server::bind(addr).await {
         Ok(listener) => listener,
-        Err(e) => return cli::fail(format_args!("cannot listen on {addr}: {e}")),
+        Err(e) => return output::fail(format_args!("cannot listen on {addr}: {e}")),
     };
     server::serve(listener, config, max_connections, shutdown, move |ws, shutdown| {
         connection(ws, shutdown, chat.clone())

@@ -56,11 +56,13 @@
 //!
 //! Docs: docs/06-case-studies.md
 
+use std::net::SocketAddr;
 use std::pin::pin;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
+use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -71,19 +73,11 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
-use websocket_tutorial::cli::{self, Args};
-use websocket_tutorial::close;
 use websocket_tutorial::error::is_disconnect;
 use websocket_tutorial::output;
 use websocket_tutorial::server::{self, WsStream};
+use websocket_tutorial::{args, close};
 
-const USAGE: &str = "usage: data_pusher [ADDR] [--interval-ms MS] [--ping-ms MS] \
-                     [--pong-timeout-ms MS] [--send-timeout-ms MS]
-  ADDR               default 127.0.0.1:9001; port 0 picks a free port
-  --interval-ms      time between samples (default 1000)
-  --ping-ms          heartbeat interval (default 5000)
-  --pong-timeout-ms  silence allowed after a ping (default 10000)
-  --send-timeout-ms  the longest one send may wait for the client (default 5000)";
 const MAX_CONNECTIONS: usize = 1024;
 /// How many samples may wait for a client before it starts skipping stale
 /// ones: enough to ride out a short hiccup without losing any.
@@ -100,15 +94,37 @@ struct Sample {
 }
 // ANCHOR_END: sample
 
+/// Pushes a live sample to every connected client.
+#[derive(Parser)]
+#[command(allow_negative_numbers = true)] // `--ping-ms -1`: a bad value, not a flag
+struct Args {
+    /// The address to listen on, IP:PORT; port 0 picks a free port.
+    #[arg(default_value = server::DEFAULT_ADDR, value_parser = server::parse_addr)]
+    addr: SocketAddr,
+    /// Time between two samples, in milliseconds.
+    #[arg(long = "interval-ms", value_name = "MS", default_value = "1000")]
+    #[arg(value_parser = args::period)]
+    every: Duration,
+    #[command(flatten)]
+    deadlines: Deadlines,
+}
+
 // ANCHOR: deadlines
-/// How long a connection waits for its client, in each direction.
-#[derive(Debug, Clone, Copy)]
+/// How long a connection waits for its client, in each direction: settings
+/// on the command line, in milliseconds, and a `Copy` for every connection.
+#[derive(Debug, Clone, Copy, clap::Args)]
 struct Deadlines {
     /// How often we ping the client.
+    #[arg(long = "ping-ms", value_name = "MS", default_value = "5000")]
+    #[arg(value_parser = args::period)]
     ping_every: Duration,
     /// Silence allowed after a ping before the client counts as gone.
+    #[arg(long = "pong-timeout-ms", value_name = "MS", default_value = "10000")]
+    #[arg(value_parser = args::millis)]
     pong_timeout: Duration,
     /// The longest one send may wait for the client to make room.
+    #[arg(long = "send-timeout-ms", value_name = "MS", default_value = "5000")]
+    #[arg(value_parser = args::millis)]
     send_timeout: Duration,
 }
 // ANCHOR_END: deadlines
@@ -116,15 +132,7 @@ struct Deadlines {
 #[tokio::main]
 async fn main() -> ExitCode {
     let _log = output::init_logging();
-    let args =
-        Args::from_env(USAGE, &["interval-ms", "ping-ms", "pong-timeout-ms", "send-timeout-ms"]);
-    let addr = args.positional(0, server::DEFAULT_ADDR);
-    let every = args.period("interval-ms", 1000);
-    let deadlines = Deadlines {
-        ping_every: args.period("ping-ms", 5_000),
-        pong_timeout: args.millis("pong-timeout-ms", 10_000),
-        send_timeout: args.millis("send-timeout-ms", 5_000),
-    };
+    let Args { addr, every, deadlines } = Args::parse(); // --help or a mistake: clap exits 0 or 2
 
     // ANCHOR: config
     let config = WebSocketConfig::default()
@@ -134,9 +142,9 @@ async fn main() -> ExitCode {
     // ANCHOR_END: config
 
     let shutdown = server::shutdown_on_ctrl_c();
-    let listener = match server::bind(&addr).await {
+    let listener = match server::bind(addr).await {
         Ok(listener) => listener,
-        Err(e) => return cli::fail(format_args!("cannot listen on {addr}: {e}")),
+        Err(e) => return output::fail(format_args!("cannot listen on {addr}: {e}")),
     };
 
     // ANCHOR: channel

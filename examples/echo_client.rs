@@ -23,36 +23,47 @@
 
 use std::process::ExitCode;
 
+use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use websocket_tutorial::cli::{self, Args};
 use websocket_tutorial::client::{self, DEFAULT_URL};
 use websocket_tutorial::close;
 use websocket_tutorial::output;
 
-const USAGE: &str =
-    "usage: echo_client [URL] [TEXT]   (defaults ws://127.0.0.1:9001 and \"hello\")";
 const REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+// ANCHOR: args
+/// Sends one text message to a WebSocket server and prints the reply.
+#[derive(Parser)]
+struct Args {
+    /// The server's URL.
+    #[arg(default_value = DEFAULT_URL, value_parser = client::parse_url)]
+    url: String,
+    /// The text to send.
+    #[arg(default_value = "hello")]
+    text: String,
+}
+// ANCHOR_END: args
 
 // ANCHOR: main
 #[tokio::main]
 async fn main() -> ExitCode {
     let _log = output::init_logging();
-    let args = Args::from_env(USAGE, &[]);
-    let url = args.positional(0, DEFAULT_URL);
-    let text = args.positional(1, "hello");
+    // `--help`, or a mistake in the arguments, ends the program here:
+    // clap prints the usage or the error and exits with 0 or 2.
+    let Args { url, text } = Args::parse();
 
     let config = WebSocketConfig::default().max_message_size(Some(16 << 20));
     let mut ws = match client::connect(&url, config).await {
         Ok(ws) => ws,
-        Err(e) => return cli::fail(format_args!("cannot connect to {url}: {e}")),
+        Err(e) => return output::fail(format_args!("cannot connect to {url}: {e}")),
     };
 
     if let Err(e) = ws.send(Message::text(text)).await {
-        return cli::fail(format_args!("send failed: {e}"));
+        return output::fail(format_args!("send failed: {e}"));
     }
 
     // Wait for the echo, skipping control frames; never wait forever.
@@ -76,8 +87,8 @@ async fn main() -> ExitCode {
         Ok(Ok(text)) => {
             let _ = output::line(text);
         }
-        Ok(Err(e)) => return cli::fail(format_args!("no echo: {e}")),
-        Err(_) => return cli::fail(format_args!("no echo within {REPLY_TIMEOUT:?}")),
+        Ok(Err(e)) => return output::fail(format_args!("no echo: {e}")),
+        Err(_) => return output::fail(format_args!("no echo within {REPLY_TIMEOUT:?}")),
     }
 
     // Close properly: send 1000 (normal) and wait for the server's answer.

@@ -25,30 +25,37 @@
 //!
 //! Docs: docs/02-tokio-tungstenite.md
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use websocket_tutorial::cli::{self, Args};
 use websocket_tutorial::close;
 use websocket_tutorial::error::is_disconnect;
 use websocket_tutorial::output;
 use websocket_tutorial::server::{self, WsStream};
 
-const USAGE: &str =
-    "usage: echo_server [ADDR]   (default 127.0.0.1:9001; port 0 picks a free port)";
 const MAX_CONNECTIONS: usize = 1024;
+
+/// Echoes every WebSocket message back to its sender.
+#[derive(Parser)]
+struct Args {
+    /// The address to listen on, IP:PORT; port 0 picks a free port.
+    #[arg(default_value = server::DEFAULT_ADDR, value_parser = server::parse_addr)]
+    addr: SocketAddr,
+}
 
 // ANCHOR: main
 #[tokio::main]
 async fn main() -> ExitCode {
     let _log = output::init_logging();
-    let args = Args::from_env(USAGE, &[]);
-    let addr = args.positional(0, server::DEFAULT_ADDR);
+    // `--help` or a mistake ends the program here (clap exits 0 or 2).
+    let Args { addr } = Args::parse();
 
     // ANCHOR: config
     let config = WebSocketConfig::default()
@@ -58,9 +65,9 @@ async fn main() -> ExitCode {
     // ANCHOR_END: config
 
     let shutdown = server::shutdown_on_ctrl_c();
-    let listener = match server::bind(&addr).await {
+    let listener = match server::bind(addr).await {
         Ok(listener) => listener,
-        Err(e) => return cli::fail(format_args!("cannot listen on {addr}: {e}")),
+        Err(e) => return output::fail(format_args!("cannot listen on {addr}: {e}")),
     };
     server::serve(listener, config, MAX_CONNECTIONS, shutdown, echo).await;
     ExitCode::SUCCESS

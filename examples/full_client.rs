@@ -22,6 +22,7 @@
 
 use std::process::ExitCode;
 
+use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -30,14 +31,10 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
-use websocket_tutorial::cli::{self, Args};
 use websocket_tutorial::client::{self, DEFAULT_URL};
 use websocket_tutorial::close::{self, CLOSE_TIMEOUT};
 use websocket_tutorial::error::is_disconnect;
 use websocket_tutorial::output;
-
-const USAGE: &str =
-    "usage: full_client [URL]   (default ws://127.0.0.1:9001); lines on stdin are sent";
 
 // ANCHOR: queue
 /// How many outgoing messages may wait for the writer. Small on purpose: the
@@ -45,16 +42,24 @@ const USAGE: &str =
 const QUEUE: usize = 32;
 // ANCHOR_END: queue
 
+/// Sends each line typed on stdin to a WebSocket server and prints every
+/// message that arrives; at end of input, closes the connection.
+#[derive(Parser)]
+struct Args {
+    /// The server's URL.
+    #[arg(default_value = DEFAULT_URL, value_parser = client::parse_url)]
+    url: String,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let _log = output::init_logging();
-    let args = Args::from_env(USAGE, &[]);
-    let url = args.positional(0, DEFAULT_URL);
+    let Args { url } = Args::parse(); // --help or a mistake: clap exits 0 or 2
 
     let config = WebSocketConfig::default().max_message_size(Some(16 << 20));
     let ws = match client::connect(&url, config).await {
         Ok(ws) => ws,
-        Err(e) => return cli::fail(format_args!("cannot connect to {url}: {e}")),
+        Err(e) => return output::fail(format_args!("cannot connect to {url}: {e}")),
     };
     info!("connected to {url}; type lines to send, Ctrl-D to close");
 
@@ -135,7 +140,7 @@ async fn main() -> ExitCode {
             let _ = tx.send(close::message(CloseCode::Normal, "end of input")).await;
             match timeout(CLOSE_TIMEOUT, &mut reader).await {
                 Ok(read) => read,
-                Err(_) => return cli::fail("the server did not answer our close frame"),
+                Err(_) => return output::fail("the server did not answer our close frame"),
             }
         }
     };
@@ -145,10 +150,10 @@ async fn main() -> ExitCode {
     let written = writer.await;
     match (read, written) {
         (Ok(Err(e)), _) | (_, Ok(Err(e))) if !is_disconnect(&e) => {
-            cli::fail(format_args!("connection failed: {e}"))
+            output::fail(format_args!("connection failed: {e}"))
         }
-        (Ok(Err(e)), _) => cli::fail(format_args!("connection lost: {e}")),
-        (Err(e), _) | (_, Err(e)) => cli::fail(format_args!("task failed: {e}")),
+        (Ok(Err(e)), _) => output::fail(format_args!("connection lost: {e}")),
+        (Err(e), _) | (_, Err(e)) => output::fail(format_args!("task failed: {e}")),
         _ => ExitCode::SUCCESS,
     }
 }

@@ -27,12 +27,18 @@
 
 use std::io::{self, Write};
 
+use clap::Parser;
 use tokio_tungstenite::tungstenite::Message;
 use websocket_tutorial::ProtocolError;
 use websocket_tutorial::output;
 use websocket_tutorial::protocol::{ClientMessage, ServerEvent, frame_kind};
 
+/// A tour of the JSON protocol, in-process: no network, no options.
+#[derive(Parser)]
+struct Args {}
+
 fn main() {
+    Args::parse(); // --help, or an error for any argument (exit 2)
     let _log = output::init_logging();
     // Each section writes to `out` and stops at the first failed write:
     // `println!` would panic when stdout is gone (`json_messages | head -1`),

@@ -26,31 +26,49 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::{Instant, interval_at};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::{info, warn};
-use websocket_tutorial::cli::{self, Args};
+use websocket_tutorial::args;
 use websocket_tutorial::client::{self, Backoff, DEFAULT_URL, WsClient};
 use websocket_tutorial::close;
 use websocket_tutorial::output;
 
-const USAGE: &str = "usage: reconnect_client [URL] [--base-ms 500] [--cap-ms 30000] \
-                     [--max-attempts 10 (0 = forever)] [--ping-ms 5000]";
+/// Connects to a WebSocket server and stays connected: retries with
+/// exponential backoff, and reconnects whenever the connection drops.
+#[derive(Parser)]
+#[command(allow_negative_numbers = true)] // `--cap-ms -1`: a bad value, not a flag
+struct Args {
+    /// The server's URL.
+    #[arg(default_value = DEFAULT_URL, value_parser = client::parse_url)]
+    url: String,
+    /// The delay before the first retry, in milliseconds; it doubles with
+    /// each failure.
+    #[arg(long = "base-ms", value_name = "MS", default_value = "500")]
+    #[arg(value_parser = args::millis)]
+    base: Duration,
+    /// The longest delay between two attempts, in milliseconds.
+    #[arg(long = "cap-ms", value_name = "MS", default_value = "30000")]
+    #[arg(value_parser = args::millis)]
+    cap: Duration,
+    /// Failed attempts in a row before giving up; 0 retries forever.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    max_attempts: u32,
+    /// Time between two heartbeat pings, in milliseconds.
+    #[arg(long = "ping-ms", value_name = "MS", default_value = "5000")]
+    #[arg(value_parser = args::period)]
+    ping_every: Duration,
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let _log = output::init_logging();
-    let args = Args::from_env(USAGE, &["base-ms", "cap-ms", "max-attempts", "ping-ms"]);
-    let url = args.positional(0, DEFAULT_URL);
-    let backoff = Backoff {
-        base: args.millis("base-ms", 500),
-        cap: args.millis("cap-ms", 30_000),
-        max_attempts: args.get("max-attempts", 10),
-    };
-    let ping_every = args.period("ping-ms", 5_000);
+    let Args { url, base, cap, max_attempts, ping_every } = Args::parse();
+    let backoff = Backoff { base, cap, max_attempts };
     let config = WebSocketConfig::default().max_message_size(Some(16 << 20));
 
     let ctrl_c = tokio::signal::ctrl_c();
@@ -65,7 +83,7 @@ async fn main() -> ExitCode {
             _ = &mut ctrl_c => return ExitCode::SUCCESS,
         };
         let Some(mut ws) = ws else {
-            return cli::fail(format_args!(
+            return output::fail(format_args!(
                 "giving up after {} failed attempts",
                 backoff.max_attempts
             ));

@@ -21,6 +21,7 @@
 use std::io::{self, Write};
 use std::sync::Arc;
 
+use clap::Parser;
 use tokio_tungstenite::tungstenite::Message;
 use websocket_tutorial::outbox::{Outgoing, frame_len};
 use websocket_tutorial::output;
@@ -37,7 +38,12 @@ fn drain(outgoing: &mut Outgoing) -> Vec<String> {
     texts
 }
 
+/// Walks through the room manager, in-process: no network, no options.
+#[derive(Parser)]
+struct Args {}
+
 fn main() {
+    Args::parse(); // --help, or an error for any argument (exit 2)
     let _log = output::init_logging();
     // The walk-through writes to `out` and stops at the first failed write:
     // `println!` would panic when stdout is gone (`rooms | head -1`), and

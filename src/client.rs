@@ -8,10 +8,11 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::http::Uri;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
 
-use crate::error::Error;
+use crate::error::{AddressError, Error};
 
 /// The URL clients connect to when none is given.
 pub const DEFAULT_URL: &str = "ws://127.0.0.1:9001";
@@ -23,11 +24,46 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A client-side WebSocket.
 pub type WsClient = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+// ANCHOR: parse_url
+/// Checks a URL a client was given, before any connection is opened, and
+/// returns it ready for the handshake: `ws://HOST[:PORT][/PATH][?QUERY]`,
+/// with the path `/` added when it is missing (`ws://host:9001?x=1` would
+/// otherwise ask the server for `GET ?x=1`).
+///
+/// Refused with a hint: another scheme (`http://`), no scheme at all
+/// (`127.0.0.1:9001`), and `wss://`, since the examples are built without TLS.
+pub fn parse_url(text: &str) -> Result<String, AddressError> {
+    let default_hint = || AddressError::NotWsUrl { example: DEFAULT_URL.into() };
+    let uri: Uri = text.parse().map_err(|_| default_hint())?;
+    let host_and_port = uri.authority().map(|a| a.as_str()).filter(|a| !a.is_empty());
+    match (uri.scheme_str(), host_and_port) {
+        (Some("ws"), Some(host_and_port)) => {
+            let path = match uri.path() {
+                "" => "/",
+                path => path,
+            };
+            let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+            Ok(format!("ws://{host_and_port}{path}{query}"))
+        }
+        (Some("wss"), _) => Err(AddressError::Tls),
+        // The URL the user most likely meant: the same place, over ws://
+        // (`alice` alone is more likely a misplaced name than a host).
+        (scheme, Some(host_and_port)) if scheme.is_some() || uri.port().is_some() => {
+            let rest = uri.path_and_query().map_or("", |p| p.as_str());
+            Err(AddressError::NotWsUrl { example: format!("ws://{host_and_port}{rest}") })
+        }
+        _ => Err(default_hint()),
+    }
+}
+// ANCHOR_END: parse_url
+
 // ANCHOR: connect
-/// Connects to `url` and performs the WebSocket handshake, within
+/// Connects to `url` (checked by [`parse_url`] first, so a URL that is not
+/// `ws://` opens no connection) and performs the WebSocket handshake, within
 /// [`CONNECT_TIMEOUT`]. `TCP_NODELAY` is set (the `true` below): a short
 /// interactive message must not wait for a delayed ACK.
 pub async fn connect(url: &str, config: WebSocketConfig) -> Result<WsClient, Error> {
+    let url = parse_url(url)?;
     match timeout(CONNECT_TIMEOUT, connect_async_with_config(url, Some(config), true)).await {
         Ok(Ok((ws, _response))) => Ok(ws),
         Ok(Err(e)) => Err(Error::WebSocket(e)),
@@ -116,6 +152,24 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ws_urls_get_a_path_and_other_urls_a_hint() {
+        let ok = |url: &str| parse_url(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert_eq!(ok("ws://127.0.0.1:9001"), "ws://127.0.0.1:9001/");
+        assert_eq!(ok("ws://127.0.0.1:9001?x=1"), "ws://127.0.0.1:9001/?x=1");
+        assert_eq!(ok("ws://localhost:9001/chat?x=1&y=2"), "ws://localhost:9001/chat?x=1&y=2");
+        assert_eq!(ok("ws://[::1]:9001/"), "ws://[::1]:9001/");
+
+        let hint = |example: &str| Err(AddressError::NotWsUrl { example: example.into() });
+        assert_eq!(parse_url("http://127.0.0.1:9001/x"), hint("ws://127.0.0.1:9001/x"));
+        assert_eq!(parse_url("127.0.0.1:9001"), hint("ws://127.0.0.1:9001"));
+        assert_eq!(parse_url("alice"), hint(DEFAULT_URL));
+        assert_eq!(parse_url("ws://"), hint(DEFAULT_URL));
+        assert_eq!(parse_url("wss://example.com"), Err(AddressError::Tls));
+        let message = parse_url("http://127.0.0.1:9001").unwrap_err().to_string();
+        assert!(message.contains("use ws://HOST:PORT"), "{message}");
+    }
 
     #[test]
     fn delays_double_stay_within_jitter_bounds_and_stop_at_the_cap() {

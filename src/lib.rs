@@ -11,12 +11,12 @@
 //! | [`rooms`] | the room manager: members' outboxes, serialise once, presence, evict slow members | 4.2, 6.1 |
 //! | [`outbox`] | a client's outgoing queue, bounded in bytes not yet written | 4.2, 6.1 |
 //! | [`rate`] | a per-connection rate limit (token bucket) | 6.1 |
-//! | [`server`] | bind, accept loop with a connection cap, graceful shutdown | 2.2 onward |
+//! | [`server`] | checking `IP:PORT`, bind, accept loop with a connection cap, graceful shutdown | 2.2 onward |
 //! | [`close`] | the close handshake, with a deadline on every step | all |
 //! | [`error`] | typed errors, and the one place that classifies a connection's errors: benign disconnect or not, which close code | all |
-//! | [`client`] | connecting with a deadline, stdin without blocking the runtime, reconnect backoff | 2.1, 3, 6.1 |
+//! | [`client`] | checking `ws://` URLs, connecting with a deadline, stdin without blocking the runtime, reconnect backoff | 2.1, 3, 6.1 |
 //! | [`output`] | logging with `tracing` to stderr, and stdout lines that cannot panic or stall a server | all |
-//! | [`cli`] | the tiny argument parser the examples share | all |
+//! | [`args`] | value parsers for the examples' `clap` arguments: milliseconds, counts of at least 1 | all |
 //!
 //! ## Tokio patterns shown here
 //! - **Detect, tell, wait** shutdown: [`server::shutdown_on_ctrl_c`], [`server::serve`].
@@ -32,7 +32,7 @@
 //! contract every server keeps: [`server::bind`] writes `listening on
 //! ws://IP:PORT` to stdout.
 
-pub mod cli;
+pub mod args;
 pub mod client;
 pub mod close;
 pub mod codec;

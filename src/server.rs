@@ -12,6 +12,7 @@
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,11 +28,23 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, Span, error, info, info_span, warn};
 
 use crate::close;
-use crate::error::{self, Error};
+use crate::error::{self, AddressError, Error};
 use crate::output;
 
 /// The address servers listen on when none is given.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9001";
+
+// ANCHOR: parse_addr
+/// Parses the address a server listens on, `IP:PORT`, before anything is
+/// bound. A bare port (`9002`), a host name or a URL is refused with an
+/// example built from the port the user gave: `127.0.0.1:9002`.
+pub fn parse_addr(text: &str) -> Result<SocketAddr, AddressError> {
+    text.parse().map_err(|_| {
+        let port = text.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(9001);
+        AddressError::NotIpPort { example: format!("127.0.0.1:{port}") }
+    })
+}
+// ANCHOR_END: parse_addr
 
 /// A client that opens a TCP connection and then sends nothing must not hold a
 /// task and a file descriptor forever.
@@ -45,7 +58,7 @@ pub type WsStream = WebSocketStream<TcpStream>;
 
 /// Binds `addr` and prints `listening on ws://IP:PORT` with the real port, so
 /// `127.0.0.1:0` works and a script can read the port from the first line.
-pub async fn bind(addr: &str) -> io::Result<TcpListener> {
+pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let listener = TcpListener::bind(addr).await?;
     // The line is out before we accept anyone. It is the only thing a
     // server writes to stdout, and if stdout is gone (its reader quit) the
@@ -199,3 +212,25 @@ pub async fn close_after_error(ws: &mut WsStream, err: &tungstenite::Error) {
     }
 }
 // ANCHOR_END: close_after_error
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_is_ip_and_port_and_a_bare_port_gets_a_hint() {
+        assert_eq!(parse_addr("127.0.0.1:0"), Ok(SocketAddr::from(([127, 0, 0, 1], 0))));
+        assert_eq!(parse_addr("[::1]:9001").map(|a| a.port()), Ok(9001));
+        for (given, example) in [
+            ("9002", "127.0.0.1:9002"),
+            ("localhost:9002", "127.0.0.1:9002"),
+            ("ws://127.0.0.1:9002", "127.0.0.1:9002"),
+            ("", "127.0.0.1:9001"),
+        ] {
+            let refused = AddressError::NotIpPort { example: example.into() };
+            assert_eq!(parse_addr(given), Err(refused), "{given}");
+        }
+        let message = parse_addr("9002").unwrap_err().to_string();
+        assert!(message.contains("IP:PORT") && message.contains("127.0.0.1:9002"), "{message}");
+    }
+}

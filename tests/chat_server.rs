@@ -600,26 +600,6 @@ async fn recv_or_close(ws: &mut WsClient) -> Result<Message, Option<CloseCode>> 
     next.await.expect("a message or a close frame in time")
 }
 
-/// Bad values for the crowd settings are a one-line usage error, exit 2.
-#[tokio::test]
-async fn bad_settings_are_usage_errors() {
-    for (flag, value) in [
-        ("--outbox-bytes", "0"),
-        ("--outbox-bytes", "-5"),
-        ("--rate-limit", "fast"),
-        ("--rate-limit", "0"),
-        ("--rate-burst", "0"),
-        ("--presence-limit", "0"),
-        ("--presence-limit", "1.5"),
-    ] {
-        let mut program = common::Program::start("chat_server", &["127.0.0.1:0", flag, value]);
-        assert_eq!(program.exit_code().await, 2, "{flag} {value}");
-        let stderr = program.stderr_text().await;
-        assert_eq!(stderr.lines().count(), 1, "one line for {flag} {value}: {stderr}");
-        assert!(stderr.starts_with("error: ") && stderr.contains(flag), "{stderr}");
-    }
-}
-
 /// A burst of 500 messages sent back to back reaches each of 100 connected
 /// clients, every message, in order.
 #[tokio::test]
