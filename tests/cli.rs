@@ -1,0 +1,198 @@
+//! The examples' command lines, run for real: `--help`, mistakes in the
+//! arguments (clap's error and exit code 2, never a panic), and the
+//! addresses and URLs a new user gets wrong.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Program, Server, example_path};
+use tokio::net::TcpListener;
+use tokio::process::Command;
+use tokio::time::timeout;
+
+/// Every example: each has a `--help`, and each refuses a flag it does not
+/// know.
+const EXAMPLES: [&str; 11] = [
+    "echo_client",
+    "echo_server",
+    "full_client",
+    "reconnect_client",
+    "broadcast_server",
+    "rooms",
+    "json_messages",
+    "binary_messages",
+    "chat_server",
+    "chat_client",
+    "data_pusher",
+];
+
+/// Runs `program` to its end and returns its exit code and its stderr.
+async fn run_to_end(mut program: Program) -> (i32, String) {
+    let code = program.exit_code().await;
+    (code, program.stderr_text().await)
+}
+
+/// Checks that `stderr` is clap's report of one mistake: it starts with the
+/// one line `error: ...` that names `expected`, and no other line is an
+/// error (what follows is clap's usage line and its `--help` tip).
+fn assert_usage_error(stderr: &str, expected: &str) {
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(first.starts_with("error: ") && first.contains(expected), "{stderr}");
+    let errors = stderr.lines().filter(|l| l.starts_with("error")).count();
+    assert_eq!(errors, 1, "one error line: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// `--help` prints the usage with the defaults, on stdout, and exits 0.
+#[tokio::test]
+async fn help_shows_the_usage_and_the_defaults() {
+    for name in EXAMPLES {
+        let mut program = Program::start(name, &["--help"]);
+        let help = program.remaining_lines().await.join("\n");
+        assert_eq!(program.exit_code().await, 0, "{name} --help");
+        assert!(help.contains(&format!("Usage: {name}")), "{name}: {help}");
+    }
+    for (name, default) in [
+        ("echo_client", "[default: ws://127.0.0.1:9001]"),
+        ("echo_server", "[default: 127.0.0.1:9001]"),
+        ("reconnect_client", "--max-attempts <N>"),
+        ("broadcast_server", "[default: 128]"),
+        ("chat_server", "[default: 1048576]"),
+        ("data_pusher", "[default: 1000]"),
+    ] {
+        let mut program = Program::start(name, &["--help"]);
+        let help = program.remaining_lines().await.join("\n");
+        assert!(help.contains(default), "{name} --help shows {default}: {help}");
+    }
+}
+
+/// A flag nobody declared is an error and exit code 2, in every example,
+/// including those that take no arguments at all; so is an extra
+/// positional argument.
+#[tokio::test]
+async fn an_unknown_flag_or_an_extra_argument_is_a_usage_error() {
+    for name in EXAMPLES {
+        let (code, stderr) = run_to_end(Program::start(name, &["--no-such-flag"])).await;
+        assert_eq!(code, 2, "{name} --no-such-flag: {stderr}");
+        assert_usage_error(&stderr, "--no-such-flag");
+    }
+    for (name, args) in [
+        ("rooms", &["extra"][..]),
+        ("echo_server", &["127.0.0.1:0", "extra"]),
+        ("chat_client", &["ws://127.0.0.1:9", "alice", "extra"]),
+    ] {
+        let (code, stderr) = run_to_end(Program::start(name, args)).await;
+        assert_eq!(code, 2, "{name} {args:?}: {stderr}");
+        assert_usage_error(&stderr, "extra");
+    }
+}
+
+/// The mistake a new user made: `--verbose` was once "needs a value"; it
+/// is simply not a flag of the chat server.
+#[tokio::test]
+async fn chat_server_verbose_is_an_unknown_flag() {
+    let (code, stderr) = run_to_end(Program::start("chat_server", &["--verbose"])).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert_usage_error(&stderr, "unexpected argument '--verbose'");
+}
+
+/// Zero, negative and non-numeric values are refused where they make no
+/// sense, naming the flag; so is a flag without its value.
+#[tokio::test]
+async fn bad_values_are_usage_errors() {
+    for (name, flag, value) in [
+        ("chat_server", "--outbox-bytes", Some("0")),
+        ("chat_server", "--outbox-bytes", Some("-5")),
+        ("chat_server", "--rate-limit", Some("fast")),
+        ("chat_server", "--rate-limit", Some("0")),
+        ("chat_server", "--rate-burst", Some("0")),
+        ("chat_server", "--presence-limit", Some("0")),
+        ("chat_server", "--presence-limit", Some("1.5")),
+        ("chat_server", "--max-connections", Some("0")),
+        ("chat_server", "--ping-ms", Some("-1")),
+        ("chat_server", "--send-timeout-ms", None),
+        ("data_pusher", "--interval-ms", Some("0")),
+        ("data_pusher", "--pong-timeout-ms", Some("soon")),
+        ("reconnect_client", "--ping-ms", Some("0")),
+        ("reconnect_client", "--max-attempts", Some("-3")),
+        ("broadcast_server", "--capacity", Some("0")),
+        ("broadcast_server", "--capacity", Some("100000")),
+    ] {
+        let mut args = vec![flag];
+        args.extend(value);
+        let (code, stderr) = run_to_end(Program::start(name, &args)).await;
+        assert_eq!(code, 2, "{name} {args:?}: {stderr}");
+        assert_usage_error(&stderr, flag);
+    }
+}
+
+/// An argument that is not UTF-8 is an error, not a panic.
+#[cfg(unix)]
+#[tokio::test]
+async fn an_argument_that_is_not_utf8_is_a_usage_error_not_a_panic() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    let not_utf8 = OsStr::from_bytes(b"\xff");
+    for (name, before) in [("echo_client", Some("ws://127.0.0.1:9")), ("chat_server", None)] {
+        let mut command = Command::new(example_path(name));
+        command.args(before).arg(not_utf8);
+        let (code, stderr) = run_to_end(Program::spawn(command)).await;
+        assert_eq!(code, 2, "{name}: {stderr}");
+        assert_usage_error(&stderr, "UTF-8");
+    }
+}
+
+/// `http://...` and a URL without a scheme get a hint to use
+/// `ws://HOST:PORT`, and no TCP connection is opened: a listener of our
+/// own on the very port named receives nothing.
+#[tokio::test]
+async fn a_url_that_is_not_ws_gets_a_hint_and_opens_no_connection() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local address");
+    for (name, url) in [
+        ("echo_client", format!("http://{addr}")),
+        ("echo_client", addr.to_string()),
+        ("full_client", format!("https://{addr}/")),
+        ("reconnect_client", format!("http://{addr}")),
+        ("chat_client", format!("http://{addr}")),
+    ] {
+        let mut args = vec![url.as_str()];
+        if name == "chat_client" {
+            args.push("alice");
+        }
+        let (code, stderr) = run_to_end(Program::start(name, &args)).await;
+        assert_ne!(code, 0, "{name} {url}: {stderr}");
+        assert_usage_error(&stderr, "use ws://HOST:PORT");
+        assert!(stderr.contains(&format!("ws://{addr}")), "the URL meant: {stderr}");
+    }
+    // Every client has exited: a connection it had opened would be waiting
+    // in the listener's backlog, and accept would return it at once.
+    let accepted = timeout(Duration::from_millis(300), listener.accept()).await;
+    assert!(accepted.is_err(), "a client connected: {accepted:?}");
+}
+
+/// A server given a bare port is told to give IP:PORT, with an example
+/// built from that port.
+#[tokio::test]
+async fn a_server_given_a_bare_port_is_told_to_give_ip_and_port() {
+    for name in ["echo_server", "broadcast_server", "chat_server", "data_pusher"] {
+        let (code, stderr) = run_to_end(Program::start(name, &["9002"])).await;
+        assert_eq!(code, 2, "{name} 9002: {stderr}");
+        assert_usage_error(&stderr, "IP:PORT");
+        assert!(stderr.contains("127.0.0.1:9002"), "{stderr}");
+    }
+}
+
+/// A query right after the port (`ws://IP:PORT?x=1`, no `/`) works as
+/// `ws://IP:PORT/?x=1` does.
+#[tokio::test]
+async fn a_query_without_a_path_reaches_the_server() {
+    let server = Server::start("echo_server", &[]).await;
+    let url = format!("{}?x=1", server.url);
+    let mut client = Program::start("echo_client", &[&url, "with a query"]);
+    assert_eq!(client.next_line().await.as_deref(), Some("with a query"));
+    assert_eq!(client.exit_code().await, 0, "{}", client.stderr_text().await);
+    server.stop().await;
+}
