@@ -27,8 +27,8 @@ pub type WsClient = WebSocketStream<MaybeTlsStream<TcpStream>>;
 // ANCHOR: parse_url
 /// Checks a URL a client was given, before any connection is opened, and
 /// returns it ready for the handshake: `ws://HOST[:PORT][/PATH][?QUERY]`,
-/// with the path `/` added when it is missing (`ws://host:9001?x=1` would
-/// otherwise ask the server for `GET ?x=1`).
+/// with a `/` added before a query that follows the port directly
+/// (`ws://host:9001?x=1` would otherwise ask the server for `GET ?x=1`).
 ///
 /// Refused with a hint: another scheme (`http://`), no scheme at all
 /// (`127.0.0.1:9001`), and `wss://`, since the examples are built without TLS.
@@ -37,14 +37,11 @@ pub fn parse_url(text: &str) -> Result<String, AddressError> {
     let uri: Uri = text.parse().map_err(|_| default_hint())?;
     let host_and_port = uri.authority().map(|a| a.as_str()).filter(|a| !a.is_empty());
     match (uri.scheme_str(), host_and_port) {
-        (Some("ws"), Some(host_and_port)) => {
-            let path = match uri.path() {
-                "" => "/",
-                path => path,
-            };
-            let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
-            Ok(format!("ws://{host_and_port}{path}{query}"))
-        }
+        (Some("ws"), Some(_)) => match uri.path_and_query() {
+            // The authority holds no `?`, so the first one starts the query.
+            Some(query) if query.as_str().starts_with('?') => Ok(text.replacen('?', "/?", 1)),
+            _ => Ok(text.into()),
+        },
         (Some("wss"), _) => Err(AddressError::Tls),
         // The URL the user most likely meant: the same place, over ws://
         // (`alice` alone is more likely a misplaced name than a host).
@@ -156,7 +153,7 @@ mod tests {
     #[test]
     fn ws_urls_get_a_path_and_other_urls_a_hint() {
         let ok = |url: &str| parse_url(url).unwrap_or_else(|e| panic!("{url}: {e}"));
-        assert_eq!(ok("ws://127.0.0.1:9001"), "ws://127.0.0.1:9001/");
+        assert_eq!(ok("ws://127.0.0.1:9001"), "ws://127.0.0.1:9001");
         assert_eq!(ok("ws://127.0.0.1:9001?x=1"), "ws://127.0.0.1:9001/?x=1");
         assert_eq!(ok("ws://localhost:9001/chat?x=1&y=2"), "ws://localhost:9001/chat?x=1&y=2");
         assert_eq!(ok("ws://[::1]:9001/"), "ws://[::1]:9001/");
