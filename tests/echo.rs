@@ -85,6 +85,61 @@ async fn full_client_ends_when_the_server_goes_away() {
     assert_eq!(client.exit_code().await, 0);
 }
 
+/// A line that is not UTF-8 is reported on stderr, with its number, and the
+/// lines after it are still sent.
+#[tokio::test]
+async fn full_client_reports_a_line_that_is_not_utf8_and_goes_on() {
+    let server = Server::start("echo_server", &[]).await;
+    let mut client = Program::start("full_client", &[&server.url]);
+    let stdin = client.stdin.as_mut().expect("stdin open");
+    stdin.write_all(b"ok\n\xff\xfe\nafter\n").await.expect("write stdin");
+    client.close_stdin();
+    let lines = client.remaining_lines().await;
+    assert_eq!(lines, ["< ok", "< after", "closed: 1000 (end of input)"]);
+    assert_eq!(client.exit_code().await, 0);
+    let stderr = client.stderr_text().await;
+    assert!(stderr.contains("line 2 is not UTF-8"), "{stderr}");
+    server.stop().await;
+}
+
+/// A line over the server's limit (16 MiB; this one is 17 MB) ends the
+/// connection with one line, the server's close code and reason, and exit
+/// code 1, the code for any ending but 1000 and 1001. No "connection lost"
+/// besides: the writes that fail once the server has gone are part of the
+/// same ending.
+#[tokio::test]
+async fn full_client_ends_an_oversized_line_with_the_close_code_only() {
+    let server = Server::start("echo_server", &[]).await;
+    let mut client = Program::start("full_client", &[&server.url]);
+    let line = format!("{}\n", "x".repeat(17_000_000));
+    client.write_stdin(&line).await;
+    client.close_stdin();
+    let lines = client.remaining_lines().await;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].starts_with("closed: 1009 ("), "{lines:?}");
+    assert_eq!(client.exit_code().await, 1);
+    let stderr = client.stderr_text().await;
+    assert!(!stderr.contains("connection lost"), "{stderr}");
+    server.stop().await;
+}
+
+/// `--freeze-ms` makes the client read nothing for a while after it has
+/// connected, as a frozen process would: the server's heartbeat closes it
+/// with 1011, and the client, thawed while the server still waits for the
+/// answer to its close frame, shows that close and exits 1.
+#[tokio::test]
+async fn full_client_frozen_is_closed_by_the_servers_heartbeat() {
+    let server =
+        Server::start("chat_server", &["--ping-ms", "100", "--pong-timeout-ms", "200"]).await;
+    // After 300 ms of silence the server closes, and it waits 2 s for our
+    // answer: thawing after 1 s falls in between, with room on both sides.
+    let mut client = Program::start("full_client", &[&server.url, "--freeze-ms", "1000"]);
+    let (line, skipped) = client.wait_for(|l| l.starts_with("closed:")).await;
+    assert_eq!(line, "closed: 1011 (ping timeout)", "{skipped:?}");
+    assert_eq!(client.exit_code().await, 1);
+    server.stop().await;
+}
+
 /// The reconnecting client keeps trying (printing each attempt and delay)
 /// until a late server starts, then reconnects after that server restarts.
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! Interoperability: a WebSocket client nobody here wrote, Python's
-//! `websockets` package, uses the servers exactly as their docs say. The
-//! Python side lives in `tests/python/`.
+//! `websockets` package, uses the servers exactly as their docs say, and our
+//! full client talks to a `websockets` server. The Python side lives in
+//! `tests/python/`.
 //!
 //! Needs `python3` with `websockets` >= 15 (`pip install websockets`).
 //! Without it `cargo test` shows the tests as `ignored`, with the reason,
@@ -37,6 +38,11 @@ fn main() -> ExitCode {
             ctrl_c_closes_a_python_client_with_1001,
         ),
         trial_needing(&python, "python_clients_chat_in_a_room", python_clients_chat_in_a_room),
+        trial_needing(
+            &python,
+            "full_client_gets_every_echo_from_a_python_server",
+            full_client_gets_every_echo_from_a_python_server,
+        ),
     ];
     run_trials(include_str!("interop_python.rs"), trials)
 }
@@ -154,4 +160,22 @@ async fn python_clients_chat_in_a_room() {
         ]
     );
     server.stop().await;
+}
+
+/// `printf 'a\nb\n' | full_client URL` against an echo server written with
+/// Python's `websockets`, which sends nothing more once it has received a
+/// close frame: at the end of its input, the client waits until the
+/// connection has been quiet before it closes, so both echoes arrive, and
+/// the close is a clean 1000.
+async fn full_client_gets_every_echo_from_a_python_server() {
+    let mut server = start_python("echo_server.py", &[]);
+    let Some(first) = server.next_line().await else {
+        panic!("echo_server.py ended before listening: {}", server.stderr_text().await)
+    };
+    let url = first.strip_prefix("listening on ").unwrap_or_else(|| panic!("{first:?}"));
+    let mut client = Program::start("full_client", &[url]);
+    client.write_stdin("a\nb\n").await;
+    client.close_stdin();
+    assert_eq!(client.remaining_lines().await, ["< a", "< b", "closed: 1000 (end of input)"]);
+    assert_eq!(client.exit_code().await, 0);
 }
