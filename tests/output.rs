@@ -15,13 +15,14 @@ use std::os::fd::OwnedFd;
 use std::process::Stdio;
 
 use common::{
-    WAIT, connect, example_path, expect_close, local_addr, logged_for, recv_text, signal,
+    WAIT, close_cleanly, connect, example_path, expect_close, local_addr, logged_for, recv_text,
+    signal,
 };
 use futures_util::SinkExt;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -163,6 +164,55 @@ async fn a_server_whose_stdout_reader_is_gone_logs_and_shuts_down_on_ctrl_c() {
         assert!(logged("connected") && logged("disconnected"), "{name}: {stderr}");
         assert!(stderr.contains("Ctrl-C: closing every connection"), "{name}: {stderr}");
     }
+}
+
+/// A server whose stderr nobody reads: the pipe fills up (64 KiB, some 400
+/// connections' worth of log lines), and then the log writer's queue (4,096
+/// lines). The server keeps serving all the while, because no connection
+/// ever waits for stderr: lines wait in the queue, then are dropped, and the
+/// log says how many once stderr is read again. (A writer that wrote from
+/// the runtime's threads would block each of them in turn, and the server
+/// would stop.)
+#[tokio::test]
+async fn a_server_whose_stderr_nobody_reads_keeps_serving() {
+    const CONNECTIONS: usize = 3_000; // 6,000 log lines
+    const AT_ONCE: usize = 50;
+    let (stdout, read_stdout) = output_pipe();
+    let (stderr, read_stderr) = output_pipe();
+    let mut server = example("echo_server", &["127.0.0.1:0"])
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .expect("start the server");
+    let url = url_of(&first_line_then_close(read_stdout).await);
+
+    for batch in 0..CONNECTIONS / AT_ONCE {
+        let mut clients = JoinSet::new();
+        for _ in 0..AT_ONCE {
+            let url = url.clone();
+            clients.spawn(async move {
+                let mut ws = connect_and_be_served(&url, Some("ping"), "ping").await;
+                close_cleanly(&mut ws).await;
+            });
+        }
+        let served = timeout(WAIT, clients.join_all()).await;
+        assert!(served.is_ok(), "batch {batch} of {AT_ONCE} clients not served in time");
+    }
+
+    let mut ws = connect_and_be_served(&url, Some("ping"), "ping").await;
+    // Read stderr again, so that the server's log writer can catch up.
+    let mut read_stderr = read_stderr;
+    let log = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = read_stderr.read_to_string(&mut text).await;
+        text
+    });
+    signal(&server, "INT");
+    assert_eq!(expect_close(&mut ws).await, CloseCode::Away, "close code");
+    assert_eq!(exit_code(&mut server).await, 0, "exit code after Ctrl-C");
+    let log = timeout(WAIT, log).await.expect("stderr closed").expect("stderr read");
+    assert!(log.contains("log lines dropped: stderr was not keeping up"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
 }
 
 /// `demo | head -1`, with `head` gone before the demo writes: every write
