@@ -76,6 +76,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 use tracing::{Span, field, info, warn};
 use websocket_tutorial::error::{self, is_disconnect};
+use websocket_tutorial::heartbeat::{Beat, Heartbeat};
 use websocket_tutorial::outbox::{Outgoing, frame_len};
 use websocket_tutorial::output;
 use websocket_tutorial::protocol::{
@@ -274,14 +275,11 @@ async fn serve_client(
     // The heartbeat: a ping every `ping_every`, and any frame from the
     // client (its pong included) proves it alive. Silence for longer than
     // `ping_every + pong_timeout` means the connection is half-open: the
-    // client's machine vanished without a FIN. One timer serves both: it
-    // fires at the next ping or at the end of the allowed silence, whichever
-    // comes first, and a frame from the client only notes the time (no
-    // timer to move for every frame).
-    let allowed_silence = chat.ping_every + chat.pong_timeout;
-    let mut last_heard = Instant::now();
-    let mut next_ping = last_heard + chat.ping_every;
-    let mut heartbeat = pin!(sleep_until(next_ping));
+    // client's machine vanished without a FIN. `Heartbeat` keeps the times;
+    // one timer, reset to its next wake, serves both the ping and the end
+    // of the allowed silence.
+    let mut heartbeat = Heartbeat::new(Instant::now(), chat.ping_every, chat.pong_timeout);
+    let mut heartbeat_timer = pin!(sleep_until(heartbeat.next_wake()));
     let mut rate = RateLimit::new(chat.rate_limit, chat.rate_burst);
     // Made once, outside the loop: a cancellation future registers with its
     // token when first polled, and one made anew on every turn would register
@@ -318,7 +316,7 @@ async fn serve_client(
                 outgoing.written(bytes);
             }
             frame = ws.next() => {
-                last_heard = Instant::now();
+                heartbeat.heard(Instant::now());
                 match frame {
                     Some(Ok(msg)) => {
                         if let Some(ending) = on_frame(&msg, me, &mut rate, chat) {
@@ -341,19 +339,18 @@ async fn serve_client(
                     }
                 }
             }
-            _ = &mut heartbeat => {
-                let now = Instant::now();
-                if now >= last_heard + allowed_silence {
-                    return Ending::Close(CloseCode::Error, "ping timeout".into());
-                }
-                if now >= next_ping {
-                    let ping = [Message::Ping(Default::default())];
-                    if let Err(ending) = Box::pin(write(ws, ping, me, shutdown, chat)).await {
-                        return ending;
+            _ = &mut heartbeat_timer => {
+                match heartbeat.on_wake(Instant::now()) {
+                    Beat::Dead => return Ending::Close(CloseCode::Error, "ping timeout".into()),
+                    Beat::Ping => {
+                        let ping = [Message::Ping(Default::default())];
+                        if let Err(ending) = Box::pin(write(ws, ping, me, shutdown, chat)).await {
+                            return ending;
+                        }
                     }
-                    next_ping = now + chat.ping_every;
+                    Beat::Wait => {}
                 }
-                heartbeat.as_mut().reset(next_ping.min(last_heard + allowed_silence));
+                heartbeat_timer.as_mut().reset(heartbeat.next_wake());
             }
         }
     }

@@ -12,6 +12,7 @@
 //! | [`outbox`] | a client's outgoing queue, bounded in bytes not yet written | 4.2, 6.1 |
 //! | [`rate`] | a per-connection rate limit (token bucket) | 6.1 |
 //! | [`server`] | checking `IP:PORT`, bind, accept loop with a connection cap, graceful shutdown | 2.2 onward |
+//! | [`heartbeat`] | when to ping a client, and when its silence means it is gone | 2.2, 4.1, 6.1 |
 //! | [`close`] | the close handshake, with a deadline on every step | all |
 //! | [`error`] | typed errors, and the one place that classifies a connection's errors: benign disconnect or not, which close code | all |
 //! | [`client`] | checking `ws://` URLs, connecting with a deadline, stdin without blocking the runtime, reconnect backoff | 2.1, 3, 6.1 |
@@ -22,7 +23,8 @@
 //! - **Detect, tell, wait** shutdown: [`server::shutdown_on_ctrl_c`], [`server::serve`].
 //! - **Connection cap** with a semaphore permit taken before `accept()`: [`server::serve`].
 //! - **Deadlines on everything a peer controls**: handshake, close handshake,
-//!   goodbye writes ([`server::HANDSHAKE_TIMEOUT`], [`close::CLOSE_TIMEOUT`]).
+//!   goodbye writes, a client's silence ([`server::HANDSHAKE_TIMEOUT`],
+//!   [`close::CLOSE_TIMEOUT`], [`heartbeat`]).
 //! - **Output that cannot hurt the server**: log lines queued for a thread of
 //!   their own, stdout writes that return their error ([`output`]).
 //!
@@ -37,6 +39,7 @@ pub mod client;
 pub mod close;
 pub mod codec;
 pub mod error;
+pub mod heartbeat;
 pub mod outbox;
 pub mod output;
 pub mod protocol;

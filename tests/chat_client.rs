@@ -4,6 +4,8 @@
 mod common;
 
 use common::{Program, Server};
+use tokio::io::AsyncWriteExt;
+use websocket_tutorial::protocol::MAX_CONTENT_BYTES;
 
 /// Starts a chat client for `username` and waits until it has joined
 /// `general` (its own `joined` line).
@@ -15,7 +17,8 @@ async fn chat_client(server: &Server, username: &str) -> Program {
 
 /// Two terminal clients chat in `general`: each sees the other join and
 /// speak, with time, room and name; `/join` switches rooms, so `general` no
-/// longer hears; `/leave` and `/quit` work, and the client exits 0.
+/// longer hears, and `/join` of a room already joined switches back; `/leave`
+/// and `/quit` work, and the client exits 0.
 #[tokio::test]
 async fn two_terminal_clients_chat_and_switch_rooms() {
     let server = Server::start("chat_server", &[]).await;
@@ -38,6 +41,11 @@ async fn two_terminal_clients_chat_and_switch_rooms() {
     let (line, skipped) = bob.wait_for(|l| l.contains("<bob>")).await;
     assert!(line.ends_with("#general <bob> still here?"));
     assert!(skipped.iter().all(|l| !l.contains("only for side")), "bob heard #side: {skipped:?}");
+
+    // `/join` for a room she is in already switches back to it.
+    alice.write_stdin("/join general\nback in general\n").await;
+    let (line, _) = bob.wait_for(|l| l.contains("<alice>")).await;
+    assert!(line.ends_with("#general <alice> back in general"), "{line}");
 
     alice.write_stdin("/leave general\n").await;
     bob.wait_for(|l| l.ends_with("#general * alice left")).await;
@@ -75,9 +83,9 @@ async fn no_server_is_a_clear_error() {
     assert!(stderr.starts_with("error: cannot connect to"), "{stderr}");
 }
 
-/// Lines piped in all at once work: the first goes to `general` even though
-/// it was read before the server confirmed the join, and a `/join` applies
-/// to the very next line.
+/// Lines piped in all at once work: the client reads the next line only
+/// once the server has answered a join, so the first line goes to `general`
+/// and a `/join` applies to the very next line.
 #[tokio::test]
 async fn piped_input_is_said_in_the_right_rooms() {
     let server = Server::start("chat_server", &[]).await;
@@ -98,5 +106,88 @@ async fn piped_input_is_said_in_the_right_rooms() {
     assert!(line.ends_with("#general <alice> first line"), "{line}");
     let (line, _) = carol.wait_for(|l| l.contains("<alice>")).await;
     assert!(line.ends_with("#side <alice> second line"), "{line}");
+    server.stop().await;
+}
+
+/// What arrives between the end of input and the close is shown:
+/// `printf 'hi\n' | chat_client URL alice` prints alice's join and her own
+/// message before it exits 0.
+#[tokio::test]
+async fn piped_input_shows_the_answers_before_closing() {
+    let server = Server::start("chat_server", &[]).await;
+    let mut alice = Program::start("chat_client", &[&server.url, "alice"]);
+    alice.write_stdin("hi\n").await;
+    alice.close_stdin();
+    assert_eq!(alice.exit_code().await, 0);
+    let lines = alice.remaining_lines().await;
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert!(lines[0].ends_with("#general * alice joined"), "{lines:#?}");
+    assert!(lines[1].ends_with("#general <alice> hi"), "{lines:#?}");
+    server.stop().await;
+}
+
+/// A line that is not UTF-8 is reported on stderr, with its number, and the
+/// lines after it are still said.
+#[tokio::test]
+async fn a_line_that_is_not_utf8_is_reported_and_skipped() {
+    let server = Server::start("chat_server", &[]).await;
+    let mut alice = chat_client(&server, "alice").await;
+    let stdin = alice.stdin.as_mut().expect("stdin open");
+    stdin.write_all(b"ok\n\xff\xfe\nafter\n").await.expect("write stdin");
+    alice.close_stdin();
+    assert_eq!(alice.exit_code().await, 0);
+    let lines = alice.remaining_lines().await;
+    let said: Vec<_> = lines.iter().filter(|l| l.contains("<alice>")).collect();
+    assert_eq!(said.len(), 2, "{lines:#?}");
+    assert!(said[0].ends_with("#general <alice> ok") && said[1].ends_with("<alice> after"));
+    let stderr = alice.stderr_text().await;
+    assert!(stderr.contains("line 2 is not UTF-8"), "{stderr}");
+    server.stop().await;
+}
+
+/// A refused `/join` leaves the current room as it was: the next line is
+/// still said in `general`, not lost to the refused room.
+#[tokio::test]
+async fn a_refused_join_does_not_change_the_current_room() {
+    let server = Server::start("chat_server", &[]).await;
+    // Another "alice" holds that name in `side` (and leaves `general` for
+    // ours), so our alice cannot join `side`.
+    let mut other = chat_client(&server, "alice").await;
+    other.write_stdin("/join side\n/leave general\n").await;
+    other.wait_for(|l| l.ends_with("#general * alice left")).await;
+
+    let mut alice = chat_client(&server, "alice").await;
+    alice.write_stdin("/join side\n").await;
+    alice.wait_for(|l| l == "! #side: cannot join \"side\": that name is taken in that room").await;
+    alice.write_stdin("still in general\n").await;
+    let (line, skipped) = alice.wait_for(|l| l.contains("<alice>")).await;
+    assert!(line.ends_with("#general <alice> still in general"), "{line}");
+    assert!(skipped.iter().all(|l| !l.starts_with('!')), "no error: {skipped:#?}");
+    server.stop().await;
+}
+
+/// The client says how to use it at start, on stderr, answers `/help` there
+/// too, and refuses a line longer than the server accepts instead of sending
+/// it; the connection goes on.
+#[tokio::test]
+async fn help_and_a_line_refused_before_it_is_sent() {
+    let server = Server::start("chat_server", &[]).await;
+    let mut alice = chat_client(&server, "alice").await;
+    alice.write_stdin("/help\n").await;
+    alice.write_stdin(&format!("{}\n", "x".repeat(MAX_CONTENT_BYTES + 1))).await;
+    alice.write_stdin(&format!("{}\n", "y".repeat(MAX_CONTENT_BYTES))).await;
+    let (line, skipped) = alice.wait_for(|l| l.contains("<alice>")).await;
+    assert!(line.ends_with(&format!("<alice> {}", "y".repeat(MAX_CONTENT_BYTES))), "{line}");
+    assert!(skipped.is_empty(), "nothing else arrived: {skipped:#?}");
+    alice.close_stdin();
+    assert_eq!(alice.exit_code().await, 0);
+
+    let stderr = alice.stderr_text().await;
+    assert!(stderr.contains("/help lists the commands"), "a hint at start: {stderr}");
+    for command in ["/join ROOM", "/leave ROOM", "/quit"] {
+        assert!(stderr.contains(command), "/help names {command}: {stderr}");
+    }
+    let too_long = format!("not sent: {} bytes", MAX_CONTENT_BYTES + 1);
+    assert!(stderr.contains(&too_long), "{stderr}");
     server.stop().await;
 }

@@ -1,0 +1,157 @@
+//! The heartbeat every server keeps, so that a half-open connection does not
+//! hold a slot forever.
+//!
+//! A client whose machine vanishes (a pulled cable, a laptop lid closed, a
+//! crashed VM) sends no FIN: its connection looks open, costs a task and a
+//! file descriptor, and counts against `--max-connections` until something
+//! tries to talk to it. So a server pings every client every `ping_every`,
+//! and any frame from the client (its pong included) proves it alive.
+//! Silence for longer than `ping_every + pong_timeout` means the client is
+//! gone, and the server closes the connection with 1011.
+//!
+//! [`Heartbeat`] is only the bookkeeping, a few `Instant`s with no timer and
+//! no allocation. Each server keeps one timer of its own in its connection
+//! loop (a pinned `sleep_until`), resets it to [`Heartbeat::next_wake`],
+//! and asks [`Heartbeat::on_wake`] what to do when it fires. One timer
+//! serves both jobs: it fires at the next ping or at the end of the allowed
+//! silence, whichever comes first, and a frame from the client only notes
+//! the time ([`Heartbeat::heard`]), with no timer to move for every frame.
+//!
+//! ```
+//! # use std::time::Duration;
+//! # use tokio::time::Instant;
+//! use websocket_tutorial::heartbeat::{Beat, Heartbeat};
+//!
+//! let start = Instant::now();
+//! let mut heartbeat = Heartbeat::new(start, Duration::from_secs(5), Duration::from_secs(10));
+//! assert_eq!(heartbeat.next_wake(), start + Duration::from_secs(5));
+//! assert_eq!(heartbeat.on_wake(start + Duration::from_secs(5)), Beat::Ping);
+//! assert_eq!(heartbeat.on_wake(start + Duration::from_secs(15)), Beat::Dead);
+//! ```
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+// ANCHOR: heartbeat
+/// When to ping a client, and when its silence means it is gone.
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    ping_every: Duration,
+    /// A ping interval plus the pong timeout.
+    allowed_silence: Duration,
+    last_heard: Instant,
+    next_ping: Instant,
+}
+
+/// What to do when the heartbeat's timer fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Beat {
+    /// Send a ping now.
+    Ping,
+    /// The client has been silent too long: close with 1011.
+    Dead,
+    /// Nothing is due (the client was heard since the timer was set).
+    Wait,
+}
+
+impl Heartbeat {
+    /// A heartbeat for a connection that starts at `now`: the first ping is
+    /// due at `now + ping_every`.
+    pub fn new(now: Instant, ping_every: Duration, pong_timeout: Duration) -> Heartbeat {
+        Heartbeat {
+            ping_every,
+            allowed_silence: ping_every + pong_timeout,
+            last_heard: now,
+            next_ping: now + ping_every,
+        }
+    }
+
+    /// Notes a frame from the client, whatever it was.
+    pub fn heard(&mut self, now: Instant) {
+        self.last_heard = now;
+    }
+
+    /// When the timer should fire next: the next ping, or the end of the
+    /// allowed silence, whichever comes first.
+    pub fn next_wake(&self) -> Instant {
+        self.next_ping.min(self.last_heard + self.allowed_silence)
+    }
+
+    /// What is due at `now`. A `Ping` counts as sent: the next one is due
+    /// `ping_every` from now.
+    pub fn on_wake(&mut self, now: Instant) -> Beat {
+        if now >= self.last_heard + self.allowed_silence {
+            Beat::Dead
+        } else if now >= self.next_ping {
+            self.next_ping = now + self.ping_every;
+            Beat::Ping
+        } else {
+            Beat::Wait
+        }
+    }
+}
+// ANCHOR_END: heartbeat
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PING: Duration = Duration::from_millis(100);
+    const PONG: Duration = Duration::from_millis(300);
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_silent_client_is_pinged_on_schedule_and_dead_after_ping_plus_pong_timeout() {
+        let t0 = Instant::now();
+        let mut heartbeat = Heartbeat::new(t0, PING, PONG);
+        assert_eq!(heartbeat.next_wake(), t0 + ms(100));
+        assert_eq!(heartbeat.on_wake(t0 + ms(100)), Beat::Ping);
+        assert_eq!(heartbeat.next_wake(), t0 + ms(200));
+        assert_eq!(heartbeat.on_wake(t0 + ms(200)), Beat::Ping);
+        assert_eq!(heartbeat.on_wake(t0 + ms(300)), Beat::Ping);
+        // The next ping would be at 400, which is also the end of the
+        // allowed silence: dead wins.
+        assert_eq!(heartbeat.next_wake(), t0 + ms(400));
+        assert_eq!(heartbeat.on_wake(t0 + ms(399)), Beat::Wait);
+        assert_eq!(heartbeat.on_wake(t0 + ms(400)), Beat::Dead);
+    }
+
+    #[test]
+    fn a_frame_from_the_client_moves_the_end_of_its_allowed_silence() {
+        let t0 = Instant::now();
+        let mut heartbeat = Heartbeat::new(t0, PING, PONG);
+        assert_eq!(heartbeat.on_wake(t0 + ms(100)), Beat::Ping);
+        heartbeat.heard(t0 + ms(150)); // the pong
+        assert_eq!(heartbeat.on_wake(t0 + ms(200)), Beat::Ping);
+        assert_eq!(heartbeat.on_wake(t0 + ms(300)), Beat::Ping);
+        assert_eq!(heartbeat.on_wake(t0 + ms(400)), Beat::Ping);
+        // Silent since 150: gone at 550, not at 400.
+        assert_eq!(heartbeat.next_wake(), t0 + ms(500));
+        assert_eq!(heartbeat.on_wake(t0 + ms(500)), Beat::Ping);
+        assert_eq!(heartbeat.next_wake(), t0 + ms(550));
+        assert_eq!(heartbeat.on_wake(t0 + ms(550)), Beat::Dead);
+    }
+
+    #[test]
+    fn a_timer_that_fires_late_pings_once_and_not_for_every_missed_interval() {
+        let t0 = Instant::now();
+        let mut heartbeat = Heartbeat::new(t0, PING, PONG);
+        heartbeat.heard(t0 + ms(250));
+        // A busy runtime woke us at 270 instead of 100.
+        assert_eq!(heartbeat.on_wake(t0 + ms(270)), Beat::Ping);
+        assert_eq!(heartbeat.on_wake(t0 + ms(271)), Beat::Wait);
+        assert_eq!(heartbeat.next_wake(), t0 + ms(370));
+    }
+
+    #[test]
+    fn a_zero_pong_timeout_allows_exactly_one_ping_interval_of_silence() {
+        let t0 = Instant::now();
+        let mut heartbeat = Heartbeat::new(t0, PING, Duration::ZERO);
+        assert_eq!(heartbeat.next_wake(), t0 + ms(100));
+        assert_eq!(heartbeat.on_wake(t0 + ms(100)), Beat::Dead);
+    }
+}
