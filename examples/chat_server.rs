@@ -66,9 +66,7 @@ use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
 use clap::Parser;
-use clap::builder::RangedU64ValueParser;
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::Semaphore;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -127,14 +125,10 @@ struct Args {
     send_timeout: Duration,
     /// Connections served at once; more wait for a free slot.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
-    #[arg(value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_PERMITS))]
+    #[arg(value_parser = server::parse_max_connections)]
     max_connections: usize,
 }
 // ANCHOR_END: args
-
-/// The most connections `--max-connections` may allow: tokio's semaphore,
-/// which counts them, panics past this.
-const MAX_PERMITS: u64 = Semaphore::MAX_PERMITS as u64;
 
 // ANCHOR: chat
 /// What every connection shares.

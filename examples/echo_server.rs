@@ -2,9 +2,11 @@
 //!
 //! What it teaches: the accept loop, upgrading a TCP connection to a
 //! WebSocket, echoing text and binary frames, the close handshake, and a
-//! server that no single client can crash: no `expect` on anything a peer
-//! sends, a deadline on the handshake, Ctrl-C closes every connection with
-//! code 1001 (going away).
+//! server that no single client can crash or hold forever: no `expect` on
+//! anything a peer sends, a deadline on the handshake and on every echo, a
+//! heartbeat that drops half-open connections, Ctrl-C closes every
+//! connection with code 1001 (going away). One `select!` per connection,
+//! over shutdown, the socket and the heartbeat's timer.
 //!
 //! Run it (terminal 1), then talk to it (terminal 2):
 //!
@@ -21,41 +23,80 @@
 //! Limits: messages up to 16 MiB (`max_message_size`; the default 64 MiB lets
 //! one client make us hold 64 MiB), frames likewise; an 8 KiB read buffer per
 //! connection instead of the default 128 KiB, which is eagerly allocated for
-//! every connection. At most 1,024 connections at once.
+//! every connection.
+//!
+//! Settings:
+//! - `--max-connections 1024`: connections served at once; more wait in the
+//!   kernel's backlog for a free slot;
+//! - `--ping-ms 5000` and `--pong-timeout-ms 10000`: a ping every 5 s, and a
+//!   client silent for longer than both together (any frame counts, a pong
+//!   included) is closed with 1011 `ping timeout`. Its machine has most
+//!   likely vanished without a FIN, and its connection would otherwise hold
+//!   a slot forever;
+//! - `--send-timeout-ms 5000`: the longest an echo may wait for the client
+//!   to take it. A client that sends without reading fills its socket
+//!   buffers and is closed with 1008 `too slow: a write timed out`.
 //!
 //! Docs: docs/02-tokio-tungstenite.md
 
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
+use tokio::time::{Instant, sleep_until, timeout};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use websocket_tutorial::close;
 use websocket_tutorial::error::is_disconnect;
-use websocket_tutorial::output;
+use websocket_tutorial::heartbeat::{Beat, Heartbeat};
 use websocket_tutorial::server::{self, WsStream};
+use websocket_tutorial::{args, close, output};
 
-const MAX_CONNECTIONS: usize = 1024;
-
+// ANCHOR: args
 /// Echoes every WebSocket message back to its sender.
 #[derive(Parser)]
 struct Args {
     /// The address to listen on, IP:PORT; port 0 picks a free port.
     #[arg(default_value = server::DEFAULT_ADDR, value_parser = server::parse_addr)]
     addr: SocketAddr,
+    /// Connections served at once; more wait for a free slot.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    #[arg(value_parser = server::parse_max_connections)]
+    max_connections: usize,
+    #[command(flatten)]
+    timing: Timing,
 }
+
+/// The deadlines of one connection, the same for every connection.
+#[derive(clap::Args, Clone, Copy)]
+struct Timing {
+    /// Heartbeat interval, in milliseconds.
+    #[arg(long = "ping-ms", value_name = "MS", default_value = "5000")]
+    #[arg(value_parser = args::period)]
+    ping_every: Duration,
+    /// Silence allowed after a ping, in milliseconds.
+    #[arg(long = "pong-timeout-ms", value_name = "MS", default_value = "10000")]
+    #[arg(value_parser = args::millis)]
+    pong_timeout: Duration,
+    /// The longest an echo may wait for the client to take it, in
+    /// milliseconds.
+    #[arg(long = "send-timeout-ms", value_name = "MS", default_value = "5000")]
+    #[arg(value_parser = args::period)]
+    send_timeout: Duration,
+}
+// ANCHOR_END: args
 
 // ANCHOR: main
 #[tokio::main]
 async fn main() -> ExitCode {
     let _log = output::init_logging();
     // `--help` or a mistake ends the program here (clap exits 0 or 2).
-    let Args { addr } = Args::parse();
+    let Args { addr, max_connections, timing } = Args::parse();
 
     // ANCHOR: config
     let config = WebSocketConfig::default()
@@ -69,50 +110,87 @@ async fn main() -> ExitCode {
         Ok(listener) => listener,
         Err(e) => return output::fail(format_args!("cannot listen on {addr}: {e}")),
     };
-    server::serve(listener, config, MAX_CONNECTIONS, shutdown, echo).await;
+    server::serve(listener, config, max_connections, shutdown, move |ws, shutdown| {
+        echo(ws, shutdown, timing)
+    })
+    .await;
     ExitCode::SUCCESS
 }
 // ANCHOR_END: main
 
 // ANCHOR: echo
-/// Echoes one connection until the client closes it, it fails, or the server
-/// shuts down. (Its log lines name the client: `serve` runs it inside a span
-/// that carries the client's address.)
-async fn echo(mut ws: WsStream, shutdown: CancellationToken) {
+/// Echoes one connection until the client closes it, it fails, it goes
+/// silent, or the server shuts down. (Its log lines name the client: `serve`
+/// runs it inside a span that carries the client's address.)
+async fn echo(mut ws: WsStream, shutdown: CancellationToken, timing: Timing) {
     info!("connected");
-    loop {
-        // Wait for one of: the next message, or shutdown.
-        let msg = tokio::select! {
-            msg = ws.next() => msg,
-            _ = shutdown.cancelled() => {
-                close::handshake(&mut ws, CloseCode::Away, "server shutting down").await;
-                break;
+    // A client whose machine vanished sends no FIN: without the heartbeat
+    // its connection would hold one of the `--max-connections` slots
+    // forever. `Heartbeat` says when to ping and when the silence has lasted
+    // too long; the one timer is reset to whichever comes first.
+    let mut heartbeat = Heartbeat::new(Instant::now(), timing.ping_every, timing.pong_timeout);
+    let mut heartbeat_timer = pin!(sleep_until(heartbeat.next_wake()));
+    let mut shutting_down = pin!(shutdown.cancelled());
+    let ending = loop {
+        // Wait for one of: shutdown, the next message, or the heartbeat.
+        // `biased`: in this order, so that a pong that arrived while we were
+        // writing counts before the heartbeat judges the silence.
+        let reply = tokio::select! {
+            biased;
+            _ = &mut shutting_down => break Some((CloseCode::Away, "server shutting down")),
+            msg = ws.next() => {
+                // Any frame, a pong included, proves the client alive.
+                heartbeat.heard(Instant::now());
+                match msg {
+                    Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => msg,
+                    // tungstenite answers pings (and the peer's close) by
+                    // itself; it sends the reply on our next read or write.
+                    // After the peer's close frame the stream ends on the
+                    // next read.
+                    Some(Ok(_)) => continue,
+                    None => break None,
+                    Some(Err(e)) => {
+                        // A vanished peer, or one that broke a rule (for
+                        // example a message over the size limit: 1009).
+                        server::close_after_error(&mut ws, &e).await;
+                        break None;
+                    }
+                }
+            }
+            _ = &mut heartbeat_timer => {
+                let beat = heartbeat.on_wake(Instant::now());
+                heartbeat_timer.as_mut().reset(heartbeat.next_wake());
+                match beat {
+                    Beat::Ping => Message::Ping(Default::default()),
+                    Beat::Dead => break Some((CloseCode::Error, "ping timeout")),
+                    Beat::Wait => continue,
+                }
             }
         };
-        let reply = match msg {
-            Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => msg,
-            // tungstenite answers pings (and the peer's close) by itself;
-            // it sends the reply on our next read or write.
-            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
-            // The peer's close frame: our reply is already queued, and the
-            // stream ends on the next read.
-            Some(Ok(Message::Close(_))) => continue,
-            None => break,
-            Some(Err(e)) => {
-                // A vanished peer, or one that broke a rule (for example a
-                // message over the size limit: close code 1009).
-                server::close_after_error(&mut ws, &e).await;
-                break;
-            }
+        // A client that sends without reading fills its socket buffers, and
+        // then this write waits for room that never comes, while we read
+        // nothing. So it has a deadline, and it gives way to shutdown.
+        // (Text and binary payloads are reference counted: echoing one does
+        // not copy it.)
+        let sent = tokio::select! {
+            biased;
+            _ = &mut shutting_down => break Some((CloseCode::Away, "server shutting down")),
+            sent = timeout(timing.send_timeout, ws.send(reply)) => sent,
         };
-        // Text and binary payloads are reference counted: echoing one does
-        // not copy it.
-        if let Err(e) = ws.send(reply).await {
-            if !is_disconnect(&e) {
-                warn!(error = %e, "send failed");
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                if !is_disconnect(&e) {
+                    warn!(error = %e, "send failed");
+                }
+                break None;
             }
-            break;
+            Err(_) => break Some((CloseCode::Policy, "too slow: a write timed out")),
         }
+    };
+    if let Some((code, reason)) = ending {
+        info!(code = u16::from(code), %reason, "closing");
+        close::handshake(&mut ws, code, reason).await;
     }
     info!("disconnected");
 }

@@ -50,6 +50,16 @@ pub fn parse_addr(text: &str) -> Result<SocketAddr, AddressError> {
 /// task and a file descriptor forever.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Parses a server's `--max-connections`: at least 1, and at most what
+/// [`serve`] can count (tokio's semaphore panics past its `MAX_PERMITS`).
+pub fn parse_max_connections(text: &str) -> Result<usize, String> {
+    let max = crate::args::positive::<usize>(text)?;
+    if max > Semaphore::MAX_PERMITS {
+        return Err(format!("must be at most {}", Semaphore::MAX_PERMITS));
+    }
+    Ok(max)
+}
+
 /// How long shutdown waits for all connections to finish closing.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -232,5 +242,14 @@ mod tests {
         }
         let message = parse_addr("9002").unwrap_err().to_string();
         assert!(message.contains("IP:PORT") && message.contains("127.0.0.1:9002"), "{message}");
+    }
+
+    #[test]
+    fn a_connection_cap_is_at_least_one_and_at_most_what_a_semaphore_counts() {
+        assert_eq!(parse_max_connections("1024"), Ok(1024));
+        assert_eq!(parse_max_connections("0"), Err("must be at least 1".into()));
+        let past = (Semaphore::MAX_PERMITS as u128 + 1).to_string();
+        assert!(parse_max_connections(&past).unwrap_err().starts_with("must be at most"));
+        assert!(parse_max_connections("-1").is_err());
     }
 }

@@ -6,7 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Program, Server, WAIT, close_cleanly, connect, expect_close, free_port, log_message, recv,
+    Program, Server, WAIT, assert_waits_for_the_slot, close_cleanly, connect,
+    connect_with_small_buffers, expect_close, free_port, local_addr, log_message, logged_for, recv,
+    wait_for_log_reading,
 };
 use futures_util::SinkExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -315,4 +317,107 @@ async fn ctrl_c_right_after_the_listening_line_exits_0() {
             Server::start(name, &[]).await.stop().await;
         }
     }
+}
+
+/// A client that stops reading (so it answers no ping, like a vanished
+/// machine) is closed with 1011 after a ping interval plus the pong
+/// timeout, not before; a client that reads stays.
+#[tokio::test]
+async fn echo_server_drops_a_silent_client_and_keeps_one_that_reads() {
+    let mut server =
+        Server::start("echo_server", &["--ping-ms", "100", "--pong-timeout-ms", "300"]).await;
+    let mut reader = connect(&server.url).await;
+    let mut silent = connect(&server.url).await;
+    let peer = local_addr(&silent);
+    // The clock starts before the silent client's last frame: the server
+    // reads it later than this, so its silence starts later too.
+    let started = std::time::Instant::now();
+    silent.send(Message::text("last words")).await.expect("send");
+
+    let dropped = |l: &str| logged_for(l, &peer, "closing code=1011");
+    let line = wait_for_log_reading(&mut server.program, &mut reader, dropped).await;
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(400), "not dropped before the timeout ({took:?})");
+    assert!(line.ends_with(" reason=ping timeout"), "{line}");
+
+    // The reader answered every ping, and is still served.
+    reader.send(Message::text("still here")).await.expect("send");
+    assert_eq!(recv(&mut reader).await, Message::text("still here"));
+    drop(silent);
+    server.stop().await;
+}
+
+/// With `--max-connections 1`, a second client waits for the first to go.
+#[tokio::test]
+async fn echo_server_cap_makes_a_second_client_wait_for_the_slot() {
+    let server = Server::start("echo_server", &["--max-connections", "1"]).await;
+    let first = connect(&server.url).await;
+    let mut second = assert_waits_for_the_slot(&server.url, first).await;
+    second.send(Message::text("served")).await.expect("send");
+    assert_eq!(recv(&mut second).await, Message::text("served"));
+    server.stop().await;
+}
+
+/// Sends 64 KiB messages for ever, never reading their echoes: the server's
+/// echo backs up (small socket buffers) and then its reads stop too. Never
+/// returns; race it against what should happen.
+async fn flood(ws: &mut websocket_tutorial::client::WsClient) {
+    let chunk = Message::binary(vec![7u8; 64 * 1024]);
+    while ws.send(chunk.clone()).await.is_ok() {}
+    std::future::pending().await
+}
+
+/// A client that sends without reading is closed by the send deadline with
+/// 1008, while another client is served as usual.
+#[tokio::test]
+async fn echo_server_closes_a_client_that_does_not_read_its_echoes() {
+    let mut server = Server::start("echo_server", &["--send-timeout-ms", "200"]).await;
+    let mut other = connect(&server.url).await;
+    let mut flooder = connect_with_small_buffers(&server.url).await;
+    let peer = local_addr(&flooder);
+
+    let too_slow = |l: &str| logged_for(l, &peer, "closing code=1008");
+    let line = tokio::select! {
+        (line, _) = server.program.wait_for_log(too_slow) => line,
+        _ = flood(&mut flooder) => unreachable!("flood never returns"),
+    };
+    assert!(line.ends_with(" reason=too slow: a write timed out"), "{line}");
+
+    other.send(Message::text("unaffected")).await.expect("send");
+    assert_eq!(recv(&mut other).await, Message::text("unaffected"));
+    close_cleanly(&mut other).await;
+    drop(flooder);
+    server.stop().await;
+}
+
+/// Ctrl-C while an echo is stuck on a client that does not read: that
+/// connection is closed with 1001 too (its write gives way to shutdown), the
+/// other client gets 1001, and the server exits 0 without waiting out its
+/// shutdown grace for a connection that never ended.
+#[tokio::test]
+async fn ctrl_c_while_an_echo_is_blocked_still_closes_everyone_and_exits_0() {
+    // A write deadline far away: only shutdown can end the stuck echo.
+    let server = Server::start("echo_server", &["--send-timeout-ms", "60000"]).await;
+    let mut program = server.program;
+    let mut other = connect(&server.url).await;
+    let mut flooder = connect_with_small_buffers(&server.url).await;
+    let peer = local_addr(&flooder);
+
+    // Our sends stop completing once the server no longer reads us, which
+    // it does only while its echo to us is stuck. (A second without
+    // progress on a busy machine could also be a slow server: then the
+    // test checks a shutdown that is not stuck, and still passes honestly.)
+    let chunk = Message::binary(vec![7u8; 64 * 1024]);
+    while let Ok(sent) = timeout(Duration::from_secs(1), flooder.send(chunk.clone())).await {
+        sent.expect("send");
+    }
+
+    program.interrupt();
+    assert_eq!(expect_close(&mut other).await, CloseCode::Away);
+    let away = |l: &str| logged_for(l, &peer, "closing code=1001");
+    program.wait_for_log(away).await;
+    assert_eq!(program.exit_code().await, 0);
+    let log = program.stderr_text().await;
+    assert!(!log.contains("did not close within"), "{log}");
+    drop(flooder);
 }

@@ -377,6 +377,44 @@ pub async fn connect_with_small_buffers(url: &str) -> WsClient {
     ws
 }
 
+/// For a server started with `--max-connections 1` whose one slot `holder`
+/// holds: another client waits (its TCP connection sits in the kernel's
+/// backlog, its handshake unanswered) until `holder` goes, and is then
+/// served. Returns that client.
+pub async fn assert_waits_for_the_slot(url: &str, holder: WsClient) -> WsClient {
+    let url = url.to_string();
+    let mut next = tokio::spawn(async move { connect(&url).await });
+    // The one place where waiting for nothing is the point: the cap holds.
+    let early = timeout(Duration::from_millis(500), &mut next).await;
+    assert!(early.is_err(), "a connection was served past the cap");
+    drop(holder);
+    timeout(WAIT, next).await.expect("served once a slot freed").expect("connected")
+}
+
+/// Waits for a log line of `server` that `pred` accepts, while reading `ws`
+/// all along, as a live client does (tungstenite answers the server's pings
+/// only while the stream is read). Messages are skipped; a close, an error
+/// or the end of `ws` fails the test.
+pub async fn wait_for_log_reading(
+    server: &mut Program,
+    ws: &mut WsClient,
+    pred: impl Fn(&str) -> bool,
+) -> String {
+    let logged = server.wait_for_log(pred);
+    tokio::pin!(logged);
+    loop {
+        tokio::select! {
+            (line, _) = &mut logged => return line,
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Close(frame))) => panic!("the reading client was closed: {frame:?}"),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("the reading client failed: {e}"),
+                None => panic!("the reading client's connection ended"),
+            },
+        }
+    }
+}
+
 /// The `IP:PORT` the server sees for this client, as its log lines name it.
 pub fn local_addr(ws: &WsClient) -> String {
     match ws.get_ref() {
