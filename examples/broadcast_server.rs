@@ -10,6 +10,12 @@
 //! - the channel carries `Message`s, whose payload is reference counted, so a
 //!   message relayed to 1,000 clients is stored once, not copied 1,000 times.
 //!
+//! The heartbeat keeps half-open connections from holding a slot forever:
+//! the reader, which hears every frame, keeps the shared `Heartbeat` and its
+//! timer, and asks the writer, the only task that writes, to send each ping;
+//! a client silent for longer than `--ping-ms` plus `--pong-timeout-ms` is
+//! closed with 1011 `ping timeout`.
+//!
 //! The writer also *batches*: it waits for one message, takes whatever else
 //! is already queued (up to 64), and flushes once, so a busy room costs one
 //! system call per batch rather than one per message.
@@ -36,30 +42,39 @@
 //! bigger one closes its sender's connection with 1009 (too big). A 4 KiB read
 //! buffer per connection instead of the default 128 KiB: the read buffer is
 //! allocated up front for every connection, and a broadcast server holds many
-//! mostly idle ones. At most 1,024 connections at once.
+//! mostly idle ones.
+//!
+//! Settings: `--capacity 128` (above); `--max-connections 1024`, connections
+//! served at once, more wait in the kernel's backlog for a free slot;
+//! `--ping-ms 5000` and `--pong-timeout-ms 10000`, the heartbeat: a client
+//! whose machine vanished without a FIN would otherwise hold a slot forever.
 //!
 //! Docs: docs/04-server-development.md
 
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use clap::builder::RangedU64ValueParser;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use tokio::sync::Notify;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::broadcast::{self, Receiver, Sender};
+use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, error, info, warn};
-use websocket_tutorial::close;
-use websocket_tutorial::error::is_disconnect;
-use websocket_tutorial::output;
+use websocket_tutorial::error::{self, is_disconnect};
+use websocket_tutorial::heartbeat::{Beat, Heartbeat};
 use websocket_tutorial::server::{self, WsStream};
+use websocket_tutorial::{args, close, output};
 
-const MAX_CONNECTIONS: usize = 1024;
 /// The channel allocates `capacity` slots up front; keep a typo from
 /// asking for gigabytes.
 const MAX_CAPACITY: u64 = 1 << 16;
@@ -82,12 +97,32 @@ struct Args {
         value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_CAPACITY)
     )]
     capacity: usize,
+    /// Connections served at once; more wait for a free slot.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    #[arg(value_parser = server::parse_max_connections)]
+    max_connections: usize,
+    #[command(flatten)]
+    heartbeat: HeartbeatArgs,
+}
+
+/// When to ping a client, and how long its silence may last.
+#[derive(clap::Args, Clone, Copy)]
+struct HeartbeatArgs {
+    /// Heartbeat interval, in milliseconds.
+    #[arg(long = "ping-ms", value_name = "MS", default_value = "5000")]
+    #[arg(value_parser = args::period)]
+    ping_every: Duration,
+    /// Silence allowed after a ping, in milliseconds.
+    #[arg(long = "pong-timeout-ms", value_name = "MS", default_value = "10000")]
+    #[arg(value_parser = args::millis)]
+    pong_timeout: Duration,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let _log = output::init_logging();
-    let Args { addr, capacity } = Args::parse(); // --help or a mistake: clap exits 0 or 2
+    // --help or a mistake: clap exits 0 or 2
+    let Args { addr, capacity, max_connections, heartbeat } = Args::parse();
 
     // ANCHOR: config
     let config = WebSocketConfig::default()
@@ -109,8 +144,8 @@ async fn main() -> ExitCode {
         Ok(listener) => listener,
         Err(e) => return output::fail(format_args!("cannot listen on {addr}: {e}")),
     };
-    server::serve(listener, config, MAX_CONNECTIONS, shutdown, move |ws, shutdown| {
-        client(ws, shutdown, hub.clone())
+    server::serve(listener, config, max_connections, shutdown, move |ws, shutdown| {
+        client(ws, shutdown, hub.clone(), heartbeat)
     })
     .await;
     ExitCode::SUCCESS
@@ -119,7 +154,12 @@ async fn main() -> ExitCode {
 // ANCHOR: client
 /// Serves one client: this task reads and publishes, a second task writes
 /// what the channel delivers. Returns when both have ended.
-async fn client(ws: WsStream, shutdown: CancellationToken, hub: Sender<Message>) {
+async fn client(
+    ws: WsStream,
+    shutdown: CancellationToken,
+    hub: Sender<Message>,
+    heartbeat: HeartbeatArgs,
+) {
     // Subscribe before saying "connected", so that anyone who waits for that
     // line knows this client will see every message published from then on.
     let rx = hub.subscribe();
@@ -130,21 +170,26 @@ async fn client(ws: WsStream, shutdown: CancellationToken, hub: Sender<Message>)
     // dead writer must not leave a reader publishing for nobody, and a
     // vanished reader must not leave a writer waiting for messages forever.
     let done = CancellationToken::new();
+    // The reader keeps the heartbeat, and pulls this when a ping is due.
+    let ping = Arc::new(Notify::new());
     // The writer logs inside this connection's span too (a spawned task
     // does not inherit it by itself).
     let writer = tokio::spawn(
-        write_loop(sink, rx, shutdown.clone(), done.clone()).instrument(Span::current()),
+        write_loop(sink, rx, ping.clone(), shutdown.clone(), done.clone())
+            .instrument(Span::current()),
     );
 
-    let failure = read_loop(&mut stream, &hub, &shutdown, &done).await;
+    let ending = read_loop(&mut stream, &hub, &ping, heartbeat, &shutdown, &done).await;
     done.cancel();
     match writer.await {
         // A client that broke a rule (a message over 64 KiB, invalid UTF-8)
-        // is told why with a close code; that needs both halves again.
+        // or fell silent is told why with a close code; that needs both
+        // halves again.
         Ok(sink) => {
-            if let Some(err) = failure {
+            if let Some((code, reason)) = ending {
                 if let Ok(mut ws) = stream.reunite(sink) {
-                    server::close_after_error(&mut ws, &err).await;
+                    info!(code = u16::from(code), %reason, "closing");
+                    close::handshake(&mut ws, code, &reason).await;
                 }
             }
         }
@@ -155,21 +200,30 @@ async fn client(ws: WsStream, shutdown: CancellationToken, hub: Sender<Message>)
 // ANCHOR_END: client
 
 // ANCHOR: read_loop
-/// Publishes every text and binary message the client sends, until the
-/// client leaves, the writer ends, or the server shuts down. Returns the
-/// error that ended the connection, if one did.
+/// Publishes every text and binary message the client sends, and keeps
+/// the heartbeat, until the client leaves or falls silent, the writer ends,
+/// or the server shuts down. Returns the close code and reason we owe the
+/// client, if the connection ended for one.
 async fn read_loop(
     stream: &mut SplitStream<WsStream>,
     hub: &Sender<Message>,
+    ping: &Notify,
+    timing: HeartbeatArgs,
     shutdown: &CancellationToken,
     done: &CancellationToken,
-) -> Option<tungstenite::Error> {
+) -> Option<(CloseCode, String)> {
     let _done_on_exit = done.clone().drop_guard(); // even if this panics
+    // Any frame from the client, a pong included, proves it alive; the one
+    // timer fires at the next ping or at the end of the allowed silence.
+    let mut heartbeat = Heartbeat::new(Instant::now(), timing.ping_every, timing.pong_timeout);
+    let mut heartbeat_timer = pin!(sleep_until(heartbeat.next_wake()));
     loop {
-        // Wait for one of: shutdown, the writer ending, or the next message.
-        // `biased`: at shutdown the writer sends our close frame and then
-        // ends, so both tokens fire; shutdown must win, so that we read the
-        // client's answer and the close handshake completes.
+        // Wait for one of: shutdown, the writer ending, the next message, or
+        // the heartbeat. `biased`: at shutdown the writer sends our close
+        // frame and then ends, so both tokens fire; shutdown must win, so
+        // that we read the client's answer and the close handshake
+        // completes. The client comes before the heartbeat, so that a frame
+        // already here counts before the silence is judged.
         let msg = tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
@@ -177,7 +231,21 @@ async fn read_loop(
                 return None;
             }
             _ = done.cancelled() => return None,
-            msg = stream.next() => msg,
+            msg = stream.next() => {
+                heartbeat.heard(Instant::now());
+                msg
+            }
+            _ = &mut heartbeat_timer => {
+                let beat = heartbeat.on_wake(Instant::now());
+                heartbeat_timer.as_mut().reset(heartbeat.next_wake());
+                match beat {
+                    // Only the writer writes: it sends the ping.
+                    Beat::Ping => ping.notify_one(),
+                    Beat::Dead => return Some((CloseCode::Error, "ping timeout".into())),
+                    Beat::Wait => {}
+                }
+                continue;
+            }
         };
         match msg {
             Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
@@ -197,7 +265,9 @@ async fn read_loop(
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
             Some(Ok(Message::Close(_))) => {}
             None => return None,
-            Some(Err(e)) => return Some(e),
+            // For example 1009 for a message over 64 KiB; nothing to say to
+            // a peer that is simply gone.
+            Some(Err(e)) => return error::close_code(&e).map(|code| (code, e.to_string())),
         }
     }
 }
@@ -205,12 +275,14 @@ async fn read_loop(
 
 // ANCHOR: write_loop
 /// The only task that writes to this client's socket. Forwards what the
-/// channel delivers until the reader ends, writing fails, or the server
-/// shuts down (then it sends close 1001). Hands the sink back, so that the
-/// caller can still close the connection with a code.
+/// channel delivers, and the pings the reader asks for, until the reader
+/// ends, writing fails, or the server shuts down (then it sends close 1001).
+/// Hands the sink back, so that the caller can still close the connection
+/// with a code.
 async fn write_loop(
     mut sink: SplitSink<WsStream, Message>,
     mut rx: Receiver<Message>,
+    ping: Arc<Notify>,
     shutdown: CancellationToken,
     done: CancellationToken,
 ) -> SplitSink<WsStream, Message> {
@@ -226,7 +298,7 @@ async fn write_loop(
                 close::send(&mut sink, CloseCode::Away, "server shutting down").await;
                 break;
             }
-            written = write_batch(&mut sink, &mut rx) => written,
+            written = write_batch(&mut sink, &mut rx, &ping) => written,
         };
         match written {
             Ok(true) => {}
@@ -242,17 +314,23 @@ async fn write_loop(
     sink
 }
 
-/// Waits for the next message for this client, then writes it and whatever
-/// else is already queued (up to [`BATCH`]), and flushes once. `Ok(false)`
-/// when the channel has closed.
+/// Waits for the next message for this client (or a ping the reader asks
+/// for), then writes it and whatever else is already queued (up to
+/// [`BATCH`]), and flushes once. `Ok(false)` when the channel has closed.
 async fn write_batch(
     sink: &mut SplitSink<WsStream, Message>,
     rx: &mut Receiver<Message>,
+    ping: &Notify,
 ) -> Result<bool, tungstenite::Error> {
-    let first = match rx.recv().await {
-        Ok(msg) => msg,
-        Err(RecvError::Lagged(missed)) => missed_notice(missed),
-        Err(RecvError::Closed) => return Ok(false),
+    // Both are cancel-safe: whichever loses keeps its message (or its
+    // notification) for the next turn.
+    let first = tokio::select! {
+        _ = ping.notified() => Message::Ping(Default::default()),
+        msg = rx.recv() => match msg {
+            Ok(msg) => msg,
+            Err(RecvError::Lagged(missed)) => missed_notice(missed),
+            Err(RecvError::Closed) => return Ok(false),
+        },
     };
     // `feed` queues without flushing; the one `flush` below sends the batch.
     sink.feed(first).await?;

@@ -6,7 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Server, close_cleanly, connect, expect_close, local_addr, logged_for, recv, recv_text,
+    Server, assert_waits_for_the_slot, close_cleanly, connect, expect_close, local_addr,
+    logged_for, recv, recv_text, wait_for_log_reading,
 };
 use futures_util::SinkExt;
 use tokio::task::JoinSet;
@@ -221,4 +222,47 @@ async fn ctrl_c_closes_every_client_with_1001() {
         let _ = ws.flush().await;
     }
     assert_eq!(server.program.exit_code().await, 0, "exit code after Ctrl-C");
+}
+
+/// A client that stops reading (so it answers no ping, like a vanished
+/// machine) is closed with 1011 after a ping interval plus the pong
+/// timeout, not before; a client that reads stays, and still hears
+/// everything.
+#[tokio::test]
+async fn a_silent_client_is_dropped_and_one_that_reads_stays() {
+    let args = ["--ping-ms", "100", "--pong-timeout-ms", "300"];
+    let mut server = Server::start(NAME, &args).await;
+    let mut reader = connect(&server.url).await;
+    let mut silent = connect(&server.url).await;
+    wait_connected(&mut server, 2).await;
+    let peer = local_addr(&silent);
+    // The clock starts before the silent client's last frame: the server
+    // reads it later than this, so its silence starts later too.
+    let started = std::time::Instant::now();
+    silent.send(Message::text("last words")).await.expect("send");
+
+    let dropped = |l: &str| logged_for(l, &peer, "closing code=1011");
+    let line = wait_for_log_reading(&mut server.program, &mut reader, dropped).await;
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(400), "not dropped before the timeout ({took:?})");
+    assert!(line.ends_with(" reason=ping timeout"), "{line}");
+
+    // The reader answered every ping, and is still served.
+    reader.send(Message::text("still here")).await.expect("send");
+    assert_eq!(recv_text(&mut reader).await, "still here");
+    drop(silent);
+    server.stop().await;
+}
+
+/// With `--max-connections 1`, a second client waits for the first to go.
+#[tokio::test]
+async fn the_connection_cap_makes_a_second_client_wait_for_the_slot() {
+    let mut server = Server::start(NAME, &["--max-connections", "1"]).await;
+    let first = connect(&server.url).await;
+    wait_connected(&mut server, 1).await;
+    let mut second = assert_waits_for_the_slot(&server.url, first).await;
+    wait_connected(&mut server, 1).await;
+    second.send(Message::text("served")).await.expect("send");
+    assert_eq!(recv_text(&mut second).await, "served");
+    server.stop().await;
 }
