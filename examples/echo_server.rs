@@ -57,9 +57,9 @@ use websocket_tutorial::heartbeat::{Beat, Heartbeat};
 use websocket_tutorial::server::{self, WsStream};
 use websocket_tutorial::{args, close, output};
 
-// ANCHOR: args
 /// Echoes every WebSocket message back to its sender.
 #[derive(Parser)]
+#[command(allow_negative_numbers = true)] // `--ping-ms -1`: a bad value, not a flag
 struct Args {
     /// The address to listen on, IP:PORT; port 0 picks a free port.
     #[arg(default_value = server::DEFAULT_ADDR, value_parser = server::parse_addr)]
@@ -89,7 +89,6 @@ struct Timing {
     #[arg(value_parser = args::period)]
     send_timeout: Duration,
 }
-// ANCHOR_END: args
 
 // ANCHOR: main
 #[tokio::main]

@@ -33,7 +33,6 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-// ANCHOR: heartbeat
 /// When to ping a client, and when its silence means it is gone.
 #[derive(Debug, Clone)]
 pub struct Heartbeat {
@@ -91,7 +90,6 @@ impl Heartbeat {
         }
     }
 }
-// ANCHOR_END: heartbeat
 
 #[cfg(test)]
 mod tests {

@@ -118,6 +118,11 @@ async fn bad_values_are_usage_errors() {
         ("reconnect_client", "--max-attempts", Some("-3")),
         ("broadcast_server", "--capacity", Some("0")),
         ("broadcast_server", "--capacity", Some("100000")),
+        ("broadcast_server", "--max-connections", Some("0")),
+        ("broadcast_server", "--ping-ms", Some("0")),
+        ("echo_server", "--max-connections", Some("-1")),
+        ("echo_server", "--send-timeout-ms", Some("0")),
+        ("echo_server", "--pong-timeout-ms", Some("soon")),
     ] {
         let mut args = vec![flag];
         args.extend(value);
