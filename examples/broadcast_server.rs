@@ -55,7 +55,6 @@ use std::net::SocketAddr;
 use std::pin::pin;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Parser;
 use clap::builder::RangedU64ValueParser;
@@ -71,9 +70,9 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, error, info, warn};
 use websocket_tutorial::error::{self, is_disconnect};
-use websocket_tutorial::heartbeat::{Beat, Heartbeat};
+use websocket_tutorial::heartbeat::{Beat, HeartbeatArgs};
 use websocket_tutorial::server::{self, WsStream};
-use websocket_tutorial::{args, close, output};
+use websocket_tutorial::{close, output};
 
 /// The channel allocates `capacity` slots up front; keep a typo from
 /// asking for gigabytes.
@@ -103,19 +102,6 @@ struct Args {
     max_connections: usize,
     #[command(flatten)]
     heartbeat: HeartbeatArgs,
-}
-
-/// When to ping a client, and how long its silence may last.
-#[derive(clap::Args, Clone, Copy)]
-struct HeartbeatArgs {
-    /// Heartbeat interval, in milliseconds.
-    #[arg(long = "ping-ms", value_name = "MS", default_value = "5000")]
-    #[arg(value_parser = args::period)]
-    ping_every: Duration,
-    /// Silence allowed after a ping, in milliseconds.
-    #[arg(long = "pong-timeout-ms", value_name = "MS", default_value = "10000")]
-    #[arg(value_parser = args::millis)]
-    pong_timeout: Duration,
 }
 
 #[tokio::main]
@@ -215,7 +201,7 @@ async fn read_loop(
     let _done_on_exit = done.clone().drop_guard(); // even if this panics
     // Any frame from the client, a pong included, proves it alive; the one
     // timer fires at the next ping or at the end of the allowed silence.
-    let mut heartbeat = Heartbeat::new(Instant::now(), timing.ping_every, timing.pong_timeout);
+    let mut heartbeat = timing.start();
     let mut heartbeat_timer = pin!(sleep_until(heartbeat.next_wake()));
     loop {
         // Wait for one of: shutdown, the writer ending, the next message, or

@@ -74,7 +74,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 use tracing::{Span, field, info, warn};
 use websocket_tutorial::error::{self, is_disconnect};
-use websocket_tutorial::heartbeat::{Beat, Heartbeat};
+use websocket_tutorial::heartbeat::{Beat, HeartbeatArgs};
 use websocket_tutorial::outbox::{Outgoing, frame_len};
 use websocket_tutorial::output;
 use websocket_tutorial::protocol::{
@@ -111,14 +111,8 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 1000)]
     #[arg(value_parser = args::positive::<usize>)]
     presence_limit: usize,
-    /// Heartbeat interval, in milliseconds.
-    #[arg(long = "ping-ms", value_name = "MS", default_value = "5000")]
-    #[arg(value_parser = args::period)]
-    ping_every: Duration,
-    /// Silence allowed after a ping, in milliseconds.
-    #[arg(long = "pong-timeout-ms", value_name = "MS", default_value = "10000")]
-    #[arg(value_parser = args::millis)]
-    pong_timeout: Duration,
+    #[command(flatten)]
+    heartbeat: HeartbeatArgs,
     /// The longest a write may wait for the client, in milliseconds.
     #[arg(long = "send-timeout-ms", value_name = "MS", default_value = "5000")]
     #[arg(value_parser = args::period)]
@@ -137,10 +131,8 @@ struct Chat {
     /// Commands per second per connection, and the burst allowed.
     rate_limit: u32,
     rate_burst: u32,
-    /// How often we ping a client.
-    ping_every: Duration,
-    /// Silence allowed after a ping before a client counts as gone.
-    pong_timeout: Duration,
+    /// When to ping a client, and how long its silence may last.
+    heartbeat: HeartbeatArgs,
     /// The longest one write may wait for a client to make room.
     send_timeout: Duration,
 }
@@ -159,8 +151,7 @@ async fn main() -> ExitCode {
         rooms: Arc::new(rooms),
         rate_limit: args.rate_limit,
         rate_burst: args.rate_burst,
-        ping_every: args.ping_every,
-        pong_timeout: args.pong_timeout,
+        heartbeat: args.heartbeat,
         send_timeout: args.send_timeout,
     });
     let (addr, max_connections) = (args.addr, args.max_connections);
@@ -272,7 +263,7 @@ async fn serve_client(
     // client's machine vanished without a FIN. `Heartbeat` keeps the times;
     // one timer, reset to its next wake, serves both the ping and the end
     // of the allowed silence.
-    let mut heartbeat = Heartbeat::new(Instant::now(), chat.ping_every, chat.pong_timeout);
+    let mut heartbeat = chat.heartbeat.start();
     let mut heartbeat_timer = pin!(sleep_until(heartbeat.next_wake()));
     let mut rate = RateLimit::new(chat.rate_limit, chat.rate_burst);
     // Made once, outside the loop: a cancellation future registers with its

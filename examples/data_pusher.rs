@@ -67,13 +67,14 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::broadcast::{self, Receiver, Sender};
-use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep, timeout};
+use tokio::time::{Instant, MissedTickBehavior, sleep_until, timeout};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use websocket_tutorial::error::is_disconnect;
+use websocket_tutorial::heartbeat::{Beat, HeartbeatArgs};
 use websocket_tutorial::output;
 use websocket_tutorial::server::{self, WsStream};
 use websocket_tutorial::{args, close};
@@ -114,17 +115,12 @@ struct Args {
 /// on the command line, in milliseconds, and a `Copy` for every connection.
 #[derive(Debug, Clone, Copy, clap::Args)]
 struct Deadlines {
-    /// How often we ping the client.
-    #[arg(long = "ping-ms", value_name = "MS", default_value = "5000")]
-    #[arg(value_parser = args::period)]
-    ping_every: Duration,
-    /// Silence allowed after a ping before the client counts as gone.
-    #[arg(long = "pong-timeout-ms", value_name = "MS", default_value = "10000")]
-    #[arg(value_parser = args::millis)]
-    pong_timeout: Duration,
+    /// When to ping the client, and how long its silence may last.
+    #[command(flatten)]
+    heartbeat: HeartbeatArgs,
     /// The longest one send may wait for the client to make room.
     #[arg(long = "send-timeout-ms", value_name = "MS", default_value = "5000")]
-    #[arg(value_parser = args::millis)]
+    #[arg(value_parser = args::period)]
     send_timeout: Duration,
 }
 // ANCHOR_END: deadlines
@@ -209,21 +205,21 @@ async fn client(
     // `samples` was subscribed before this line, so a client that waits for
     // it will get the next sample produced.
     info!("connected");
-    // The heartbeat: a ping every `ping_every`, and any frame from the
-    // client (its pong included) proves it alive. Silence for longer than
-    // `ping_every + pong_timeout` means the connection is half-open: the
-    // client's machine vanished without a FIN, and TCP alone would keep the
-    // slot for many minutes.
-    let allowed_silence = deadlines.ping_every + deadlines.pong_timeout;
-    let mut ping = interval_at(Instant::now() + deadlines.ping_every, deadlines.ping_every);
-    let mut silence = pin!(sleep(allowed_silence));
+    // The heartbeat: a ping every `--ping-ms`, and any frame from the client
+    // (its pong included) proves it alive. Silence for longer than a ping
+    // interval plus `--pong-timeout-ms` means the connection is half-open:
+    // the client's machine vanished without a FIN, and TCP alone would keep
+    // the slot for many minutes. `Heartbeat` keeps the times; one timer
+    // fires at the next ping or at the end of the allowed silence.
+    let mut heartbeat = deadlines.heartbeat.start();
+    let mut heartbeat_timer = pin!(sleep_until(heartbeat.next_wake()));
     loop {
-        // Wait for one of: shutdown, the client, too much silence, time to
-        // ping, or the next sample. `biased`: in this order. The client
-        // comes before the silence check, so a pong that arrived while we
-        // were sending still counts; pings and the client come before the
-        // samples, so a client that is behind (a sample always ready) is
-        // still pinged and heard.
+        // Wait for one of: shutdown, the client, the heartbeat (time to ping,
+        // or too much silence), or the next sample. `biased`: in this order.
+        // The client comes before the heartbeat, so a pong that arrived
+        // while we were sending still counts; the client and the heartbeat
+        // come before the samples, so a client that is behind (a sample
+        // always ready) is still pinged and heard.
         let outgoing = tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
@@ -234,7 +230,7 @@ async fn client(
             // tungstenite answer pings and the client's close frame.
             msg = ws.next() => match msg {
                 Some(Ok(_)) => {
-                    silence.as_mut().reset(Instant::now() + allowed_silence);
+                    heartbeat.heard(Instant::now());
                     continue;
                 }
                 None => break,
@@ -244,11 +240,18 @@ async fn client(
                     break;
                 }
             },
-            _ = &mut silence => {
-                close_with(&mut ws, CloseCode::Error, "ping timeout").await;
-                break;
+            _ = &mut heartbeat_timer => {
+                let beat = heartbeat.on_wake(Instant::now());
+                heartbeat_timer.as_mut().reset(heartbeat.next_wake());
+                match beat {
+                    Beat::Ping => Message::Ping(Default::default()),
+                    Beat::Dead => {
+                        close_with(&mut ws, CloseCode::Error, "ping timeout").await;
+                        break;
+                    }
+                    Beat::Wait => continue,
+                }
             }
-            _ = ping.tick() => Message::Ping(Default::default()),
             sample = next_sample(&mut samples) => match sample {
                 Some(sample) => sample,
                 None => break, // the producer stopped

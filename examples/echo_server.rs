@@ -53,7 +53,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use websocket_tutorial::error::is_disconnect;
-use websocket_tutorial::heartbeat::{Beat, Heartbeat};
+use websocket_tutorial::heartbeat::{Beat, HeartbeatArgs};
 use websocket_tutorial::server::{self, WsStream};
 use websocket_tutorial::{args, close, output};
 
@@ -75,14 +75,8 @@ struct Args {
 /// The deadlines of one connection, the same for every connection.
 #[derive(clap::Args, Clone, Copy)]
 struct Timing {
-    /// Heartbeat interval, in milliseconds.
-    #[arg(long = "ping-ms", value_name = "MS", default_value = "5000")]
-    #[arg(value_parser = args::period)]
-    ping_every: Duration,
-    /// Silence allowed after a ping, in milliseconds.
-    #[arg(long = "pong-timeout-ms", value_name = "MS", default_value = "10000")]
-    #[arg(value_parser = args::millis)]
-    pong_timeout: Duration,
+    #[command(flatten)]
+    heartbeat: HeartbeatArgs,
     /// The longest an echo may wait for the client to take it, in
     /// milliseconds.
     #[arg(long = "send-timeout-ms", value_name = "MS", default_value = "5000")]
@@ -127,7 +121,7 @@ async fn echo(mut ws: WsStream, shutdown: CancellationToken, timing: Timing) {
     // its connection would hold one of the `--max-connections` slots
     // forever. `Heartbeat` says when to ping and when the silence has lasted
     // too long; the one timer is reset to whichever comes first.
-    let mut heartbeat = Heartbeat::new(Instant::now(), timing.ping_every, timing.pong_timeout);
+    let mut heartbeat = timing.heartbeat.start();
     let mut heartbeat_timer = pin!(sleep_until(heartbeat.next_wake()));
     let mut shutting_down = pin!(shutdown.cancelled());
     let ending = loop {

@@ -33,6 +33,30 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::args;
+
+/// A server's heartbeat settings, as every server takes them on its command
+/// line (`#[command(flatten)] heartbeat: HeartbeatArgs`): `--ping-ms`
+/// (5000) and `--pong-timeout-ms` (10000).
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct HeartbeatArgs {
+    /// Heartbeat interval, in milliseconds.
+    #[arg(long = "ping-ms", value_name = "MS", default_value = "5000")]
+    #[arg(value_parser = args::period)]
+    pub ping_every: Duration,
+    /// Silence allowed after a ping, in milliseconds.
+    #[arg(long = "pong-timeout-ms", value_name = "MS", default_value = "10000")]
+    #[arg(value_parser = args::millis)]
+    pub pong_timeout: Duration,
+}
+
+impl HeartbeatArgs {
+    /// A heartbeat with these settings for a connection that starts now.
+    pub fn start(&self) -> Heartbeat {
+        Heartbeat::new(Instant::now(), self.ping_every, self.pong_timeout)
+    }
+}
+
 /// When to ping a client, and when its silence means it is gone.
 #[derive(Debug, Clone)]
 pub struct Heartbeat {

@@ -114,6 +114,7 @@ async fn bad_values_are_usage_errors() {
         ("chat_server", "--send-timeout-ms", None),
         ("data_pusher", "--interval-ms", Some("0")),
         ("data_pusher", "--pong-timeout-ms", Some("soon")),
+        ("data_pusher", "--send-timeout-ms", Some("0")),
         ("reconnect_client", "--ping-ms", Some("0")),
         ("reconnect_client", "--max-attempts", Some("-3")),
         ("broadcast_server", "--capacity", Some("0")),
