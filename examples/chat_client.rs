@@ -87,7 +87,8 @@ async fn main() -> ExitCode {
         }
     });
 
-    let join = ClientMessage::Join { room: FIRST_ROOM.into(), username: username.clone() };
+    let join =
+        ClientMessage::Join { room: FIRST_ROOM.into(), username: username.clone(), since: None };
     let _ = tx.send(join.to_message()).await;
     info!("joining #{FIRST_ROOM} as {username}; type a line to say it, /help lists the commands");
 
@@ -217,9 +218,11 @@ fn command(line: &str, username: &str, rooms: &[String]) -> Input {
         "/join" | "/leave" if rest.is_empty() => Input::Complain(format!("usage: {word} ROOM")),
         // Already in it: no need to ask the server.
         "/join" if rooms.iter().any(|r| r == rest) => Input::Switch(rest.into()),
-        "/join" => {
-            Input::Send(ClientMessage::Join { room: rest.into(), username: username.into() })
-        }
+        "/join" => Input::Send(ClientMessage::Join {
+            room: rest.into(),
+            username: username.into(),
+            since: None,
+        }),
         "/leave" => Input::Send(ClientMessage::Leave { room: rest.into() }),
         _ if word.starts_with('/') => {
             Input::Complain(format!("unknown command {word}; /help lists the commands"))
@@ -292,6 +295,12 @@ fn show(event: &ServerEvent) -> io::Result<()> {
                 .map(|t| t.with_timezone(&Local).format("%H:%M:%S").to_string())
                 .unwrap_or_else(|_| timestamp.clone());
             format!("[{at}] #{room} <{username}> {content}")
+        }
+        ServerEvent::Gap { room, first, last } => {
+            format!("[{now}] #{room} * messages {first} to {last} are lost")
+        }
+        ServerEvent::Members { room, usernames } => {
+            format!("[{now}] #{room} * members: {}", usernames.join(", "))
         }
         ServerEvent::Pong => "pong".to_string(),
         ServerEvent::Error { room: Some(room), message } => format!("! #{room}: {message}"),

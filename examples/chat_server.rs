@@ -30,7 +30,10 @@
 //! connection. Invalid JSON, a binary frame, a message to a room you have
 //! not joined, or a broken rule gets `{"type":"Error","message":"..."}`
 //! (with `"room"` when the command was about a room) and the connection
-//! stays open.
+//! stays open. So does a `since` ahead of the room's last `seq`, and that
+//! join does not happen: a client that resumes from a number the room
+//! never reached (the server restarted, or the room emptied and started
+//! again from 1) learns it, and joins again without `since`.
 //!
 //! Limits (`WebSocketConfig`): a frame or message over 64 KiB closes the
 //! connection with 1009 (the default would accept 64 MiB). The buffers are
@@ -52,6 +55,9 @@
 //!   gets an `Error`, and a client a whole burst over it is closed with 1008;
 //! - `--presence-limit 1000`: rooms with more members announce a `Joined` or
 //!   `Left` only to the member concerned;
+//! - `--history 1000`: messages kept per room, in memory, so that a client
+//!   back from a dropped connection can join with `"since":SEQ` (the last
+//!   `seq` it showed) and get what it missed before the live messages;
 //! - `--ping-ms 5000` (heartbeat interval), `--pong-timeout-ms 10000`
 //!   (silence allowed after a ping), `--send-timeout-ms 5000` (the longest a
 //!   write may wait for the client), `--max-connections 10000`.
@@ -111,6 +117,10 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 1000)]
     #[arg(value_parser = args::positive::<usize>)]
     presence_limit: usize,
+    /// Messages kept per room, for clients that resume with `since`.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    #[arg(value_parser = args::positive::<usize>)]
+    history: usize,
     #[command(flatten)]
     heartbeat: HeartbeatArgs,
     /// The longest a write may wait for the client, in milliseconds.
@@ -145,6 +155,7 @@ async fn main() -> ExitCode {
     let rooms = RoomManager::new(rooms::Config {
         outbox_bytes: args.outbox_bytes,
         presence_limit: args.presence_limit,
+        history: args.history,
         ..rooms::Config::default()
     });
     let chat = Arc::new(Chat {
@@ -389,7 +400,7 @@ fn on_frame(msg: &Message, me: &Member, rate: &mut RateLimit, chat: &Chat) -> Op
     match rate.check(Instant::now()) {
         Verdict::Allowed => match command {
             Ok(command) => handle(command, me),
-            Err(e) => reply_error(me, None, e),
+            Err(e) => reply_error(me, room_in(msg).as_deref(), e),
         },
         Verdict::Refused => {
             let room = command.ok().and_then(|c| room_of(&c).map(str::to_string));
@@ -416,7 +427,7 @@ fn on_frame(msg: &Message, me: &Member, rate: &mut RateLimit, chat: &Chat) -> Op
 /// naming the room the command was about.
 fn handle(command: ClientMessage, me: &Member) {
     match command {
-        ClientMessage::Join { room, username } => {
+        ClientMessage::Join { room, username, since } => {
             if let Err(e) = check_name("username", &username).and(check_name("room", &room)) {
                 return reply_error(me, Some(&room), e);
             }
@@ -424,8 +435,9 @@ fn handle(command: ClientMessage, me: &Member) {
                 let refusal = format!("at most {MAX_ROOMS_PER_CLIENT} rooms");
                 return reply_error(me, Some(&room), refusal);
             }
-            // Joining announces it to the room in the same step.
-            if let Err(e) = me.join(&room, &username) {
+            // Joining announces it to the room, and replays what a
+            // resuming client missed, in the same step.
+            if let Err(e) = me.join_since(&room, &username, since) {
                 reply_error(me, Some(&room), format!("cannot join {room:?}: {e}"));
             }
         }
@@ -456,6 +468,12 @@ fn handle(command: ClientMessage, me: &Member) {
                 reply_error(me, Some(&room), format!("cannot send to {room:?}: {e}"));
             }
         }
+        ClientMessage::Members { room } => match me.members(&room) {
+            Ok(usernames) => {
+                me.send(ServerEvent::Members { room, usernames }.to_message());
+            }
+            Err(e) => reply_error(me, Some(&room), format!("cannot list {room:?}: {e}")),
+        },
         ClientMessage::Ping => {
             me.send(ServerEvent::Pong.to_message());
         }
@@ -469,9 +487,17 @@ fn room_of(command: &ClientMessage) -> Option<&str> {
     match command {
         ClientMessage::Join { room, .. }
         | ClientMessage::Leave { room }
-        | ClientMessage::Message { room, .. } => Some(room),
+        | ClientMessage::Message { room, .. }
+        | ClientMessage::Members { room } => Some(room),
         ClientMessage::Ping | ClientMessage::Pong => None,
     }
+}
+
+/// The `"room"` of a command that did not parse (a `since` of -1, say),
+/// when it has one: its `Error` can still name the room it was about.
+fn room_in(msg: &Message) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(msg.to_text().ok()?).ok()?;
+    value.get("room")?.as_str().map(str::to_string)
 }
 
 fn check_name(what: &str, name: &str) -> Result<(), String> {

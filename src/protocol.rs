@@ -22,11 +22,23 @@ use crate::error::ProtocolError;
 #[serde(tag = "type")]
 pub enum ClientMessage {
     /// Enter `room` under the name `username`; the room is created if needed.
-    Join { room: String, username: String },
+    Join {
+        room: String,
+        username: String,
+        /// Resume after a reconnect: the `seq` of the last message of `room`
+        /// this client showed. After its `Joined`, the joiner receives every
+        /// later message the room's history still holds (a [`ServerEvent::Gap`]
+        /// first, if some are gone), then live ones. Absent: live ones only.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<u64>,
+    },
     /// Leave `room`.
     Leave { room: String },
     /// Say `content` in `room` (the sender must have joined it).
     Message { room: String, content: String },
+    /// Who is in `room` (the sender must have joined it): answered with
+    /// [`ServerEvent::Members`].
+    Members { room: String },
     /// Application-level ping: the server answers [`ServerEvent::Pong`].
     Ping,
     /// Application-level pong; carries nothing.
@@ -60,6 +72,12 @@ pub enum ServerEvent {
         /// Per-room counter starting at 1.
         seq: u64,
     },
+    /// Sent to a member resuming with `since`, before the messages it
+    /// missed: messages `first..=last` of `room` are no longer in its
+    /// history, and will never arrive.
+    Gap { room: String, first: u64, last: u64 },
+    /// The answer to [`ClientMessage::Members`]: the names in `room`, sorted.
+    Members { room: String, usernames: Vec<String> },
     /// The answer to [`ClientMessage::Ping`].
     Pong,
     /// A command was refused; the connection stays open. `room` names the
@@ -155,8 +173,24 @@ mod tests {
     fn client_messages_have_the_documented_wire_format() {
         let cases = [
             (
-                ClientMessage::Join { room: "general".into(), username: "alice".into() },
+                ClientMessage::Join {
+                    room: "general".into(),
+                    username: "alice".into(),
+                    since: None,
+                },
                 r#"{"type":"Join","room":"general","username":"alice"}"#,
+            ),
+            (
+                ClientMessage::Join {
+                    room: "general".into(),
+                    username: "alice".into(),
+                    since: Some(41),
+                },
+                r#"{"type":"Join","room":"general","username":"alice","since":41}"#,
+            ),
+            (
+                ClientMessage::Members { room: "general".into() },
+                r#"{"type":"Members","room":"general"}"#,
             ),
             (
                 ClientMessage::Leave { room: "general".into() },
@@ -197,6 +231,17 @@ mod tests {
                 },
                 r#"{"type":"Message","room":"r","username":"bob","content":"yo","timestamp":"2026-11-25T12:00:00.000Z","seq":7}"#,
             ),
+            (
+                ServerEvent::Gap { room: "r".into(), first: 42, last: 57 },
+                r#"{"type":"Gap","room":"r","first":42,"last":57}"#,
+            ),
+            (
+                ServerEvent::Members {
+                    room: "r".into(),
+                    usernames: vec!["al".into(), "bob".into()],
+                },
+                r#"{"type":"Members","room":"r","usernames":["al","bob"]}"#,
+            ),
             (ServerEvent::Pong, r#"{"type":"Pong"}"#),
             (
                 ServerEvent::Error { room: None, message: "no".into() },
@@ -224,6 +269,16 @@ mod tests {
         let missing_field =
             ClientMessage::try_from(&Message::text(r#"{"type":"Join","room":"x"}"#));
         assert!(matches!(missing_field, Err(ProtocolError::InvalidJson(_))));
+
+        for since in ["-1", "1.5", "\"41\"", "null"] {
+            let text = format!(r#"{{"type":"Join","room":"r","username":"a","since":{since}}}"#);
+            let parsed = ClientMessage::try_from(&Message::text(text));
+            if since == "null" {
+                assert!(matches!(parsed, Ok(ClientMessage::Join { since: None, .. })));
+            } else {
+                assert!(matches!(parsed, Err(ProtocolError::InvalidJson(_))), "since {since}");
+            }
+        }
 
         let binary = ClientMessage::try_from(&Message::binary(vec![1, 2, 3]));
         assert!(matches!(binary, Err(ProtocolError::NotText("binary"))));

@@ -26,6 +26,15 @@
 //! taken out the same way, and so is one whose [`Member`] is dropped for any
 //! reason, a panic included: membership cannot outlive its connection.
 //!
+//! **History.** Each room keeps its last [`Config::history`] messages, the
+//! very [`Message`]s its members were sent (serialised once, shared). A
+//! client back from a dropped connection joins with the `seq` it saw last
+//! ([`Member::join_since`]) and is sent, right after its own join event,
+//! what it missed. That replay happens under the same lock as the join and
+//! as [`Member::say`], so each message reaches it exactly once: replayed if
+//! said before the join, delivered live if after. History lives as long as
+//! the room: a room that empties is removed, and a new one counts from 1.
+//!
 //! One `std::sync::Mutex` guards the state. It is never held across an
 //! `.await`, and what runs under it is short: map operations, non-blocking
 //! pushes, and in [`Member::say`] the caller's `make` closure (one
@@ -33,7 +42,7 @@
 //! mutex beats an async `RwLock` here; a server with very busy rooms would
 //! shard the state by room.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -64,6 +73,9 @@ pub enum RoomError {
     NotJoined,
     /// Another member of that room already uses that name.
     NameTaken,
+    /// A join asked for the messages after `since`, but the room's last
+    /// message is `last` (0 when it has none): `since` cannot be from it.
+    SinceAhead { since: u64, last: u64 },
 }
 
 impl std::fmt::Display for RoomError {
@@ -73,6 +85,9 @@ impl std::fmt::Display for RoomError {
             RoomError::AlreadyJoined => "already in that room",
             RoomError::NotJoined => "not in that room",
             RoomError::NameTaken => "that name is taken in that room",
+            RoomError::SinceAhead { since, last } => {
+                return write!(f, "since {since} is ahead of the room's last message, seq {last}");
+            }
         })
     }
 }
@@ -89,24 +104,35 @@ pub struct Config {
     /// Rooms with more members than this announce a join or a leave only to
     /// the member concerned.
     pub presence_limit: usize,
+    /// How many of its last messages each room keeps, for members who
+    /// resume with `since`.
+    pub history: usize,
     /// The announcement that `username` joined `room`.
     pub joined: fn(room: &str, username: &str) -> Message,
     /// The announcement that `username` left `room`.
     pub left: fn(room: &str, username: &str) -> Message,
+    /// The notice, before a replay, that messages `first..=last` of `room`
+    /// are gone from its history.
+    pub gap: fn(room: &str, first: u64, last: u64) -> Message,
 }
 
 impl Default for Config {
-    /// 1 MiB per outbox, presence announced up to 1,000 members, with the
-    /// chat protocol's `Joined` and `Left` events.
+    /// 1 MiB per outbox, presence announced up to 1,000 members, 1,000
+    /// messages of history per room, with the chat protocol's `Joined`,
+    /// `Left` and `Gap` events.
     fn default() -> Config {
         Config {
             outbox_bytes: 1024 * 1024,
             presence_limit: 1_000,
+            history: 1_000,
             joined: |room, username| {
                 ServerEvent::Joined { room: room.into(), username: username.into() }.to_message()
             },
             left: |room, username| {
                 ServerEvent::Left { room: room.into(), username: username.into() }.to_message()
+            },
+            gap: |room, first, last| {
+                ServerEvent::Gap { room: room.into(), first, last }.to_message()
             },
         }
     }
@@ -137,6 +163,9 @@ struct Room {
     members: BTreeMap<ClientId, String>,
     /// The `seq` of the last numbered message; the next one gets `seq + 1`.
     seq: u64,
+    /// The last messages said here, oldest first, the newest being `seq`:
+    /// they are numbered without gaps, so their own numbers need no storing.
+    history: VecDeque<Message>,
 }
 
 #[derive(Debug)]
@@ -265,6 +294,23 @@ impl Member {
     /// Joins `room` under `username`, creating the room if needed, and
     /// announces it in the same step. Names are unique within a room.
     pub fn join(&self, room: &str, username: &str) -> Result<(), RoomError> {
+        self.join_since(room, username, None)
+    }
+
+    /// [`Member::join`], and with `since`, the room's messages after that
+    /// `seq`, sent to this member alone right after its join event: a
+    /// reconnecting client gets what it missed. Under the same lock as
+    /// [`Member::say`], so no message is both replayed and delivered live,
+    /// and none is neither. When the history no longer reaches back to
+    /// `since + 1`, a [`Config::gap`] notice names what is gone first. A
+    /// `since` ahead of the room's last `seq` is refused, and nothing
+    /// changes.
+    pub fn join_since(
+        &self,
+        room: &str,
+        username: &str,
+        since: Option<u64>,
+    ) -> Result<(), RoomError> {
         let mut guard = self.rooms.lock();
         let state = &mut *guard;
         let client = state.clients.get_mut(&self.id).ok_or(RoomError::Gone)?;
@@ -280,6 +326,10 @@ impl Member {
         if members.is_some_and(|m| m.values().any(|name| name == username)) {
             return Err(RoomError::NameTaken);
         }
+        let last = state.rooms.get(room).map_or(0, |r| r.seq);
+        if let Some(since) = since.filter(|&since| since > last) {
+            return Err(RoomError::SinceAhead { since, last });
+        }
         if let Some(client) = state.clients.get_mut(&self.id) {
             client.rooms.push((room.to_string(), username.to_string()));
         }
@@ -291,6 +341,9 @@ impl Member {
             state.deliver(room, &joined);
         } else {
             state.send_to(self.id, joined);
+        }
+        if let Some(since) = since {
+            state.replay(room, self.id, since);
         }
         Ok(())
     }
@@ -321,16 +374,38 @@ impl Member {
         room: &str,
         make: impl FnOnce(&str, u64) -> Message,
     ) -> Result<u64, RoomError> {
-        let mut state = self.rooms.lock();
+        let mut guard = self.rooms.lock();
+        let state = &mut *guard;
         let room_state = state.rooms.get_mut(room).ok_or(RoomError::NotJoined)?;
         let username = room_state.members.get(&self.id).ok_or(RoomError::NotJoined)?;
         room_state.seq += 1;
         let seq = room_state.seq;
         let msg = make(username, seq);
+        // History shares the delivered message: one serialisation, and one
+        // more reference count, per message.
+        if state.config.history > 0 {
+            let history = &mut room_state.history;
+            if history.len() == state.config.history {
+                history.pop_front();
+            }
+            history.push_back(msg.clone());
+        }
         state.deliver(room, &msg);
         Ok(seq)
     }
     // ANCHOR_END: say
+
+    /// The names of the members of `room`, sorted; only a member may ask.
+    pub fn members(&self, room: &str) -> Result<Vec<String>, RoomError> {
+        let state = self.rooms.lock();
+        let room_state = state.rooms.get(room).ok_or(RoomError::NotJoined)?;
+        if !room_state.members.contains_key(&self.id) {
+            return Err(RoomError::NotJoined);
+        }
+        let mut names: Vec<String> = room_state.members.values().cloned().collect();
+        names.sort();
+        Ok(names)
+    }
 
     /// Queues `msg` for this client alone. Returns false when it could not
     /// be queued (the client is over its budget, and now evicted, or gone).
@@ -414,6 +489,45 @@ impl State {
         }
     }
     // ANCHOR_END: remove_member
+
+    // ANCHOR: replay
+    /// Sends `id` the messages of `room` after `since` that its history
+    /// holds, preceded by a gap notice when it no longer reaches back to
+    /// `since + 1`. The caller holds the lock and has just made `id` a
+    /// member, so the next message said in the room is delivered live.
+    ///
+    /// A replay is bounded by half the outbox budget, newest messages kept:
+    /// the joiner, whose outbox may already hold its join event, is not
+    /// evicted for what it asked (reconnecting, it would ask again and again);
+    /// older messages that would not fit are reported in the gap too.
+    fn replay(&mut self, room: &str, id: ClientId, since: u64) {
+        let Some(room_state) = self.rooms.get(room) else { return };
+        let history = &room_state.history;
+        // `since <= seq` was checked by the caller.
+        let missed = (room_state.seq - since) as usize;
+        let held = missed.min(history.len());
+        let budget = self.config.outbox_bytes / 2;
+        let mut bytes = 0;
+        let fits = history
+            .iter()
+            .rev()
+            .take(held)
+            .take_while(|msg| {
+                bytes += outbox::frame_len(msg);
+                bytes <= budget
+            })
+            .count();
+        let first_sent = room_state.seq - fits as u64 + 1;
+        let gap =
+            (since + 1 < first_sent).then(|| (self.config.gap)(room, since + 1, first_sent - 1));
+        let replayed: Vec<Message> = history.iter().skip(history.len() - fits).cloned().collect();
+        for msg in gap.into_iter().chain(replayed) {
+            if !self.send_to(id, msg) {
+                return; // evicted or gone after all: nothing more for it
+            }
+        }
+    }
+    // ANCHOR_END: replay
 }
 
 #[cfg(test)]
@@ -424,8 +538,10 @@ mod tests {
         let config = Config {
             outbox_bytes,
             presence_limit,
+            history: 5,
             joined: |room, name| Message::text(format!("+{name}@{room}")),
             left: |room, name| Message::text(format!("-{name}@{room}")),
+            gap: |room, first, last| Message::text(format!("gap {first}..{last}@{room}")),
         };
         Arc::new(RoomManager::new(config))
     }
@@ -587,6 +703,132 @@ mod tests {
         assert_eq!(b.say("one", make), Err(RoomError::NotJoined));
         assert_eq!(a.say("nowhere", make), Err(RoomError::NotJoined));
         assert_eq!(drain(&mut ra), ["alice:1", "alice:2", "alice:1"]);
+    }
+
+    /// Says `n` messages in `room`, each its own `seq` as text.
+    fn say_numbers(member: &Member, room: &str, n: u64) {
+        for _ in 0..n {
+            member.say(room, |_, seq| Message::text(seq.to_string())).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_join_since_replays_what_was_missed_then_goes_live() {
+        let rooms = manager(1024, 10);
+        let (a, _ra) = rooms.register();
+        let (b, mut rb) = rooms.register();
+        a.join("r", "alice").unwrap();
+        say_numbers(&a, "r", 3);
+        b.join_since("r", "bob", Some(1)).unwrap();
+        say_numbers(&a, "r", 1);
+        assert_eq!(drain(&mut rb), ["+bob@r", "2", "3", "4"]);
+
+        // Resuming at the last seq replays nothing; no since, nothing either.
+        let (c, mut rc) = rooms.register();
+        let (d, mut rd) = rooms.register();
+        c.join_since("r", "carol", Some(4)).unwrap();
+        d.join("r", "dave").unwrap();
+        assert_eq!(drain(&mut rc), ["+carol@r", "+dave@r"]);
+        assert_eq!(drain(&mut rd), ["+dave@r"]);
+    }
+
+    #[test]
+    fn a_join_since_older_than_the_history_hears_of_the_gap_first() {
+        let rooms = manager(1024, 10); // 5 messages of history
+        let (a, _ra) = rooms.register();
+        let (b, mut rb) = rooms.register();
+        a.join("r", "alice").unwrap();
+        say_numbers(&a, "r", 8);
+        b.join_since("r", "bob", Some(1)).unwrap();
+        assert_eq!(drain(&mut rb), ["+bob@r", "gap 2..3@r", "4", "5", "6", "7", "8"]);
+    }
+
+    #[test]
+    fn a_replay_is_bounded_by_half_the_outbox_budget_the_rest_is_a_gap() {
+        // 40 bytes: half is 20, two 9-byte messages (frames of 11 bytes) do
+        // not fit, one does.
+        let rooms = manager(40, 10);
+        let (a, mut ra) = rooms.register();
+        let (b, mut rb) = rooms.register();
+        a.join("r", "alice").unwrap();
+        for _ in 0..3 {
+            a.say("r", |_, seq| Message::text(format!("{seq:>9}"))).unwrap();
+            drain(&mut ra); // a reader that keeps up
+        }
+        b.join_since("r", "bob", Some(0)).unwrap();
+        assert_eq!(drain(&mut rb), ["+bob@r", "gap 1..2@r", "        3"]);
+        assert!(!b.is_evicted());
+    }
+
+    #[test]
+    fn a_since_ahead_of_the_room_is_refused_and_changes_nothing() {
+        let rooms = manager(1024, 10);
+        let (a, mut ra) = rooms.register();
+        let (b, mut rb) = rooms.register();
+        a.join("r", "alice").unwrap();
+        say_numbers(&a, "r", 2);
+        drain(&mut ra);
+        assert_eq!(
+            b.join_since("r", "bob", Some(3)),
+            Err(RoomError::SinceAhead { since: 3, last: 2 })
+        );
+        assert_eq!(
+            b.join_since("new", "bob", Some(1)),
+            Err(RoomError::SinceAhead { since: 1, last: 0 }),
+            "a room that does not exist has no messages"
+        );
+        assert!(b.rooms().is_empty());
+        assert_eq!(rooms.room_names(), ["r"]);
+        assert!(drain(&mut ra).is_empty() && drain(&mut rb).is_empty());
+    }
+
+    #[test]
+    fn members_are_listed_sorted_to_members_only() {
+        let rooms = manager(1024, 10);
+        let (a, _ra) = rooms.register();
+        let (b, _rb) = rooms.register();
+        let (c, _rc) = rooms.register();
+        b.join("r", "zoe").unwrap();
+        a.join("r", "adam").unwrap();
+        assert_eq!(a.members("r"), Ok(vec!["adam".to_string(), "zoe".to_string()]));
+        assert_eq!(c.members("r"), Err(RoomError::NotJoined));
+        assert_eq!(c.members("nowhere"), Err(RoomError::NotJoined));
+    }
+
+    #[test]
+    fn rejoining_with_since_while_others_speak_never_duplicates_or_skips() {
+        let rooms = Arc::new(RoomManager::new(Config {
+            outbox_bytes: 1 << 24,
+            history: 100_000,
+            ..manager(0, 10).lock().config.clone()
+        }));
+        const MESSAGES: u64 = 20_000;
+        let (speaker, _rs) = rooms.register();
+        speaker.join("r", "speaker").unwrap();
+        let speaking = std::thread::spawn(move || {
+            say_numbers(&speaker, "r", MESSAGES);
+            speaker // kept in the room until the end
+        });
+
+        // Join, read a little, leave, and come back with the last seq seen,
+        // over and over while the speaker speaks, and once after.
+        let (me, mut outgoing) = rooms.register();
+        let mut seen: Vec<u64> = Vec::new();
+        let mut rounds = 0;
+        loop {
+            let done = speaking.is_finished();
+            me.join_since("r", "me", Some(seen.last().copied().unwrap_or(0))).unwrap();
+            std::thread::yield_now();
+            me.leave("r").unwrap();
+            seen.extend(drain(&mut outgoing).iter().filter_map(|m| m.parse::<u64>().ok()));
+            rounds += 1;
+            if done {
+                break;
+            }
+        }
+        speaking.join().unwrap();
+        assert!(rounds > 2, "the joins interleaved with the messages");
+        assert_eq!(seen, (1..=MESSAGES).collect::<Vec<_>>());
     }
 
     #[test]

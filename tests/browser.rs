@@ -101,7 +101,7 @@ async fn two_pages_chat_in_a_room_that_other_rooms_do_not_hear() {
 
     // A plain WebSocket client in another room.
     let mut carol = connect(&server.url).await;
-    let join = ClientMessage::Join { room: "other".into(), username: "carol".into() };
+    let join = ClientMessage::Join { room: "other".into(), username: "carol".into(), since: None };
     carol.send(join.to_message()).await.expect("send Join");
     let joined = ServerEvent::Joined { room: "other".into(), username: "carol".into() };
     assert_eq!(event(&recv(&mut carol).await), joined);
@@ -234,7 +234,7 @@ async fn page_reconnects_and_rejoins_its_rooms() {
 
     // The new server really has the page in `general`.
     let mut bob = connect(&server.url).await;
-    let join = ClientMessage::Join { room: "general".into(), username: "bob".into() };
+    let join = ClientMessage::Join { room: "general".into(), username: "bob".into(), since: None };
     bob.send(join.to_message()).await.expect("send Join");
     assert_eq!(
         event(&recv(&mut bob).await),
@@ -300,7 +300,7 @@ async fn page_keeps_its_room_when_a_join_is_refused_and_shows_why_it_closed() {
 
     // Someone else is `alice` in `lobby` already.
     let mut other = connect(&server.url).await;
-    let join = ClientMessage::Join { room: "lobby".into(), username: "alice".into() };
+    let join = ClientMessage::Join { room: "lobby".into(), username: "alice".into(), since: None };
     other.send(join.to_message()).await.expect("send Join");
     assert_eq!(
         event(&recv(&mut other).await),

@@ -39,7 +39,17 @@ impl Chat {
     }
 
     async fn join(&mut self, room: &str, username: &str) {
-        self.send(ClientMessage::Join { room: room.into(), username: username.into() }).await;
+        self.send(ClientMessage::Join {
+            room: room.into(),
+            username: username.into(),
+            since: None,
+        })
+        .await;
+    }
+
+    async fn join_since(&mut self, room: &str, username: &str, since: u64) {
+        let (room, username) = (room.into(), username.into());
+        self.send(ClientMessage::Join { room, username, since: Some(since) }).await;
     }
 
     async fn say(&mut self, room: &str, content: &str) {
@@ -100,6 +110,139 @@ fn message(event: ServerEvent) -> (String, String, u64) {
         }
         other => panic!("expected a Message event, got {other:?}"),
     }
+}
+
+/// A client back from a dropped connection joins with the last `seq` it
+/// saw and gets, after its `Joined`, exactly the messages it missed, with
+/// their original `seq` and timestamp, then the live ones.
+#[tokio::test]
+async fn a_join_with_since_replays_exactly_the_missed_messages_then_live_ones() {
+    let server = Server::start("chat_server", &[]).await;
+    let mut alice = Chat::connect(&server).await;
+    let mut bob = Chat::connect(&server).await;
+    alice.join_ok("general", "alice").await;
+    bob.join_ok("general", "bob").await;
+    assert_eq!(alice.event().await, joined("general", "bob"));
+    alice.say("general", "one").await;
+    assert_eq!(message(alice.event().await).2, 1);
+    assert_eq!(message(bob.event().await).2, 1);
+    drop(bob); // the connection drops
+    assert_eq!(alice.event().await, left("general", "bob"));
+
+    let mut missed = Vec::new();
+    for content in ["two", "three"] {
+        alice.say("general", content).await;
+        missed.push(alice.event().await);
+    }
+    let mut bob = Chat::connect(&server).await;
+    bob.join_since("general", "bob", 1).await;
+    assert_eq!(bob.event().await, joined("general", "bob"));
+    for original in missed {
+        assert_eq!(bob.event().await, original, "the very message, seq and timestamp");
+    }
+    alice.say("general", "four").await;
+    assert_eq!(message(bob.event().await), ("alice".into(), "four".into(), 4));
+    bob.expect_nothing_pending().await;
+    server.stop().await;
+}
+
+/// Messages said while a client joins with `since` are each either
+/// replayed or delivered live: none twice, none skipped.
+#[tokio::test]
+async fn messages_said_during_a_resume_arrive_once_each_in_order() {
+    let server =
+        Server::start("chat_server", &["--rate-limit", "1000", "--rate-burst", "1000"]).await;
+    let mut alice = Chat::connect(&server).await;
+    let mut bob = Chat::connect(&server).await;
+    alice.join_ok("general", "alice").await;
+    const MESSAGES: u64 = 300;
+    for i in 1..=MESSAGES {
+        let say = ClientMessage::Message { room: "general".into(), content: i.to_string() };
+        alice.ws.feed(say.to_message()).await.expect("feed");
+    }
+    alice.ws.flush().await.expect("flush");
+    // The server is usually still working through alice's burst when bob's
+    // join arrives; wherever it lands, bob gets every message once.
+    bob.join_since("general", "bob", 0).await;
+    assert_eq!(bob.event().await, joined("general", "bob"));
+    for seq in 1..=MESSAGES {
+        assert_eq!(message(bob.event().await), ("alice".into(), seq.to_string(), seq));
+    }
+    bob.expect_nothing_pending().await;
+    server.stop().await;
+}
+
+/// When the history no longer reaches back to `since + 1`, a `Gap` naming
+/// the lost numbers comes first, then what the history holds.
+#[tokio::test]
+async fn a_resume_older_than_the_history_gets_a_gap_first() {
+    let server = Server::start("chat_server", &["--history", "2"]).await;
+    let mut alice = Chat::connect(&server).await;
+    alice.join_ok("general", "alice").await;
+    for i in 1..=5 {
+        alice.say("general", &format!("m{i}")).await;
+        assert_eq!(message(alice.event().await).2, i);
+    }
+    let mut bob = Chat::connect(&server).await;
+    bob.join_since("general", "bob", 1).await;
+    assert_eq!(bob.event().await, joined("general", "bob"));
+    let gap = ServerEvent::Gap { room: "general".into(), first: 2, last: 3 };
+    assert_eq!(bob.event().await, gap);
+    assert_eq!(message(bob.event().await), ("alice".into(), "m4".into(), 4));
+    assert_eq!(message(bob.event().await), ("alice".into(), "m5".into(), 5));
+    bob.expect_nothing_pending().await;
+    server.stop().await;
+}
+
+/// A `since` the room never reached, or one that is not a non-negative
+/// integer, is an `Error` naming the room; the join does not happen and the
+/// connection stays open.
+#[tokio::test]
+async fn a_bad_since_is_an_error_with_the_room_and_the_join_does_not_happen() {
+    let server = Server::start("chat_server", &[]).await;
+    let mut alice = Chat::connect(&server).await;
+    alice.join_ok("general", "alice").await;
+    alice.say("general", "hi").await;
+    message(alice.event().await);
+
+    let mut bob = Chat::connect(&server).await;
+    bob.join_since("general", "bob", 2).await;
+    let (room, error) = bob.error_about().await;
+    assert_eq!(room.as_deref(), Some("general"));
+    assert!(error.contains("ahead"), "{error}");
+    for since in ["-1", "\"1\"", "1.5"] {
+        let join =
+            format!(r#"{{"type":"Join","room":"general","username":"bob","since":{since}}}"#);
+        bob.send_raw(Message::text(join)).await;
+        assert_eq!(bob.error_about().await.0.as_deref(), Some("general"), "since {since}");
+    }
+    alice.expect_nothing_pending().await; // no Joined was announced
+    bob.join_since("general", "bob", 1).await; // still connected, and may join
+    assert_eq!(bob.event().await, joined("general", "bob"));
+    bob.expect_nothing_pending().await;
+    server.stop().await;
+}
+
+/// `Members` lists a room's names, sorted, to a member, and is an `Error`
+/// naming the room to anyone else.
+#[tokio::test]
+async fn members_are_listed_to_members_and_refused_to_others() {
+    let server = Server::start("chat_server", &[]).await;
+    let mut zoe = Chat::connect(&server).await;
+    let mut adam = Chat::connect(&server).await;
+    let mut carol = Chat::connect(&server).await;
+    zoe.join_ok("general", "zoe").await;
+    adam.join_ok("general", "adam").await;
+    carol.join_ok("other", "carol").await;
+
+    adam.send(ClientMessage::Members { room: "general".into() }).await;
+    let usernames = vec!["adam".to_string(), "zoe".to_string()];
+    assert_eq!(adam.event().await, ServerEvent::Members { room: "general".into(), usernames });
+    carol.send(ClientMessage::Members { room: "general".into() }).await;
+    let (room, error) = carol.error_about().await;
+    assert_eq!(room.as_deref(), Some("general"));
+    assert!(error.contains("not in that room"), "{error}");
+    server.stop().await;
 }
 
 /// Members of a room see its joins, messages and leaves, with the sender's
@@ -263,7 +406,7 @@ async fn answers_go_out_before_the_clients_close_is_read() {
     let server = Server::start("chat_server", &[]).await;
     let mut c = Chat::connect(&server).await;
     let commands = [
-        ClientMessage::Join { room: "general".into(), username: "alice".into() },
+        ClientMessage::Join { room: "general".into(), username: "alice".into(), since: None },
         ClientMessage::Message { room: "general".into(), content: "hi".into() },
         ClientMessage::Ping,
         ClientMessage::Message { room: "rust".into(), content: "hi".into() },

@@ -108,6 +108,7 @@ async fn bad_values_are_usage_errors() {
         ("chat_server", "--rate-limit", Some("0")),
         ("chat_server", "--rate-burst", Some("0")),
         ("chat_server", "--presence-limit", Some("0")),
+        ("chat_server", "--history", Some("0")),
         ("chat_server", "--presence-limit", Some("1.5")),
         ("chat_server", "--max-connections", Some("0")),
         ("chat_server", "--ping-ms", Some("-1")),

@@ -41,7 +41,7 @@ async fn json_demo_prints_each_client_message_wire_format() {
         &lines,
         &[
             "# 1. Encoding: each ClientMessage as a text frame",
-            r#"Join { room: "general", username: "alice" }"#,
+            r#"Join { room: "general", username: "alice", since: None }"#,
             r#"  text frame: {"type":"Join","room":"general","username":"alice"}"#,
             r#"Leave { room: "general" }"#,
             r#"  text frame: {"type":"Leave","room":"general"}"#,
@@ -53,9 +53,9 @@ async fn json_demo_prints_each_client_message_wire_format() {
             r#"  text frame: {"type":"Pong"}"#,
             "# 2. Decoding: text frames back into ClientMessage",
             r#"{"type":"Join","room":"general","username":"alice"}"#,
-            r#"  ok: Join { room: "general", username: "alice" }"#,
+            r#"  ok: Join { room: "general", username: "alice", since: None }"#,
             r#"{ "username": "alice", "room": "general", "type": "Join" }"#,
-            r#"  ok: Join { room: "general", username: "alice" }"#,
+            r#"  ok: Join { room: "general", username: "alice", since: None }"#,
             r#"{"type":"Ping","sent_at":1700000000}"#,
             "  ok: Ping",
         ],
@@ -93,7 +93,7 @@ async fn json_demo_prints_a_typed_error_for_each_malformed_input() {
     assert!(
         unknown.is_some_and(|l| l.starts_with(
             "  says: invalid JSON message: unknown variant `Shout`, expected one of \
-             `Join`, `Leave`, `Message`, `Ping`, `Pong`"
+             `Join`, `Leave`, `Message`, `Members`, `Ping`, `Pong`"
         )),
         "unknown type error: {unknown:?}"
     );
