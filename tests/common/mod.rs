@@ -415,6 +415,31 @@ pub async fn wait_for_log_reading(
     }
 }
 
+/// The heartbeat's promise, for a server started with `--ping-ms 100
+/// --pong-timeout-ms 300`: `silent` sends one last frame and then reads
+/// nothing (so it answers no ping, like a vanished machine), and the server
+/// closes it with 1011 `ping timeout`, not before 400 ms (a ping interval
+/// plus the pong timeout), while `reader` reads all along and is not closed.
+///
+/// The clock starts before the silent client's last frame: the server reads
+/// that frame later than this, so its silence starts later too, and the
+/// lower bound holds however busy the machine is.
+pub async fn assert_silent_client_is_dropped(
+    server: &mut Program,
+    reader: &mut WsClient,
+    silent: &mut WsClient,
+) {
+    let peer = local_addr(silent);
+    let started = std::time::Instant::now();
+    silent.send(Message::text("last words")).await.expect("send");
+
+    let dropped = |l: &str| logged_for(l, &peer, "closing code=1011");
+    let line = wait_for_log_reading(server, reader, dropped).await;
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(400), "not dropped before the timeout ({took:?})");
+    assert!(line.ends_with(" reason=ping timeout"), "{line}");
+}
+
 /// The `IP:PORT` the server sees for this client, as its log lines name it.
 pub fn local_addr(ws: &WsClient) -> String {
     match ws.get_ref() {
