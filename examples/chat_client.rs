@@ -161,13 +161,15 @@ async fn main() -> ExitCode {
                 Some(Ok(Message::Close(frame))) => {
                     // The answer to our close frame needs no words.
                     if !closing {
-                        let why = frame.map(|f| format!("{} ({})", u16::from(f.code), f.reason));
+                        let why = frame.as_ref().map(|f| format!("{} ({})", u16::from(f.code), f.reason));
                         let _ = output::line(format_args!(
                             "server closed the connection: {}",
                             why.unwrap_or_default()
                         ));
                     }
-                    break ExitCode::SUCCESS;
+                    // 0 for 1000 or 1001, 1 for a close that says something
+                    // failed (1008, 1011, ...): the same rule as full_client.
+                    break frame.map_or(ExitCode::SUCCESS, |f| close::exit_code(f.code));
                 }
                 Some(Ok(_)) => false, // pings are answered by tungstenite
                 Some(Err(e)) => break output::fail(format_args!("connection lost: {e}")),

@@ -183,10 +183,7 @@ async fn main() -> ExitCode {
     // server closed while we were still sending) is part of that ending.
     let written = writer.await;
     match (read, written) {
-        (Ok(Ok(Some(code))), _) => match code {
-            CloseCode::Normal | CloseCode::Away | CloseCode::Status => ExitCode::SUCCESS,
-            _ => ExitCode::FAILURE,
-        },
+        (Ok(Ok(Some(code))), _) => close::exit_code(code),
         (Err(e), _) | (_, Err(e)) => output::fail(format_args!("task failed: {e}")),
         (Ok(Err(e)), _) | (_, Ok(Err(e))) if !is_disconnect(&e) => {
             output::fail(format_args!("connection failed: {e}"))

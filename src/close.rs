@@ -6,6 +6,7 @@
 //! step here has a deadline, because the peer may be gone or may have stopped
 //! reading. Which code answers which error is decided in [`crate::error`].
 
+use std::process::ExitCode;
 use std::time::Duration;
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
@@ -33,6 +34,19 @@ pub fn message(code: CloseCode, reason: &str) -> Message {
         end -= 1;
     }
     Message::Close(Some(CloseFrame { code, reason: reason[..end].into() }))
+}
+
+/// How a client program ends when the server closed the connection with
+/// `code`: 0 for a normal close (1000), a server going away (1001) or a
+/// close frame without a code (1005); 1 for any other code, such as 1008
+/// (too slow, or over the rate limit), 1009 (too big) or 1011 (ping
+/// timeout), each of which says the client or the connection failed. One
+/// rule for every client, so a script can rely on `$?`.
+pub fn exit_code(code: CloseCode) -> ExitCode {
+    match code {
+        CloseCode::Normal | CloseCode::Away | CloseCode::Status => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    }
 }
 
 /// Sends a close frame, giving up after [`CLOSE_TIMEOUT`]: a peer that has

@@ -126,6 +126,20 @@ async fn piped_input_shows_the_answers_before_closing() {
     server.stop().await;
 }
 
+/// A server close that says something failed ends the client with exit
+/// code 1, the same rule as full_client's: here a flood of piped lines is
+/// over the server's rate limit, and the server closes with 1008.
+#[tokio::test]
+async fn a_close_for_a_broken_rule_exits_1() {
+    let server = Server::start("chat_server", &["--rate-limit", "1", "--rate-burst", "1"]).await;
+    let mut alice = Program::start("chat_client", &[&server.url, "alice"]);
+    alice.write_stdin(&"flood\n".repeat(50)).await;
+    let (line, _) = alice.wait_for(|l| l.starts_with("server closed the connection: ")).await;
+    assert!(line.starts_with("server closed the connection: 1008 ("), "{line}");
+    assert_eq!(alice.exit_code().await, 1);
+    server.stop().await;
+}
+
 /// A line that is not UTF-8 is reported on stderr, with its number, and the
 /// lines after it are still said.
 #[tokio::test]
