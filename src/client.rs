@@ -163,7 +163,7 @@ mod tests {
         assert_eq!(parse_url("127.0.0.1:9001"), hint("ws://127.0.0.1:9001"));
         assert_eq!(parse_url("alice"), hint(DEFAULT_URL));
         assert_eq!(parse_url("ws://"), hint(DEFAULT_URL));
-        assert_eq!(parse_url("wss://example.com"), Err(AddressError::Tls));
+        assert_eq!(parse_url("wss://127.0.0.1:9443"), Err(AddressError::Tls));
         let message = parse_url("http://127.0.0.1:9001").unwrap_err().to_string();
         assert!(message.contains("use ws://HOST:PORT"), "{message}");
     }
