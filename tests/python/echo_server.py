@@ -17,19 +17,11 @@ Exit status: 77 when the `websockets` package (>= 15) is not available.
 import asyncio
 import sys
 
-UNAVAILABLE = 77
-
-try:
-    import websockets
-    from websockets.asyncio.server import serve
-    from websockets.exceptions import ConnectionClosed
-except ImportError as e:
-    print(f"cannot import websockets: {e}", file=sys.stderr)
-    sys.exit(UNAVAILABLE)
-
-if int(websockets.__version__.split(".")[0]) < 15:
-    print(f"websockets {websockets.__version__} is too old; need >= 15", file=sys.stderr)
-    sys.exit(UNAVAILABLE)
+# The import guard (websockets >= 15, else exit 77), shared with the
+# clients: echo_check runs it when imported.
+import echo_check  # noqa: F401
+from websockets.asyncio.server import serve
+from websockets.exceptions import ConnectionClosed
 
 
 async def echo(ws):
