@@ -513,13 +513,32 @@ where
             }
             return Ok(Completion::ignored_with(why));
         }
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("build a tokio runtime")
-            .block_on(test());
+        block_on_own_runtime(test());
         Ok(Completion::Completed)
     })
+}
+
+/// An async test that needs nothing from outside the project, as a trial
+/// for [`run_trials`], run as [`trial_needing`] runs one.
+pub fn trial<F, Fut>(name: &str, test: F) -> Trial
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    Trial::test(name, move || {
+        block_on_own_runtime(test());
+        Ok(())
+    })
+}
+
+/// Runs `test` on a current-thread runtime of its own, as `#[tokio::test]`
+/// would.
+fn block_on_own_runtime(test: impl Future<Output = ()>) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("build a tokio runtime")
+        .block_on(test);
 }
 
 /// The `main` of a test file with `harness = false` in Cargo.toml: runs
@@ -538,4 +557,68 @@ pub fn run_trials(source: &str, trials: Vec<Trial>) -> ExitCode {
         return ExitCode::FAILURE;
     }
     libtest_mimic::run(&Arguments::from_args(), trials).exit_code()
+}
+
+// ---- Redis, the cluster's engine (tests/cluster.rs) -------------------
+
+/// Debian's `redis-server`, which the cluster tests start, one per test.
+pub fn redis_component() -> Component {
+    let probe = std::process::Command::new("redis-server").arg("--version").output();
+    let missing = match probe {
+        Ok(out) if out.status.success() => None,
+        Ok(out) => Some(format!(
+            "`redis-server --version` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => Some(format!("cannot run `redis-server`: {e}")),
+    };
+    Component { name: "redis-server", install: "apt-get install redis-server", missing }
+}
+
+/// A `redis-server` of the test's own on a free loopback port, with
+/// persistence off: it starts empty and leaves no file behind. It is killed
+/// when dropped.
+pub struct RedisServer {
+    port: u16,
+    /// `None` while stopped.
+    program: Option<Program>,
+}
+
+impl RedisServer {
+    /// Starts it and waits until it accepts connections.
+    pub async fn start() -> RedisServer {
+        let port = free_port();
+        RedisServer { port, program: Some(Self::launch(port).await) }
+    }
+
+    async fn launch(port: u16) -> Program {
+        let mut command = Command::new("redis-server");
+        let port = port.to_string();
+        command.args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        let mut program = Program::spawn(command);
+        program.wait_for(|line| line.contains("Ready to accept connections")).await;
+        program
+    }
+
+    /// `redis://127.0.0.1:PORT`, for `chat_server --redis`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Shuts it down (SIGTERM, with nothing to save) and waits for it to
+    /// exit: from now on its port refuses connections. The port is kept
+    /// for [`RedisServer::restart`].
+    pub async fn stop(&mut self) {
+        let mut program = self.program.take().expect("redis-server is running");
+        program.signal("TERM");
+        assert_eq!(program.exit_code().await, 0, "redis-server exits 0 on SIGTERM");
+    }
+
+    /// Starts a new, empty redis-server on the same port, after
+    /// [`RedisServer::stop`].
+    pub async fn restart(&mut self) {
+        assert!(self.program.is_none(), "restart follows stop");
+        self.program = Some(Self::launch(self.port).await);
+    }
 }
