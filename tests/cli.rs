@@ -109,6 +109,8 @@ async fn bad_values_are_usage_errors() {
         ("chat_server", "--rate-burst", Some("0")),
         ("chat_server", "--presence-limit", Some("0")),
         ("chat_server", "--history", Some("0")),
+        ("chat_server", "--redis", Some("not-a-url")),
+        ("chat_server", "--redis", Some("http://127.0.0.1:6379")),
         ("chat_server", "--presence-limit", Some("1.5")),
         ("chat_server", "--max-connections", Some("0")),
         ("chat_server", "--ping-ms", Some("-1")),
