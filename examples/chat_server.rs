@@ -79,6 +79,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 use tracing::{Span, field, info, warn};
+use websocket_tutorial::cluster::{self, Cluster};
 use websocket_tutorial::error::{self, is_disconnect};
 use websocket_tutorial::heartbeat::{Beat, HeartbeatArgs};
 use websocket_tutorial::outbox::{Outgoing, frame_len};
@@ -87,7 +88,7 @@ use websocket_tutorial::protocol::{
     ClientMessage, MAX_CONTENT_BYTES, MAX_NAME_CHARS, MAX_ROOMS_PER_CLIENT, ServerEvent,
 };
 use websocket_tutorial::rate::{RateLimit, Verdict};
-use websocket_tutorial::rooms::{self, Member, RoomManager};
+use websocket_tutorial::rooms::{self, Member, RoomError, RoomManager};
 use websocket_tutorial::server::{self, WsStream};
 use websocket_tutorial::{args, close};
 
@@ -131,6 +132,10 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     #[arg(value_parser = server::parse_max_connections)]
     max_connections: usize,
+    /// Be one node of a chat shared through this Redis (chapter 9), for
+    /// example redis://127.0.0.1:6379. Without it, this server is the chat.
+    #[arg(long, value_name = "URL", value_parser = cluster::parse_url)]
+    redis: Option<redis::Client>,
 }
 // ANCHOR_END: args
 
@@ -138,6 +143,10 @@ struct Args {
 /// What every connection shares.
 struct Chat {
     rooms: Arc<RoomManager>,
+    /// With `--redis`: the cluster this server is a node of, which decides
+    /// joins and numbers messages for every node. `rooms` is then this
+    /// node's part of the chat.
+    cluster: Option<Arc<Cluster>>,
     /// Commands per second per connection, and the burst allowed.
     rate_limit: u32,
     rate_burst: u32,
@@ -152,14 +161,25 @@ struct Chat {
 async fn main() -> ExitCode {
     let _log = output::init_logging();
     let args = Args::parse(); // --help or a mistake: clap exits 0 or 2
-    let rooms = RoomManager::new(rooms::Config {
+    let config = rooms::Config {
         outbox_bytes: args.outbox_bytes,
         presence_limit: args.presence_limit,
         history: args.history,
         ..rooms::Config::default()
-    });
+    };
+    let (rooms, cluster) = match args.redis {
+        None => (Arc::new(RoomManager::new(config)), None),
+        Some(redis) => {
+            let at = redis.get_connection_info().addr().to_string();
+            match Cluster::start(redis, config).await {
+                Ok(cluster) => (cluster.rooms().clone(), Some(cluster)),
+                Err(e) => return output::fail(format_args!("cannot reach Redis at {at}: {e}")),
+            }
+        }
+    };
     let chat = Arc::new(Chat {
-        rooms: Arc::new(rooms),
+        rooms,
+        cluster: cluster.clone(),
         rate_limit: args.rate_limit,
         rate_burst: args.rate_burst,
         heartbeat: args.heartbeat,
@@ -184,6 +204,11 @@ async fn main() -> ExitCode {
         connection(ws, shutdown, chat.clone())
     })
     .await;
+    // Every connection has closed without announcing its departure (see
+    // `connection`); the other nodes hear of all of them at once.
+    if let Some(cluster) = cluster {
+        cluster.leave_cluster().await;
+    }
     ExitCode::SUCCESS
 }
 
@@ -315,7 +340,7 @@ async fn serve_client(
                 heartbeat.heard(Instant::now());
                 match frame {
                     Some(Ok(msg)) => {
-                        if let Some(ending) = on_frame(&msg, me, &mut rate, chat) {
+                        if let Some(ending) = on_frame(&msg, me, &mut rate, chat).await {
                             return ending;
                         }
                         // Fairness: a burst from this client is already in
@@ -390,7 +415,7 @@ async fn write(
 // ANCHOR: on_frame
 /// Handles one frame from the client; returns how the connection ends, if
 /// this frame ends it.
-fn on_frame(msg: &Message, me: &Member, rate: &mut RateLimit, chat: &Chat) -> Option<Ending> {
+async fn on_frame(msg: &Message, me: &Member, rate: &mut RateLimit, chat: &Chat) -> Option<Ending> {
     // Pings are answered by tungstenite; pongs only prove life. After the
     // client's close frame the stream ends on the next read.
     if !(msg.is_text() || msg.is_binary()) {
@@ -399,7 +424,7 @@ fn on_frame(msg: &Message, me: &Member, rate: &mut RateLimit, chat: &Chat) -> Op
     let command = ClientMessage::try_from(msg);
     match rate.check(Instant::now()) {
         Verdict::Allowed => match command {
-            Ok(command) => handle(command, me),
+            Ok(command) => handle(command, me, chat).await,
             Err(e) => reply_error(me, room_in(msg).as_deref(), e),
         },
         Verdict::Refused => {
@@ -425,7 +450,7 @@ fn on_frame(msg: &Message, me: &Member, rate: &mut RateLimit, chat: &Chat) -> Op
 // ANCHOR: handle
 /// Carries out one command. Every refusal is an `Error` event to the sender,
 /// naming the room the command was about.
-fn handle(command: ClientMessage, me: &Member) {
+async fn handle(command: ClientMessage, me: &Member, chat: &Chat) {
     match command {
         ClientMessage::Join { room, username, since } => {
             if let Err(e) = check_name("username", &username).and(check_name("room", &room)) {
@@ -437,13 +462,13 @@ fn handle(command: ClientMessage, me: &Member) {
             }
             // Joining announces it to the room, and replays what a
             // resuming client missed, in the same step.
-            if let Err(e) = me.join_since(&room, &username, since) {
+            if let Err(e) = join(chat, me, &room, &username, since).await {
                 reply_error(me, Some(&room), format!("cannot join {room:?}: {e}"));
             }
         }
         ClientMessage::Leave { room } => {
             // The remaining members and the leaver itself hear of it.
-            if let Err(e) = me.leave(&room) {
+            if let Err(e) = leave(chat, me, &room).await {
                 reply_error(me, Some(&room), format!("cannot leave {room:?}: {e}"));
             }
         }
@@ -452,23 +477,11 @@ fn handle(command: ClientMessage, me: &Member) {
                 let refusal = format!("content must be 1 to {MAX_CONTENT_BYTES} bytes");
                 return reply_error(me, Some(&room), refusal);
             }
-            // The server stamps the time and the room's next `seq`; the
-            // message is serialised once, inside `make`, for every member.
-            let make = |username: &str, seq: u64| {
-                ServerEvent::Message {
-                    room: room.clone(),
-                    username: username.to_string(),
-                    content,
-                    timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
-                    seq,
-                }
-                .to_message()
-            };
-            if let Err(e) = me.say(&room, make) {
+            if let Err(e) = say(chat, me, &room, content).await {
                 reply_error(me, Some(&room), format!("cannot send to {room:?}: {e}"));
             }
         }
-        ClientMessage::Members { room } => match me.members(&room) {
+        ClientMessage::Members { room } => match members(chat, me, &room).await {
             Ok(usernames) => {
                 me.send(ServerEvent::Members { room, usernames }.to_message());
             }
@@ -481,6 +494,55 @@ fn handle(command: ClientMessage, me: &Member) {
     }
 }
 // ANCHOR_END: handle
+
+// ANCHOR: engine
+// Each command is decided by this server alone, or with `--redis` by the
+// cluster: the answers are the same.
+
+async fn join(
+    chat: &Chat,
+    me: &Member,
+    room: &str,
+    username: &str,
+    since: Option<u64>,
+) -> Result<(), RoomError> {
+    match &chat.cluster {
+        None => me.join_since(room, username, since),
+        // Boxed: a Redis round trip's state is needed only while it runs,
+        // and inline it would be part of every connection's memory.
+        Some(cluster) => Box::pin(cluster.join(me, room, username, since)).await,
+    }
+}
+
+async fn leave(chat: &Chat, me: &Member, room: &str) -> Result<String, RoomError> {
+    match &chat.cluster {
+        None => me.leave(room),
+        Some(cluster) => Box::pin(cluster.leave(me, room)).await,
+    }
+}
+
+/// The server stamps the time and the room's next `seq`.
+async fn say(chat: &Chat, me: &Member, room: &str, content: String) -> Result<u64, RoomError> {
+    let timestamp = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+    match &chat.cluster {
+        // Serialised once, inside `make`, for every member.
+        None => me.say(room, |username, seq| {
+            let username = username.to_string();
+            let room = room.to_string();
+            ServerEvent::Message { room, username, content, timestamp, seq }.to_message()
+        }),
+        // Numbered and published by Redis; every node serialises it once.
+        Some(cluster) => Box::pin(cluster.say(me, room, &content, &timestamp)).await,
+    }
+}
+
+async fn members(chat: &Chat, me: &Member, room: &str) -> Result<Vec<String>, RoomError> {
+    match &chat.cluster {
+        None => me.members(room),
+        Some(cluster) => Box::pin(cluster.members(me, room)).await,
+    }
+}
+// ANCHOR_END: engine
 
 /// The room a command is about, if any.
 fn room_of(command: &ClientMessage) -> Option<&str> {

@@ -46,6 +46,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
@@ -55,6 +56,18 @@ use crate::protocol::ServerEvent;
 /// Identifies one connected client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ClientId(u64);
+
+impl ClientId {
+    /// The number behind the id, as a cluster passes it around.
+    pub fn number(self) -> u64 {
+        self.0
+    }
+
+    /// The id whose [`ClientId::number`] is `number`.
+    pub fn from_number(number: u64) -> ClientId {
+        ClientId(number)
+    }
+}
 
 impl std::fmt::Display for ClientId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -76,6 +89,8 @@ pub enum RoomError {
     /// A join asked for the messages after `since`, but the room's last
     /// message is `last` (0 when it has none): `since` cannot be from it.
     SinceAhead { since: u64, last: u64 },
+    /// In a cluster: the shared state (Redis) cannot be reached just now.
+    Unavailable,
 }
 
 impl std::fmt::Display for RoomError {
@@ -88,6 +103,7 @@ impl std::fmt::Display for RoomError {
             RoomError::SinceAhead { since, last } => {
                 return write!(f, "since {since} is ahead of the room's last message, seq {last}");
             }
+            RoomError::Unavailable => "the chat is temporarily unavailable, try again shortly",
         })
     }
 }
@@ -114,6 +130,20 @@ pub struct Config {
     /// The notice, before a replay, that messages `first..=last` of `room`
     /// are gone from its history.
     pub gap: fn(room: &str, first: u64, last: u64) -> Message,
+    /// `None`: this manager is the whole chat. `Some`: it is one node's
+    /// part of a cluster ([`crate::cluster`]). The cluster then decides
+    /// joins, numbers messages and announces presence, and hands them back
+    /// through [`RoomManager::relay`]; a member that departs here without
+    /// leaving (a disconnect, an eviction) is sent down this channel, for
+    /// the cluster to announce.
+    pub relay: Option<mpsc::UnboundedSender<Departure>>,
+}
+
+/// In a cluster: a member that left `room` here without a `Leave`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Departure {
+    pub room: String,
+    pub username: String,
 }
 
 impl Default for Config {
@@ -134,6 +164,7 @@ impl Default for Config {
             gap: |room, first, last| {
                 ServerEvent::Gap { room: room.into(), first, last }.to_message()
             },
+            relay: None,
         }
     }
 }
@@ -166,6 +197,41 @@ struct Room {
     /// The last messages said here, oldest first, the newest being `seq`:
     /// they are numbered without gaps, so their own numbers need no storing.
     history: VecDeque<Message>,
+    /// In a cluster: members whose join the cluster has not yet confirmed
+    /// here. They are not in `members` until it has.
+    joining: BTreeMap<ClientId, Joining>,
+}
+
+/// In a cluster, a join is confirmed twice, by two roads: the join's own
+/// answer from Redis (the room's `seq` at that moment, and the history the
+/// joiner missed) reaches the connection, and the join's `Joined` event
+/// reaches this node's event stream, in the one order Redis published
+/// everything in. Until both have come, the member is *joining*: what the
+/// stream brings it is sorted by these two facts, so that each message
+/// reaches it once (replayed or live, never both) and presence from before
+/// its join is not shown as news.
+#[derive(Debug)]
+struct Joining {
+    username: String,
+    /// The room's last `seq` when Redis let it in: `Some` once the answer
+    /// has reached [`Member::entered`]. Every later message has a larger one.
+    last: Option<u64>,
+    /// Its own `Joined` has come through the stream: whatever the stream
+    /// brings after it happened after the join.
+    marked: bool,
+    /// What the stream brought before the answer: sorted by `entered`.
+    early: Vec<(Relayed, Message)>,
+}
+
+/// What kind of cluster event [`RoomManager::relay`] hands on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relayed {
+    /// Message number `seq` of the room.
+    Said(u64),
+    /// A `Joined` or a `Left`. `announce` is false when the room was past
+    /// the presence limit: then only the member concerned hears it.
+    /// `joiner` names the member of *this* node a `Joined` is about.
+    Presence { announce: bool, joiner: Option<ClientId> },
 }
 
 #[derive(Debug)]
@@ -239,6 +305,12 @@ impl RoomManager {
         members.into_iter().collect()
     }
 
+    /// The `seq` of the last message of `room` numbered or handed on here
+    /// (0 when it has none).
+    pub fn last_seq(&self, room: &str) -> u64 {
+        self.lock().rooms.get(room).map_or(0, |r| r.seq)
+    }
+
     /// The names of all existing rooms, sorted.
     pub fn room_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.lock().rooms.keys().cloned().collect();
@@ -253,6 +325,101 @@ impl RoomManager {
         self.lock().deliver(room, msg)
     }
     // ANCHOR_END: broadcast
+
+    // ANCHOR: relay
+    /// In a cluster: hands on one event of `room` from the cluster's event
+    /// stream, which brings every node every event in the one order Redis
+    /// published them. Members hear it by the rules of a single node
+    /// (presence past the limit goes to nobody else); joining members sort
+    /// it by their two facts (see [`Joining`]). A message whose `seq` this
+    /// node has already handed on is dropped: catching up after a lost
+    /// connection to Redis may bring it twice.
+    pub fn relay(&self, room: &str, event: Relayed, msg: &Message) {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let Some(room_state) = state.rooms.get_mut(room) else { return };
+        if let Relayed::Said(seq) = event {
+            if seq <= room_state.seq {
+                return;
+            }
+            room_state.seq = seq;
+        }
+        let (for_all, joiner) = match event {
+            Relayed::Said(_) => (true, None),
+            Relayed::Presence { announce, joiner } => (announce, joiner),
+        };
+        let mut send = Vec::new();
+        let mut complete = Vec::new();
+        for (id, joining) in &mut room_state.joining {
+            if joiner == Some(*id) {
+                // Its own Joined: from here on, the stream is news to it.
+                joining.marked = true;
+                joining.early.retain(|(event, _)| matches!(event, Relayed::Said(_)));
+                if joining.last.is_some() {
+                    complete.push(*id);
+                }
+            } else if !for_all {
+                // Not for it (past the presence limit).
+            } else if let Some(last) = joining.last {
+                // Answered, not yet marked: only a message it cannot have
+                // had in its replay is news.
+                if matches!(event, Relayed::Said(seq) if seq > last) {
+                    send.push(*id);
+                }
+            } else {
+                joining.early.push((event, msg.clone()));
+            }
+        }
+        // Members first: the member completing its join here was sent its
+        // own Joined by `entered`.
+        if for_all {
+            state.deliver(room, msg);
+        }
+        if let Some(room_state) = state.rooms.get_mut(room) {
+            for id in complete {
+                if let Some(joining) = room_state.joining.remove(&id) {
+                    room_state.members.insert(id, joining.username);
+                }
+            }
+        }
+        for id in send {
+            state.send_to(id, msg.clone());
+        }
+    }
+
+    /// In a cluster, after the event stream was lost and is back: a joining
+    /// member's own `Joined` may have been published meanwhile and will
+    /// never come, so each stops waiting for it. (The messages it missed
+    /// come by `seq`; a `Joined` or `Left` said meanwhile is not shown.)
+    pub fn relay_resumed(&self) {
+        let mut guard = self.lock();
+        for room_state in guard.rooms.values_mut() {
+            let ids: Vec<ClientId> = room_state.joining.keys().copied().collect();
+            for id in ids {
+                let Some(joining) = room_state.joining.get_mut(&id) else { continue };
+                joining.marked = true;
+                joining.early.retain(|(event, _)| matches!(event, Relayed::Said(_)));
+                if joining.last.is_some()
+                    && let Some(joining) = room_state.joining.remove(&id)
+                {
+                    room_state.members.insert(id, joining.username);
+                }
+            }
+        }
+    }
+
+    /// In a cluster: each room this node has members in, with the last `seq`
+    /// handed on here and the names of the members the cluster has let in.
+    pub fn local_rooms(&self) -> Vec<(String, u64, Vec<String>)> {
+        let state = self.lock();
+        let rooms = state.rooms.iter().map(|(name, room)| {
+            let confirmed = room.joining.values().filter(|j| j.last.is_some());
+            let names = room.members.values().chain(confirmed.map(|j| &j.username));
+            (name.clone(), room.seq, names.cloned().collect())
+        });
+        rooms.collect()
+    }
+    // ANCHOR_END: relay
 
     // ANCHOR: lock
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -412,11 +579,105 @@ impl Member {
     pub fn send(&self, msg: Message) -> bool {
         self.rooms.lock().send_to(self.id, msg)
     }
+
+    // ANCHOR: enter
+    /// In a cluster, the first step of a join: becomes a *joining* member
+    /// of `room` here, before the cluster is asked, so that nothing the
+    /// cluster says after its answer can pass this member by. Checks what
+    /// this node alone can check; announces nothing.
+    pub fn enter(&self, room: &str, username: &str) -> Result<(), RoomError> {
+        let mut guard = self.rooms.lock();
+        let state = &mut *guard;
+        let client = state.clients.get_mut(&self.id).ok_or(RoomError::Gone)?;
+        if client.evicted.is_cancelled() {
+            return Err(RoomError::Gone);
+        }
+        if client.room_names().any(|r| r == room) {
+            return Err(RoomError::AlreadyJoined);
+        }
+        let room_state = state.rooms.entry(room.to_string()).or_default();
+        if room_state.names().any(|name| name == username) {
+            return Err(RoomError::NameTaken);
+        }
+        client.rooms.push((room.to_string(), username.to_string()));
+        let joining =
+            Joining { username: username.to_string(), last: None, marked: false, early: vec![] };
+        room_state.joining.insert(self.id, joining);
+        Ok(())
+    }
+
+    /// In a cluster, the last step of a join: the cluster let this member
+    /// in when the room's last message was `last`. Sends it `first` (its
+    /// `Joined`, and any gap notice and replay), then what the event stream
+    /// brought meanwhile that it has not seen: messages after `last`, and
+    /// presence after its own `Joined`.
+    pub fn entered(&self, room: &str, last: u64, first: Vec<Message>) {
+        let mut guard = self.rooms.lock();
+        let state = &mut *guard;
+        let Some(room_state) = state.rooms.get_mut(room) else { return };
+        let Some(mut joining) = room_state.joining.remove(&self.id) else { return };
+        let mut out = first;
+        for (event, msg) in std::mem::take(&mut joining.early) {
+            let new = match event {
+                Relayed::Said(seq) => seq > last,
+                // `early` keeps no presence from before the marker.
+                Relayed::Presence { .. } => joining.marked,
+            };
+            if new {
+                out.push(msg);
+            }
+        }
+        if joining.marked {
+            room_state.members.insert(self.id, joining.username);
+        } else {
+            joining.last = Some(last);
+            room_state.joining.insert(self.id, joining);
+        }
+        for msg in out {
+            if !state.send_to(self.id, msg) {
+                return; // evicted or gone: nothing more for it
+            }
+        }
+    }
+
+    /// Takes this member out of `room` here, announcing nothing: the
+    /// cluster refused the join, or is told of the leave by the caller.
+    /// Returns the name it had there.
+    pub fn withdraw(&self, room: &str) -> Result<String, RoomError> {
+        let mut state = self.rooms.lock();
+        let client = state.clients.get_mut(&self.id).ok_or(RoomError::Gone)?;
+        let index = client.room_names().position(|r| r == room).ok_or(RoomError::NotJoined)?;
+        let (_, username) = client.rooms.swap_remove(index);
+        state.forget_member(room, self.id);
+        Ok(username)
+    }
+    // ANCHOR_END: enter
+
+    /// The name this client has in `room`, once it has been let in (in a
+    /// cluster: once [`Member::entered`] has run, even if the event stream
+    /// has not yet brought its `Joined`).
+    pub fn name_in(&self, room: &str) -> Result<String, RoomError> {
+        let state = self.rooms.lock();
+        let room_state = state.rooms.get(room).ok_or(RoomError::NotJoined)?;
+        if let Some(name) = room_state.members.get(&self.id) {
+            return Ok(name.clone());
+        }
+        let joining = room_state.joining.get(&self.id).filter(|j| j.last.is_some());
+        joining.map(|j| j.username.clone()).ok_or(RoomError::NotJoined)
+    }
 }
 
 impl Client {
     fn room_names(&self) -> impl Iterator<Item = &str> {
         self.rooms.iter().map(|(room, _)| room.as_str())
+    }
+}
+
+impl Room {
+    /// The names taken here: by members, and by joining members.
+    fn names(&self) -> impl Iterator<Item = &str> {
+        let joining = self.joining.values().map(|j| j.username.as_str());
+        self.members.values().map(String::as_str).chain(joining)
     }
 }
 
@@ -468,8 +729,19 @@ impl State {
     fn depart(&mut self, id: ClientId) {
         let Some(client) = self.clients.get_mut(&id) else { return };
         for (room, username) in std::mem::take(&mut client.rooms) {
-            let left = (self.config.left)(&room, &username);
-            self.remove_member(&room, id, &left);
+            match &self.config.relay {
+                None => {
+                    let left = (self.config.left)(&room, &username);
+                    self.remove_member(&room, id, &left);
+                }
+                // In a cluster, the cluster announces it, to every node.
+                Some(departures) => {
+                    if !self.quiet {
+                        let _ = departures.send(Departure { room: room.clone(), username });
+                    }
+                    self.forget_member(&room, id);
+                }
+            }
         }
     }
     // ANCHOR_END: deliver
@@ -479,14 +751,24 @@ impl State {
     /// tells the members who remain with `left` (unless the room is over the
     /// presence limit, or the server is shutting down).
     fn remove_member(&mut self, room: &str, id: ClientId, left: &Message) {
-        let Some(room_state) = self.rooms.get_mut(room) else { return };
+        let Some(room_state) = self.rooms.get(room) else { return };
         let announce = room_state.members.len() <= self.config.presence_limit && !self.quiet;
-        room_state.members.remove(&id);
-        if room_state.members.is_empty() {
-            self.rooms.remove(room);
-        } else if announce {
+        if self.forget_member(room, id) && announce {
             self.deliver(room, left);
         }
+    }
+
+    /// Removes `id` from `room` (a member or a joining one), deleting the
+    /// room if it is now empty. Returns whether the room remains.
+    fn forget_member(&mut self, room: &str, id: ClientId) -> bool {
+        let Some(room_state) = self.rooms.get_mut(room) else { return false };
+        room_state.members.remove(&id);
+        room_state.joining.remove(&id);
+        if room_state.members.is_empty() && room_state.joining.is_empty() {
+            self.rooms.remove(room);
+            return false;
+        }
+        true
     }
     // ANCHOR_END: remove_member
 
@@ -542,6 +824,7 @@ mod tests {
             joined: |room, name| Message::text(format!("+{name}@{room}")),
             left: |room, name| Message::text(format!("-{name}@{room}")),
             gap: |room, first, last| Message::text(format!("gap {first}..{last}@{room}")),
+            relay: None,
         };
         Arc::new(RoomManager::new(config))
     }

@@ -1,0 +1,630 @@
+//! Chapter 9: one chat across several servers, with Redis as the engine.
+//!
+//! Every chat server started with the same `--redis` URL is a *node* of one
+//! chat. Each node keeps its own connections and its own [`RoomManager`],
+//! which delivers through its members' outboxes exactly as on a single
+//! server. What must be one for the whole chat lives in Redis:
+//!
+//! | key | what it holds |
+//! |---|---|
+//! | `chat:room:ROOM:members` | hash: username -> the node its member is on (names are unique per room) |
+//! | `chat:room:ROOM:seq` | the room's last `seq` |
+//! | `chat:room:ROOM:history` | list: the room's last `--history` messages |
+//! | `chat:node:NODE:members` | set: the `[room, username]` pairs of a node's members |
+//! | `chat:node:NODE:alive` | a key that expires 3 s after the node last refreshed it |
+//! | `chat:nodes` | set: the nodes that may have members |
+//!
+//! **How a message travels.** A node runs one Lua script ([`SAY`]): it
+//! checks that the sender holds its name, takes the room's next `seq`,
+//! appends the message to the history and publishes it on one channel,
+//! `chat:events`. Redis runs a script alone, start to end, so numbering,
+//! storing and publishing are one step: no two messages get one `seq`, and
+//! Redis publishes them in `seq` order. Every node subscribes to that
+//! channel over one connection, which brings it everything in that same
+//! order, and hands each event to its room manager
+//! ([`RoomManager::relay`]), which delivers it to the node's members. So
+//! every member, on any node, sees a room's messages in `seq` order; the
+//! sender sees its own when they come back through the channel.
+//!
+//! **Joins** ([`JOIN`]) claim the name with `HSETNX`, publish the `Joined`
+//! and read the history after `since`, in one script. The joiner must get
+//! each message once: replayed if said before the script, live if after.
+//! The node makes it a *joining* member before it runs the script, so
+//! nothing published after it can pass the member by, and then sorts the
+//! stream by two facts: the `seq` the script saw last, and the script's own
+//! `Joined` coming through the channel (see `Joining` in
+//! [`crate::rooms`]).
+//!
+//! **Failures.**
+//! - *A node dies* (SIGKILL, a crash, a lost network): it stops refreshing
+//!   its `alive` key, which expires after 3 s. Every node runs [`REAP`]
+//!   once a second; the first to find the key gone removes the dead node's
+//!   members and publishes their `Left`. A node that shuts down cleanly
+//!   reaps itself at once.
+//! - *Redis is lost*: commands fail within [`REDIS_TIMEOUT`], and a command
+//!   that needs Redis gets an `Error`, "the chat is temporarily
+//!   unavailable"; connections stay open. The event stream reconnects by
+//!   itself, with a backoff capped at 1 s, and then the node *restores*
+//!   ([`RESTORE`]): it claims its members' names again and raises each
+//!   room's `seq` to at least what it has seen (a Redis restarted without
+//!   persistence has forgotten both), and catches up from the history on
+//!   what was published while it was away. Every script that numbers
+//!   messages also takes the node's last seen `seq` as a floor, so `seq`
+//!   never goes back even before every node has restored.
+//!
+//! What this does not do: Redis itself is one process, and a chat that must
+//! outlive it needs Redis Sentinel or Cluster (the scripts would then have
+//! to declare every key they touch: [`REAP`] does not). Presence events
+//! published while a node's stream was away are not shown on that node;
+//! `Members` always tells the truth.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubStream};
+use redis::{Client, RedisResult, Script};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio::time::{sleep, timeout};
+use tokio_tungstenite::tungstenite::Message;
+use tracing::{debug, info, warn};
+
+use crate::outbox::frame_len;
+use crate::protocol::ServerEvent;
+use crate::rooms::{self, ClientId, Departure, Member, Relayed, RoomError, RoomManager};
+
+/// The channel every node publishes its events on and listens to.
+const CHANNEL: &str = "chat:events";
+/// The longest a Redis command, or a connection to Redis, may take before
+/// the node treats Redis as lost.
+pub const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often a node says it is alive, and looks for dead nodes.
+const KEEPALIVE: Duration = Duration::from_secs(1);
+/// How long a node's `alive` key outlives its last refresh.
+const ALIVE_FOR: Duration = Duration::from_secs(3);
+
+// ANCHOR: scripts
+/// Removes one member from a room and announces it: used by [`LEAVE`] and
+/// [`REAP`]. Does nothing unless `node` holds the name, so a late leave can
+/// never remove a name a newer member holds.
+const DEPART: &str = r#"
+local function depart(members, mine, room, username, node, channel, limit)
+  if redis.call('HGET', members, username) ~= node then return 0 end
+  local announce = redis.call('HLEN', members) <= limit
+  redis.call('HDEL', members, username)
+  redis.call('SREM', mine, cjson.encode({room, username}))
+  redis.call('PUBLISH', channel, cjson.encode({kind = 'left', room = room,
+    username = username, announce = announce}))
+  return 1
+end
+"#;
+
+/// KEYS: members, seq, history, the node's members.
+/// ARGV: channel, node, client, room, username, since (-1: none), floor,
+/// presence limit. Returns {'ok' | 'taken' | 'ahead', last seq, missed}.
+pub const JOIN: &str = r#"
+local last = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), tonumber(ARGV[7]))
+local since = tonumber(ARGV[6])
+if since > last then return {'ahead', last, {}} end
+if redis.call('HSETNX', KEYS[1], ARGV[5], ARGV[2]) == 0 then return {'taken', last, {}} end
+redis.call('SET', KEYS[2], last)
+redis.call('SADD', KEYS[4], cjson.encode({ARGV[4], ARGV[5]}))
+local announce = redis.call('HLEN', KEYS[1]) <= tonumber(ARGV[8])
+redis.call('PUBLISH', ARGV[1], cjson.encode({kind = 'joined', room = ARGV[4],
+  username = ARGV[5], node = ARGV[2], client = ARGV[3], announce = announce}))
+local missed = {}
+if since >= 0 and last > since then
+  missed = redis.call('LRANGE', KEYS[3], -(last - since), -1)
+end
+return {'ok', last, missed}
+"#;
+
+/// KEYS: members, seq, history.
+/// ARGV: channel, node, room, username, content, timestamp, floor, history
+/// length. Returns the message's seq, or -1 when this node does not hold
+/// the name (Redis lost it, and the node has not restored it yet).
+pub const SAY: &str = r#"
+if redis.call('HGET', KEYS[1], ARGV[4]) ~= ARGV[2] then return -1 end
+local seq = redis.call('INCR', KEYS[2])
+local floor = tonumber(ARGV[7])
+if seq <= floor then
+  seq = floor + 1
+  redis.call('SET', KEYS[2], seq)
+end
+local event = cjson.encode({kind = 'said', room = ARGV[3], seq = seq,
+  username = ARGV[4], content = ARGV[5], timestamp = ARGV[6]})
+redis.call('RPUSH', KEYS[3], event)
+redis.call('LTRIM', KEYS[3], -tonumber(ARGV[8]), -1)
+redis.call('PUBLISH', ARGV[1], event)
+return seq
+"#;
+
+/// KEYS: members, the node's members. ARGV: channel, node, room, username,
+/// presence limit. Returns 1 if the member was removed.
+pub const LEAVE: &str = r#"
+return depart(KEYS[1], KEYS[2], ARGV[3], ARGV[4], ARGV[2], ARGV[1], tonumber(ARGV[5]))
+"#;
+
+/// KEYS: the set of nodes. ARGV: channel, presence limit, and a node to
+/// remove now ('' to remove only the nodes whose `alive` key has expired).
+/// Returns how many nodes it removed.
+pub const REAP: &str = r#"
+local nodes = redis.call('SMEMBERS', KEYS[1])
+if ARGV[3] ~= '' then nodes = {ARGV[3]} end
+local gone = 0
+for _, node in ipairs(nodes) do
+  local prefix = 'chat:node:' .. node
+  if ARGV[3] ~= '' or redis.call('EXISTS', prefix .. ':alive') == 0 then
+    for _, entry in ipairs(redis.call('SMEMBERS', prefix .. ':members')) do
+      local room, username = unpack(cjson.decode(entry))
+      depart('chat:room:' .. room .. ':members', prefix .. ':members', room, username,
+        node, ARGV[1], tonumber(ARGV[2]))
+    end
+    redis.call('DEL', prefix .. ':members', prefix .. ':alive')
+    redis.call('SREM', KEYS[1], node)
+    gone = gone + 1
+  end
+end
+return gone
+"#;
+
+/// KEYS: members, seq, history, the node's members.
+/// ARGV: node, room, floor, then the names this node's members have there.
+/// Returns {names another node holds now, the messages after floor}.
+pub const RESTORE: &str = r#"
+local floor = tonumber(ARGV[3])
+local last = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), floor)
+redis.call('SET', KEYS[2], last)
+local taken = {}
+for i = 4, #ARGV do
+  local holder = redis.call('HGET', KEYS[1], ARGV[i])
+  if holder == false or holder == ARGV[1] then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[1])
+    redis.call('SADD', KEYS[4], cjson.encode({ARGV[2], ARGV[i]}))
+  else
+    table.insert(taken, ARGV[i])
+  end
+end
+local missed = {}
+if last > floor then missed = redis.call('LRANGE', KEYS[3], -(last - floor), -1) end
+return {taken, missed}
+"#;
+// ANCHOR_END: scripts
+
+// ANCHOR: event
+/// An event as the scripts publish it on [`CHANNEL`] (and keep in history),
+/// in JSON made by Redis's `cjson`. Each node turns it into the client's
+/// [`ServerEvent`] once, for all of its members.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+enum Event {
+    Said { room: String, seq: u64, username: String, content: String, timestamp: String },
+    Joined { room: String, username: String, node: String, client: String, announce: bool },
+    Left { room: String, username: String, announce: bool },
+}
+// ANCHOR_END: event
+
+/// Redis keys of a room.
+fn room_key(room: &str, what: &str) -> String {
+    format!("chat:room:{room}:{what}")
+}
+
+/// A node of the chat. Share it with `Arc<Cluster>`.
+pub struct Cluster {
+    /// This node's id: random, new at every start.
+    node: String,
+    rooms: Arc<RoomManager>,
+    redis: ConnectionManager,
+    client: Client,
+    /// Where a leave that Redis could not take goes, to be tried again.
+    departures: mpsc::UnboundedSender<Departure>,
+    history: usize,
+    presence_limit: usize,
+    /// The most bytes of replay one join may queue: half the outbox, as on
+    /// a single node.
+    replay_budget: usize,
+    join: Script,
+    say: Script,
+    leave: Script,
+    reap: Script,
+    restore: Script,
+}
+
+/// Parses a `--redis` URL without connecting.
+pub fn parse_url(text: &str) -> Result<Client, String> {
+    if !text.starts_with("redis://") {
+        return Err(format!("expected a redis:// URL, like redis://127.0.0.1:6379, not {text:?}"));
+    }
+    Client::open(text).map_err(|e| e.to_string())
+}
+
+impl Cluster {
+    // ANCHOR: start
+    /// Joins the chat that `client`'s Redis holds: connects, subscribes to
+    /// the event stream, and starts the node's background tasks. Returns the
+    /// node, whose [`Cluster::rooms`] the connections register with. Fails
+    /// if Redis cannot be reached now.
+    pub async fn start(client: Client, mut config: rooms::Config) -> RedisResult<Arc<Cluster>> {
+        let (departures, departed) = mpsc::unbounded_channel();
+        config.relay = Some(departures.clone());
+        let (history, presence_limit) = (config.history, config.presence_limit);
+        let replay_budget = config.outbox_bytes / 2;
+        let rooms = Arc::new(RoomManager::new(config));
+        // Fail fast, and let the next command reconnect: a node whose Redis
+        // is gone answers its clients at once instead of holding them.
+        let settings = ConnectionManagerConfig::new()
+            .set_number_of_retries(1)
+            .set_max_delay(REDIS_TIMEOUT)
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT));
+        let redis = ConnectionManager::new_with_config(client.clone(), settings).await?;
+        let cluster = Arc::new(Cluster {
+            node: format!("{:016x}", rand::random::<u64>()),
+            rooms,
+            redis,
+            client,
+            departures,
+            history,
+            presence_limit,
+            replay_budget,
+            join: Script::new(JOIN),
+            say: Script::new(SAY),
+            leave: Script::new(&format!("{DEPART}{LEAVE}")),
+            reap: Script::new(&format!("{DEPART}{REAP}")),
+            restore: Script::new(RESTORE),
+        });
+        cluster.keep_alive_once().await?;
+        let events = cluster.subscribe().await?;
+        info!(node = %cluster.node, "joined the cluster");
+        tokio::spawn(cluster.clone().listen(events));
+        tokio::spawn(cluster.clone().keep_alive());
+        tokio::spawn(cluster.clone().announce_departures(departed));
+        Ok(cluster)
+    }
+    // ANCHOR_END: start
+
+    /// The node's room manager: connections register with it.
+    pub fn rooms(&self) -> &Arc<RoomManager> {
+        &self.rooms
+    }
+
+    // ANCHOR: join
+    /// Joins `room` under `username` across the cluster, resuming after
+    /// `since` (see [`Member::join_since`]). Answers like a single node.
+    pub async fn join(
+        &self,
+        me: &Member,
+        room: &str,
+        username: &str,
+        since: Option<u64>,
+    ) -> Result<(), RoomError> {
+        me.enter(room, username)?;
+        let floor = self.rooms.last_seq(room);
+        let since_arg = since.map_or(-1, |s| i64::try_from(s).unwrap_or(i64::MAX));
+        let answer: RedisResult<(String, u64, Vec<String>)> = self
+            .join
+            .key(room_key(room, "members"))
+            .key(room_key(room, "seq"))
+            .key(room_key(room, "history"))
+            .key(format!("chat:node:{}:members", self.node))
+            .arg(CHANNEL)
+            .arg(&self.node)
+            .arg(me.id().number())
+            .arg(room)
+            .arg(username)
+            .arg(since_arg)
+            .arg(floor)
+            .arg(self.presence_limit)
+            .invoke_async(&mut self.redis.clone())
+            .await;
+        let refusal = match answer {
+            Ok((status, last, missed)) if status == "ok" => {
+                let joined = ServerEvent::Joined { room: room.into(), username: username.into() };
+                let mut first = vec![joined.to_message()];
+                if let Some(since) = since {
+                    first.extend(self.replay(room, since, last, &missed));
+                }
+                me.entered(room, last, first);
+                return Ok(());
+            }
+            Ok((status, _, _)) if status == "taken" => RoomError::NameTaken,
+            Ok((_, last, _)) => RoomError::SinceAhead { since: since.unwrap_or(0), last },
+            Err(e) => {
+                warn!(error = %e, room, "join: Redis failed");
+                // The script may have run after all: if the name is ours
+                // there, the retried leave frees it.
+                let _ = self
+                    .departures
+                    .send(Departure { room: room.into(), username: username.into() });
+                RoomError::Unavailable
+            }
+        };
+        let _ = me.withdraw(room);
+        Err(refusal)
+    }
+
+    /// What a joiner resuming after `since` is sent after its `Joined`: a
+    /// `Gap` if history no longer reaches back to `since + 1`, then the
+    /// messages it missed, as many of the newest as fit half its outbox.
+    fn replay(&self, room: &str, since: u64, last: u64, missed: &[String]) -> Vec<Message> {
+        let mut messages: Vec<(u64, Message)> = missed
+            .iter()
+            .filter_map(|json| match serde_json::from_str(json) {
+                Ok(Event::Said { room, seq, username, content, timestamp }) if seq > since => {
+                    let event = ServerEvent::Message { room, username, content, timestamp, seq };
+                    Some((seq, event.to_message()))
+                }
+                _ => None,
+            })
+            .collect();
+        let mut bytes = 0;
+        let fits = messages
+            .iter()
+            .rev()
+            .take_while(|(_, msg)| {
+                bytes += frame_len(msg);
+                bytes <= self.replay_budget
+            })
+            .count();
+        messages.drain(..messages.len() - fits);
+        let first_sent = messages.first().map_or(last + 1, |(seq, _)| *seq);
+        let gap = (since + 1 < first_sent).then(|| {
+            ServerEvent::Gap { room: room.into(), first: since + 1, last: first_sent - 1 }
+                .to_message()
+        });
+        gap.into_iter().chain(messages.into_iter().map(|(_, msg)| msg)).collect()
+    }
+    // ANCHOR_END: join
+
+    // ANCHOR: say
+    /// Says `content` in `room`: numbered and published by Redis, delivered
+    /// to every member (the sender too) through the event stream. Returns
+    /// its `seq`.
+    pub async fn say(
+        &self,
+        me: &Member,
+        room: &str,
+        content: &str,
+        timestamp: &str,
+    ) -> Result<u64, RoomError> {
+        let username = me.name_in(room)?;
+        let seq: RedisResult<i64> = self
+            .say
+            .key(room_key(room, "members"))
+            .key(room_key(room, "seq"))
+            .key(room_key(room, "history"))
+            .arg(CHANNEL)
+            .arg(&self.node)
+            .arg(room)
+            .arg(&username)
+            .arg(content)
+            .arg(timestamp)
+            .arg(self.rooms.last_seq(room))
+            .arg(self.history)
+            .invoke_async(&mut self.redis.clone())
+            .await;
+        match seq {
+            Ok(seq) => u64::try_from(seq).map_err(|_| RoomError::Unavailable),
+            Err(e) => {
+                warn!(error = %e, room, "say: Redis failed");
+                Err(RoomError::Unavailable)
+            }
+        }
+    }
+    // ANCHOR_END: say
+
+    /// Leaves `room`: the leaver hears its `Left` at once, everyone else
+    /// through the event stream. A leave Redis cannot take now is retried
+    /// in the background; the name stays taken until then.
+    pub async fn leave(&self, me: &Member, room: &str) -> Result<String, RoomError> {
+        let username = me.withdraw(room)?;
+        me.send(ServerEvent::Left { room: room.into(), username: username.clone() }.to_message());
+        let departure = Departure { room: room.into(), username: username.clone() };
+        if let Err(e) = self.depart(&departure).await {
+            warn!(error = %e, room, "leave: Redis failed; will retry");
+            let _ = self.departures.send(departure);
+        }
+        Ok(username)
+    }
+
+    /// The names of `room`'s members on every node, sorted; only a member
+    /// may ask.
+    pub async fn members(&self, me: &Member, room: &str) -> Result<Vec<String>, RoomError> {
+        me.name_in(room)?;
+        let names: RedisResult<Vec<String>> = redis::cmd("HKEYS")
+            .arg(room_key(room, "members"))
+            .query_async(&mut self.redis.clone())
+            .await;
+        let mut names = names.map_err(|e| {
+            warn!(error = %e, room, "members: Redis failed");
+            RoomError::Unavailable
+        })?;
+        names.sort();
+        Ok(names)
+    }
+
+    /// At shutdown: takes this node's members out of the cluster at once,
+    /// announcing their departure to the other nodes.
+    pub async fn leave_cluster(&self) {
+        let reaped = timeout(REDIS_TIMEOUT * 2, self.reap_nodes(&self.node)).await;
+        if !matches!(reaped, Ok(Ok(_))) {
+            warn!("could not leave the cluster; the other nodes will find this node gone");
+        }
+    }
+
+    async fn depart(&self, departure: &Departure) -> RedisResult<i64> {
+        self.leave
+            .key(room_key(&departure.room, "members"))
+            .key(format!("chat:node:{}:members", self.node))
+            .arg(CHANNEL)
+            .arg(&self.node)
+            .arg(&departure.room)
+            .arg(&departure.username)
+            .arg(self.presence_limit)
+            .invoke_async(&mut self.redis.clone())
+            .await
+    }
+
+    /// Removes `node` from the cluster, or with `""`, every node whose
+    /// `alive` key has expired.
+    async fn reap_nodes(&self, node: &str) -> RedisResult<i64> {
+        self.reap
+            .key("chat:nodes")
+            .arg(CHANNEL)
+            .arg(self.presence_limit)
+            .arg(node)
+            .invoke_async(&mut self.redis.clone())
+            .await
+    }
+
+    // ANCHOR: background
+    /// Announces, one by one, the members that left this node without a
+    /// leave (a disconnect, an eviction), retrying while Redis is away.
+    async fn announce_departures(
+        self: Arc<Self>,
+        mut departed: mpsc::UnboundedReceiver<Departure>,
+    ) {
+        while let Some(departure) = departed.recv().await {
+            while let Err(e) = self.depart(&departure).await {
+                debug!(error = %e, "departure: Redis failed; retrying");
+                sleep(KEEPALIVE).await;
+            }
+        }
+    }
+
+    /// Once a second: says this node is alive, and removes dead nodes.
+    async fn keep_alive(self: Arc<Self>) {
+        let mut healthy = true;
+        loop {
+            sleep(KEEPALIVE).await;
+            let result = match self.keep_alive_once().await {
+                Ok(()) => self.reap_nodes("").await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            // Say it once when Redis goes, and once when it is back.
+            match &result {
+                Err(e) if healthy => warn!(error = %e, "Redis is unavailable"),
+                Ok(()) if !healthy => info!("Redis is available again"),
+                _ => {}
+            }
+            healthy = result.is_ok();
+        }
+    }
+    // ANCHOR_END: background
+
+    async fn keep_alive_once(&self) -> RedisResult<()> {
+        let alive = format!("chat:node:{}:alive", self.node);
+        redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(alive)
+            .arg(1)
+            .arg("PX")
+            .arg(ALIVE_FOR.as_millis() as u64)
+            .ignore()
+            .cmd("SADD")
+            .arg("chat:nodes")
+            .arg(&self.node)
+            .ignore()
+            .query_async(&mut self.redis.clone())
+            .await
+    }
+
+    async fn subscribe(&self) -> RedisResult<PubSubStream> {
+        let connecting = timeout(REDIS_TIMEOUT, self.client.get_async_pubsub());
+        let mut pubsub = connecting.await.map_err(|_| timed_out())??;
+        timeout(REDIS_TIMEOUT, pubsub.subscribe(CHANNEL)).await.map_err(|_| timed_out())??;
+        Ok(pubsub.into_on_message())
+    }
+
+    // ANCHOR: listen
+    /// The node's one reader of the event stream: hands every event to the
+    /// room manager, in the order Redis published them. When the stream is
+    /// lost it subscribes again, restores what Redis may have forgotten,
+    /// and catches up on what was published meanwhile.
+    async fn listen(self: Arc<Self>, mut events: PubSubStream) {
+        loop {
+            while let Some(msg) = events.next().await {
+                self.on_event(msg.get_payload_bytes());
+            }
+            warn!("lost the Redis event stream; reconnecting");
+            events = self.resubscribe().await;
+        }
+    }
+
+    async fn resubscribe(&self) -> PubSubStream {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            sleep(delay).await;
+            delay = (delay * 2).min(KEEPALIVE);
+            let Ok(events) = self.subscribe().await else { continue };
+            // Subscribed first: whatever is published from now on comes
+            // through `events`, and what came before is in the history.
+            if let Err(e) = self.restore().await {
+                debug!(error = %e, "restore failed; trying again");
+                continue;
+            }
+            self.rooms.relay_resumed();
+            info!("event stream back");
+            return events;
+        }
+    }
+
+    /// Claims this node's members' names again, raises each room's `seq`
+    /// to what this node has seen, and hands on the messages it missed.
+    async fn restore(&self) -> RedisResult<()> {
+        for (room, floor, names) in self.rooms.local_rooms() {
+            let (taken, missed): (Vec<String>, Vec<String>) = self
+                .restore
+                .key(room_key(&room, "members"))
+                .key(room_key(&room, "seq"))
+                .key(room_key(&room, "history"))
+                .key(format!("chat:node:{}:members", self.node))
+                .arg(&self.node)
+                .arg(&room)
+                .arg(floor)
+                .arg(names)
+                .invoke_async(&mut self.redis.clone())
+                .await?;
+            for username in taken {
+                warn!(room, username, "name taken by another node while Redis was away");
+            }
+            for json in missed {
+                self.on_event(json.as_bytes());
+            }
+        }
+        Ok(())
+    }
+
+    fn on_event(&self, payload: &[u8]) {
+        let event = match serde_json::from_slice::<Event>(payload) {
+            Ok(event) => event,
+            Err(e) => return warn!(error = %e, "ignored a malformed cluster event"),
+        };
+        let (room, relayed, msg) = match event {
+            Event::Said { room, seq, username, content, timestamp } => {
+                let event =
+                    ServerEvent::Message { room: room.clone(), username, content, timestamp, seq };
+                (room, Relayed::Said(seq), event.to_message())
+            }
+            Event::Joined { room, username, node, client, announce } => {
+                let joiner = (node == self.node)
+                    .then(|| client.parse().ok().map(ClientId::from_number))
+                    .flatten();
+                let event = ServerEvent::Joined { room: room.clone(), username };
+                (room, Relayed::Presence { announce, joiner }, event.to_message())
+            }
+            Event::Left { room, username, announce } => {
+                let event = ServerEvent::Left { room: room.clone(), username };
+                (room, Relayed::Presence { announce, joiner: None }, event.to_message())
+            }
+        };
+        self.rooms.relay(&room, relayed, &msg);
+    }
+    // ANCHOR_END: listen
+}
+
+fn timed_out() -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "Redis timed out"))
+}
