@@ -19,7 +19,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
@@ -28,9 +28,11 @@ use futures_util::{SinkExt, StreamExt};
 use libtest_mimic::Trial;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader, copy_bidirectional};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, broadcast};
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, timeout};
 use tokio_tungstenite::tungstenite::Message;
 use websocket_tutorial::client::WsClient;
@@ -67,6 +69,26 @@ fn main() -> std::process::ExitCode {
             &chromium,
             "page_keeps_its_room_when_a_join_is_refused_and_shows_why_it_closed",
             page_keeps_its_room_when_a_join_is_refused_and_shows_why_it_closed,
+        ),
+        trial_needing(
+            &chromium,
+            "page_shows_every_message_once_across_a_server_restart",
+            page_shows_every_message_once_across_a_server_restart,
+        ),
+        trial_needing(
+            &chromium,
+            "page_moves_to_the_next_server_when_one_is_gone",
+            page_moves_to_the_next_server_when_one_is_gone,
+        ),
+        trial_needing(
+            &chromium,
+            "page_resumes_with_since_after_a_dropped_connection",
+            page_resumes_with_since_after_a_dropped_connection,
+        ),
+        trial_needing(
+            &chromium,
+            "page_rejoins_once_the_server_frees_its_name",
+            page_rejoins_once_the_server_frees_its_name,
         ),
         Trial::test("base64_decodes_the_standard_alphabet", || {
             base64_decodes_the_standard_alphabet();
@@ -347,6 +369,189 @@ async fn page_keeps_its_room_when_a_join_is_refused_and_shows_why_it_closed() {
     drop(other);
 }
 
+/// Across a server restart on the same port, the page shows every message of
+/// its room exactly once, in order. The restarted room counts from 1 again,
+/// below the page's last `seq`, so the page's rejoin with `since` is refused;
+/// it says the room started over and rejoins with `since` 0, which replays a
+/// message said before it was back. The later ones reuse seq 2 and 3, which
+/// the page had shown before the restart, and must not be taken for
+/// duplicates.
+///
+/// The page reaches the server through a proxy that turns it away while the
+/// server restarts: the message said meanwhile is certainly said before the
+/// page is back.
+async fn page_shows_every_message_once_across_a_server_restart() {
+    let browser = Browser::launch().await;
+    let server = Server::start("chat_server", &[]).await;
+    let addr = server.addr.clone();
+    let proxy = Proxy::start(&addr).await;
+
+    let mut bob = join(&server.url, "general", "bob").await;
+    let alice = browser.open_chat(&proxy.url).await;
+    alice.connect("alice", "general").await;
+    for text in ["one", "two", "three"] {
+        say(&mut bob, "general", text).await;
+    }
+    let shown = |n: usize| move |entries: &[Entry]| messages_in(entries, "general").len() == n;
+    alice.wait_until_entries("alice sees bob's messages", shown(3)).await;
+
+    proxy.refuse(true);
+    server.stop().await;
+    alice.wait_for_status("the page is retrying", "disconnected", "retrying in").await;
+    let server = Server::start_on("chat_server", &addr, &[]).await;
+    let mut carol = join(&server.url, "general", "carol").await;
+    assert_eq!(say(&mut carol, "general", "four").await, 1, "the new room counts from 1");
+    proxy.refuse(false);
+    alice.wait_until_entries("alice sees what was said before she was back", shown(4)).await;
+
+    for (text, seq) in [("five", 2), ("six", 3), ("seven", 4)] {
+        assert_eq!(say(&mut carol, "general", text).await, seq);
+    }
+    alice.wait_until_entries("alice sees carol's later messages", shown(7)).await;
+    let expected = [
+        "bob: one",
+        "bob: two",
+        "bob: three",
+        "note: #general started over (server restarted): its messages count from 1 again",
+        "carol: four",
+        "carol: five",
+        "carol: six",
+        "carol: seven",
+    ];
+    assert_eq!(log_of(&alice.entries().await, "general"), expected);
+    alice.assert_no_errors().await;
+
+    server.stop().await;
+}
+
+/// With `?server=A,B`, the page uses A; when A is killed it moves to B, and
+/// says so in its badge; rejoining there, B's room is not A's, so the page
+/// says it started over and shows what is said on B. When B goes too, the
+/// page comes back round to A, restarted on its port.
+async fn page_moves_to_the_next_server_when_one_is_gone() {
+    let browser = Browser::launch().await;
+    let a = Server::start("chat_server", &[]).await;
+    let a_addr = a.addr.clone();
+    let b = Server::start("chat_server", &[]).await;
+
+    let alice = browser.open_chat_with(&format!("server={},{}", a.url, b.url)).await;
+    alice.connect("alice", "general").await;
+    alice.wait_for_server("the page is connected to A", &a.url).await;
+    let mut dave = join(&a.url, "general", "dave").await;
+    say(&mut dave, "general", "on A").await;
+    alice.wait_for_entry("alice sees dave on A", |e| e.is_message("dave", "on A")).await;
+
+    a.program.signal("KILL");
+    alice.wait_for_server("the page moves to B", &b.url).await;
+    let joined_twice = |entries: &[Entry]| {
+        entries.iter().filter(|e| e.is_event("general", "alice joined")).count() == 2
+    };
+    alice.wait_until_entries("the page joins general on B", joined_twice).await;
+    let mut bob = join(&b.url, "general", "bob").await;
+    say(&mut bob, "general", "on B").await;
+    alice.wait_for_entry("alice sees bob on B", |e| e.is_message("bob", "on B")).await;
+    let expected = [
+        "dave: on A",
+        "note: #general started over (server restarted): its messages count from 1 again",
+        "bob: on B",
+    ];
+    assert_eq!(log_of(&alice.entries().await, "general"), expected);
+
+    // Round robin: after B, A again.
+    let a = Server::start_on("chat_server", &a_addr, &[]).await;
+    b.stop().await;
+    alice.wait_for_server("the page comes back to A", &a.url).await;
+    alice.assert_no_errors().await;
+
+    a.stop().await;
+}
+
+/// A connection dropped while the server stays up (the proxy cuts it): the
+/// page rejoins with `since`, and the server, which still has the room's
+/// history, replays what was said meanwhile, once, before the live messages.
+async fn page_resumes_with_since_after_a_dropped_connection() {
+    let browser = Browser::launch().await;
+    let server = Server::start("chat_server", &[]).await;
+    let proxy = Proxy::start(&server.addr).await;
+
+    // Bob keeps the room, and its history, alive.
+    let mut bob = join(&server.url, "general", "bob").await;
+    let alice = browser.open_chat(&proxy.url).await;
+    alice.connect("alice", "general").await;
+    say(&mut bob, "general", "one").await;
+    say(&mut bob, "general", "two").await;
+    let shown = |n: usize| move |entries: &[Entry]| messages_in(entries, "general").len() == n;
+    alice.wait_until_entries("alice sees bob's messages", shown(2)).await;
+
+    // Turned away until the room has moved on without her.
+    proxy.refuse(true);
+    proxy.cut(Cut::Both);
+    let left = ServerEvent::Left { room: "general".into(), username: "alice".into() };
+    wait_for_event(&mut bob, "the server sees alice go", |e| *e == left).await;
+    say(&mut bob, "general", "three").await;
+    say(&mut bob, "general", "four").await;
+    proxy.refuse(false);
+
+    alice.wait_until_entries("alice sees what she missed", shown(4)).await;
+    say(&mut bob, "general", "five").await;
+    alice.wait_until_entries("alice sees the next live message", shown(5)).await;
+    let expected = ["bob: one", "bob: two", "bob: three", "bob: four", "bob: five"];
+    assert_eq!(log_of(&alice.entries().await, "general"), expected, "no note: nothing lost");
+    alice.assert_no_errors().await;
+
+    server.stop().await;
+}
+
+/// After a drop the server has not noticed (the proxy keeps the server's
+/// side of the old connection open, as a dead cluster node holds a name),
+/// the page's rejoin is refused, the name being taken: the page keeps the
+/// room, pending, and retries with backoff until the name is free, then
+/// shows what was said meanwhile, once.
+async fn page_rejoins_once_the_server_frees_its_name() {
+    let browser = Browser::launch().await;
+    // Only the test frees the name: the heartbeat would take a minute.
+    let server = Server::start("chat_server", &["--pong-timeout-ms", "60000"]).await;
+    let proxy = Proxy::start(&server.addr).await;
+
+    let mut bob = join(&server.url, "general", "bob").await;
+    let alice = browser.open_chat(&proxy.url).await;
+    alice.connect("alice", "general").await;
+    say(&mut bob, "general", "one").await;
+    alice.wait_for_entry("alice sees bob's message", |e| e.is_message("bob", "one")).await;
+
+    proxy.cut(Cut::KeepServerSide);
+    say(&mut bob, "general", "two").await;
+    alice
+        .wait_for_entry("the page says its name is still held", |e| {
+            e.kind == "note" && e.room == "general" && e.text.contains("still held")
+        })
+        .await;
+    let pending = "rooms.get('general')?.joined === false \
+        && document.querySelector(\"#rooms button[data-room='general']\").classList.contains('pending') \
+        && document.querySelector('#error').hidden";
+    assert_eq!(alice.eval(pending).await, true, "general is kept, pending, with no error");
+    say(&mut bob, "general", "three").await;
+
+    proxy.release();
+    let left = ServerEvent::Left { room: "general".into(), username: "alice".into() };
+    wait_for_event(&mut bob, "the server sees the old alice go", |e| *e == left).await;
+    let shown = |n: usize| move |entries: &[Entry]| messages_in(entries, "general").len() == n;
+    alice.wait_until_entries("alice sees what she missed", shown(3)).await;
+    say(&mut bob, "general", "four").await;
+    alice.wait_until_entries("alice sees the next live message", shown(4)).await;
+    let expected = [
+        "bob: one",
+        "note: the name alice is still held here; joining again…",
+        "bob: two",
+        "bob: three",
+        "bob: four",
+    ];
+    assert_eq!(log_of(&alice.entries().await, "general"), expected);
+    alice.assert_no_errors().await;
+
+    server.stop().await;
+}
+
 fn event(msg: &Message) -> ServerEvent {
     ServerEvent::try_from(msg).unwrap_or_else(|e| panic!("not a server event: {msg:?}: {e}"))
 }
@@ -367,6 +572,40 @@ async fn assert_silent(ws: &mut WsClient, window: Duration) {
     if let Ok(msg) = heard {
         panic!("expected silence for {window:?}, got {msg:?}");
     }
+}
+
+/// A raw client that has joined `room` as `username`.
+async fn join(url: &str, room: &str, username: &str) -> WsClient {
+    let mut ws = connect(url).await;
+    let join = ClientMessage::Join { room: room.into(), username: username.into(), since: None };
+    ws.send(join.to_message()).await.expect("send Join");
+    let joined = ServerEvent::Joined { room: room.into(), username: username.into() };
+    assert_eq!(event(&recv(&mut ws).await), joined);
+    ws
+}
+
+/// Says `content` in `room` and waits for the server's echo, which means
+/// it is in the room's history; returns its `seq`.
+async fn say(ws: &mut WsClient, room: &str, content: &str) -> u64 {
+    let say = ClientMessage::Message { room: room.into(), content: content.into() };
+    ws.send(say.to_message()).await.expect("send Message");
+    let mut seq = 0;
+    wait_for_event(ws, &format!("the echo of {content:?}"), |e| match e {
+        ServerEvent::Message { room: r, content: c, seq: s, .. } if r == room && c == content => {
+            seq = *s;
+            true
+        }
+        _ => false,
+    })
+    .await;
+    seq
+}
+
+/// Reads events, skipping others, until one satisfies `pred`, within
+/// [`WAIT`].
+async fn wait_for_event(ws: &mut WsClient, what: &str, mut pred: impl FnMut(&ServerEvent) -> bool) {
+    let found = timeout(WAIT, async { while !pred(&event(&recv(ws).await)) {} }).await;
+    assert!(found.is_ok(), "{what}: not within {WAIT:?}");
 }
 
 // ---- the page, as the test sees it ---------------------------------------
@@ -400,6 +639,21 @@ impl Entry {
     fn is_message(&self, user: &str, text: &str) -> bool {
         self.is_msg_from(user) && self.text == text
     }
+}
+
+/// The chat messages shown in `room`, oldest first, as `user: text`.
+fn messages_in(entries: &[Entry], room: &str) -> Vec<String> {
+    entries.iter().filter(|e| e.room == room && e.kind == "msg").map(shown_as).collect()
+}
+
+/// The messages and notes shown in `room` (not the joins and leaves), oldest
+/// first: `user: text` and `note: text`.
+fn log_of(entries: &[Entry], room: &str) -> Vec<String> {
+    entries.iter().filter(|e| e.room == room && e.kind != "event").map(shown_as).collect()
+}
+
+fn shown_as(entry: &Entry) -> String {
+    format!("{}: {}", entry.user.as_deref().unwrap_or(&entry.kind), entry.text)
 }
 
 const READ_ENTRIES: &str = "[...document.querySelectorAll('#messages li')].map((li) => ({
@@ -443,6 +697,19 @@ impl ChatPage {
             }})()",
             json!(state),
             json!(text)
+        );
+        self.wait_until(what, &js).await;
+    }
+
+    /// Polls until the badge says the page is connected to `url`.
+    async fn wait_for_server(&self, what: &str, url: &str) {
+        let js = format!(
+            "(() => {{
+                const status = document.querySelector('#status');
+                return status.dataset.state === 'connected'
+                    && status.textContent.endsWith({});
+            }})()",
+            json!(format!(" · {url}"))
         );
         self.wait_until(what, &js).await;
     }
@@ -505,6 +772,101 @@ impl std::ops::Deref for ChatPage {
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     exe.ancestors().nth(3).expect("target directory").to_path_buf()
+}
+
+// ---- a TCP proxy the test can cut ----------------------------------------
+
+/// What [`Proxy::cut`] does to each connection it carries.
+#[derive(Clone, Copy, Debug)]
+enum Cut {
+    /// Closes both sides: the server sees the page go at once.
+    Both,
+    /// Closes the page's side and keeps the server's open, unread: to the
+    /// server the page is still there, until [`Proxy::release`].
+    KeepServerSide,
+}
+
+/// A TCP proxy between the page and a server: the test drops the page's
+/// connection as a network would while the server stays up, and can turn
+/// the page away until it is ready for it to come back.
+struct Proxy {
+    /// `ws://` URL of the proxy, for the page.
+    url: String,
+    refusing: Arc<AtomicBool>,
+    cuts: broadcast::Sender<Cut>,
+    /// Server sides kept open by [`Cut::KeepServerSide`].
+    held: Arc<std::sync::Mutex<Vec<TcpStream>>>,
+    accept: JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Listens on a free loopback port and forwards every connection to
+    /// `server_addr` (`IP:PORT`), connecting anew each time: a server
+    /// restarted on that port is reached again.
+    async fn start(server_addr: &str) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+        let url = format!("ws://{}", listener.local_addr().expect("proxy address"));
+        let refusing = Arc::new(AtomicBool::new(false));
+        let (cuts, _) = broadcast::channel(4);
+        let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let accept = tokio::spawn({
+            let (server_addr, refusing, cuts, held) =
+                (server_addr.to_string(), refusing.clone(), cuts.clone(), held.clone());
+            async move {
+                loop {
+                    let Ok((client, _)) = listener.accept().await else { continue };
+                    if refusing.load(Ordering::SeqCst) {
+                        continue; // dropped: closed before any handshake
+                    }
+                    let cut = cuts.subscribe();
+                    tokio::spawn(forward(client, server_addr.clone(), cut, held.clone()));
+                }
+            }
+        });
+        Proxy { url, refusing, cuts, held, accept }
+    }
+
+    /// While `refusing`, new connections are closed at once; the ones
+    /// already open are not touched.
+    fn refuse(&self, refusing: bool) {
+        self.refusing.store(refusing, Ordering::SeqCst);
+    }
+
+    /// Ends every connection open now, the way `how` says.
+    fn cut(&self, how: Cut) {
+        // No receiver means no connection to cut.
+        let _ = self.cuts.send(how);
+    }
+
+    /// Closes the server sides kept by [`Cut::KeepServerSide`].
+    fn release(&self) {
+        self.held.lock().expect("held sockets").clear();
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// One proxied connection: bytes both ways until either side closes or the
+/// test cuts it.
+async fn forward(
+    mut client: TcpStream,
+    server_addr: String,
+    mut cut: broadcast::Receiver<Cut>,
+    held: Arc<std::sync::Mutex<Vec<TcpStream>>>,
+) {
+    let Ok(mut server) = TcpStream::connect(&server_addr).await else { return };
+    let how = tokio::select! {
+        _ = copy_bidirectional(&mut client, &mut server) => return,
+        how = cut.recv() => how,
+    };
+    drop(client);
+    if let Ok(Cut::KeepServerSide) = how {
+        held.lock().expect("held sockets").push(server);
+    }
 }
 
 // ---- a small CDP client ---------------------------------------------------
