@@ -202,38 +202,6 @@ struct Room {
     joining: BTreeMap<ClientId, Joining>,
 }
 
-/// In a cluster, a join is confirmed twice, by two roads: the join's own
-/// answer from Redis (the room's `seq` at that moment, and the history the
-/// joiner missed) reaches the connection, and the join's `Joined` event
-/// reaches this node's event stream, in the one order Redis published
-/// everything in. Until both have come, the member is *joining*: what the
-/// stream brings it is sorted by these two facts, so that each message
-/// reaches it once (replayed or live, never both) and presence from before
-/// its join is not shown as news.
-#[derive(Debug)]
-struct Joining {
-    username: String,
-    /// The room's last `seq` when Redis let it in: `Some` once the answer
-    /// has reached [`Member::entered`]. Every later message has a larger one.
-    last: Option<u64>,
-    /// Its own `Joined` has come through the stream: whatever the stream
-    /// brings after it happened after the join.
-    marked: bool,
-    /// What the stream brought before the answer: sorted by `entered`.
-    early: Vec<(Relayed, Message)>,
-}
-
-/// What kind of cluster event [`RoomManager::relay`] hands on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Relayed {
-    /// Message number `seq` of the room.
-    Said(u64),
-    /// A `Joined` or a `Left`. `announce` is false when the room was past
-    /// the presence limit: then only the member concerned hears it.
-    /// `joiner` names the member of *this* node a `Joined` is about.
-    Presence { announce: bool, joiner: Option<ClientId> },
-}
-
 #[derive(Debug)]
 struct Client {
     outbox: Outbox,
@@ -265,6 +233,40 @@ impl Drop for Member {
     }
 }
 // ANCHOR_END: member
+
+// ANCHOR: joining
+/// In a cluster, a join is confirmed twice, by two roads: the join's own
+/// answer from Redis (the room's `seq` at that moment, and the history the
+/// joiner missed) reaches the connection, and the join's `Joined` event
+/// reaches this node's event stream, in the one order Redis published
+/// everything in. Until both have come, the member is *joining*: what the
+/// stream brings it is sorted by these two facts, so that each message
+/// reaches it once (replayed or live, never both) and presence from before
+/// its join is not shown as news.
+#[derive(Debug)]
+struct Joining {
+    username: String,
+    /// The room's last `seq` when Redis let it in: `Some` once the answer
+    /// has reached [`Member::entered`]. Every later message has a larger one.
+    last: Option<u64>,
+    /// Its own `Joined` has come through the stream: whatever the stream
+    /// brings after it happened after the join.
+    marked: bool,
+    /// What the stream brought before the answer: sorted by `entered`.
+    early: Vec<(Relayed, Message)>,
+}
+
+/// What kind of cluster event [`RoomManager::relay`] hands on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relayed {
+    /// Message number `seq` of the room.
+    Said(u64),
+    /// A `Joined` or a `Left`. `announce` is false when the room was past
+    /// the presence limit: then only the member concerned hears it.
+    /// `joiner` names the member of *this* node a `Joined` is about.
+    Presence { announce: bool, joiner: Option<ClientId> },
+}
+// ANCHOR_END: joining
 
 impl RoomManager {
     /// An empty manager.
@@ -1183,6 +1185,79 @@ mod tests {
         rooms.shutting_down();
         drop(b);
         assert!(drain(&mut ra).is_empty());
+    }
+
+    /// A cluster's manager, with the receiving end of its departures.
+    fn relaying() -> (Arc<RoomManager>, mpsc::UnboundedReceiver<Departure>) {
+        let (departures, departed) = mpsc::unbounded_channel();
+        let rooms = manager(1024, 10);
+        let mut config = rooms.lock().config.clone();
+        config.relay = Some(departures);
+        (Arc::new(RoomManager::new(config)), departed)
+    }
+
+    fn said(rooms: &RoomManager, seq: u64) {
+        rooms.relay("r", Relayed::Said(seq), &Message::text(format!("m{seq}")));
+    }
+
+    fn presence(rooms: &RoomManager, text: &str, joiner: Option<ClientId>) {
+        rooms.relay("r", Relayed::Presence { announce: true, joiner }, &Message::text(text));
+    }
+
+    #[test]
+    fn a_cluster_join_gets_each_message_once_when_its_joined_comes_first() {
+        let (rooms, _departed) = relaying();
+        let (a, mut ra) = rooms.register();
+        a.enter("r", "alice").unwrap();
+        said(&rooms, 1); // published before the join: in its replay
+        presence(&rooms, "+bob@r", None); // before the join: not news
+        presence(&rooms, "+alice@r", Some(a.id())); // the join's own Joined
+        said(&rooms, 3); // after the join
+        presence(&rooms, "+carol@r", None);
+        assert!(drain(&mut ra).is_empty(), "nothing before the join's answer");
+        let first = vec![Message::text("+alice@r"), Message::text("m1"), Message::text("m2")];
+        a.entered("r", 2, first);
+        assert_eq!(drain(&mut ra), ["+alice@r", "m1", "m2", "m3", "+carol@r"]);
+        said(&rooms, 4);
+        assert_eq!(drain(&mut ra), ["m4"], "a member now");
+    }
+
+    #[test]
+    fn a_cluster_join_gets_each_message_once_when_its_answer_comes_first() {
+        let (rooms, _departed) = relaying();
+        let (a, mut ra) = rooms.register();
+        a.enter("r", "alice").unwrap();
+        said(&rooms, 1);
+        a.entered(
+            "r",
+            2,
+            vec![Message::text("+alice@r"), Message::text("m1"), Message::text("m2")],
+        );
+        said(&rooms, 2); // still in flight when Redis answered: replayed already
+        presence(&rooms, "+bob@r", None); // from before the join
+        presence(&rooms, "+alice@r", Some(a.id()));
+        said(&rooms, 3);
+        presence(&rooms, "+carol@r", None);
+        assert_eq!(drain(&mut ra), ["+alice@r", "m1", "m2", "m3", "+carol@r"]);
+        assert_eq!(a.name_in("r"), Ok("alice".to_string()));
+    }
+
+    #[test]
+    fn in_a_cluster_a_departure_is_handed_on_not_announced_here() {
+        let (rooms, mut departed) = relaying();
+        let (a, mut ra) = rooms.register();
+        let (b, _rb) = rooms.register();
+        for (member, name) in [(&a, "alice"), (&b, "bob")] {
+            member.enter("r", name).unwrap();
+            member.entered("r", 0, vec![]);
+        }
+        drop(b);
+        assert!(drain(&mut ra).is_empty(), "the cluster announces it, through relay");
+        let bob = Departure { room: "r".into(), username: "bob".into() };
+        assert_eq!(departed.try_recv(), Ok(bob));
+        assert_eq!(a.withdraw("r"), Ok("alice".to_string()));
+        assert!(departed.try_recv().is_err(), "a leave is the caller's to announce");
+        assert!(rooms.room_names().is_empty());
     }
 
     #[test]
