@@ -34,7 +34,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::{info, warn};
 use websocket_tutorial::args;
-use websocket_tutorial::client::{self, Backoff, DEFAULT_URL, WsClient};
+use websocket_tutorial::client::{self, Backoff, BackoffArgs, DEFAULT_URL, WsClient};
 use websocket_tutorial::close;
 use websocket_tutorial::output;
 
@@ -46,18 +46,8 @@ struct Args {
     /// The server's URL.
     #[arg(default_value = DEFAULT_URL, value_parser = client::parse_url)]
     url: String,
-    /// The delay before the first retry, in milliseconds; it doubles with
-    /// each failure.
-    #[arg(long = "base-ms", value_name = "MS", default_value = "500")]
-    #[arg(value_parser = args::millis)]
-    base: Duration,
-    /// The longest delay between two attempts, in milliseconds.
-    #[arg(long = "cap-ms", value_name = "MS", default_value = "30000")]
-    #[arg(value_parser = args::millis)]
-    cap: Duration,
-    /// Failed attempts in a row before giving up; 0 retries forever.
-    #[arg(long, value_name = "N", default_value_t = 10)]
-    max_attempts: u32,
+    #[command(flatten)]
+    backoff: BackoffArgs,
     /// Time between two heartbeat pings, in milliseconds.
     #[arg(long = "ping-ms", value_name = "MS", default_value = "5000")]
     #[arg(value_parser = args::period)]
@@ -67,8 +57,8 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let _log = output::init_logging();
-    let Args { url, base, cap, max_attempts, ping_every } = Args::parse();
-    let backoff = Backoff { base, cap, max_attempts };
+    let Args { url, backoff, ping_every } = Args::parse();
+    let backoff = Backoff::from(backoff);
     let config = WebSocketConfig::default().max_message_size(Some(16 << 20));
 
     let ctrl_c = tokio::signal::ctrl_c();

@@ -12,6 +12,7 @@ use tokio_tungstenite::tungstenite::http::Uri;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
 
+use crate::args;
 use crate::error::{AddressError, Error};
 
 /// The URL clients connect to when none is given.
@@ -145,6 +146,31 @@ impl Backoff {
     }
 }
 // ANCHOR_END: backoff
+
+/// The backoff's settings, as the reconnecting clients take them on their
+/// command line (`#[command(flatten)] backoff: BackoffArgs`): `--base-ms`
+/// (500), `--cap-ms` (30000) and `--max-attempts` (10).
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct BackoffArgs {
+    /// The delay before the first retry, in milliseconds; it doubles with
+    /// each failure.
+    #[arg(long = "base-ms", value_name = "MS", default_value = "500")]
+    #[arg(value_parser = args::millis)]
+    pub base: Duration,
+    /// The longest delay between two attempts, in milliseconds.
+    #[arg(long = "cap-ms", value_name = "MS", default_value = "30000")]
+    #[arg(value_parser = args::millis)]
+    pub cap: Duration,
+    /// Failed attempts in a row before giving up; 0 retries forever.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub max_attempts: u32,
+}
+
+impl From<BackoffArgs> for Backoff {
+    fn from(BackoffArgs { base, cap, max_attempts }: BackoffArgs) -> Backoff {
+        Backoff { base, cap, max_attempts }
+    }
+}
 
 #[cfg(test)]
 mod tests {
