@@ -20,7 +20,7 @@ use common::{
     Program, RedisServer, Server, WAIT, connect, expect_close, free_port, recv_within,
     redis_component, run_trials, trial, trial_needing,
 };
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use websocket_tutorial::client::WsClient;
@@ -561,6 +561,10 @@ async fn a_node_stopped_with_ctrl_c_exits_0_and_its_members_leave() {
     let stopped = Instant::now();
     a.program.interrupt();
     assert_eq!(expect_close(&mut alice.ws).await, CloseCode::Away);
+    // Reading on sends alice's answer to the close, as a real client does,
+    // so the node does not wait out its close timeout for it.
+    let ended = timeout(WAIT, async { while alice.ws.next().await.is_some() {} }).await;
+    assert!(ended.is_ok(), "the node ends the connection after the close handshake");
     exits_cleanly(a).await;
     let deadline = stopped + Duration::from_secs(5);
     let seen = bob.event_by(deadline).await;
