@@ -87,6 +87,11 @@ fn main() -> std::process::ExitCode {
         ),
         trial_needing(
             &chromium,
+            "page_shows_a_gap_when_the_history_is_too_short",
+            page_shows_a_gap_when_the_history_is_too_short,
+        ),
+        trial_needing(
+            &chromium,
             "page_rejoins_once_the_server_frees_its_name",
             page_rejoins_once_the_server_frees_its_name,
         ),
@@ -372,7 +377,7 @@ async fn page_keeps_its_room_when_a_join_is_refused_and_shows_why_it_closed() {
 /// Across a server restart on the same port, the page shows every message of
 /// its room exactly once, in order. The restarted room counts from 1 again,
 /// below the page's last `seq`, so the page's rejoin with `since` is refused;
-/// it says the room started over and rejoins with `since` 0, which replays a
+/// it says the room restarted and rejoins with `since` 0, which replays a
 /// message said before it was back. The later ones reuse seq 2 and 3, which
 /// the page had shown before the restart, and must not be taken for
 /// duplicates.
@@ -412,7 +417,7 @@ async fn page_shows_every_message_once_across_a_server_restart() {
         "bob: one",
         "bob: two",
         "bob: three",
-        "note: #general started over (server restarted): its messages count from 1 again",
+        RESTARTED,
         "carol: four",
         "carol: five",
         "carol: six",
@@ -426,7 +431,7 @@ async fn page_shows_every_message_once_across_a_server_restart() {
 
 /// With `?server=A,B`, the page uses A; when A is killed it moves to B, and
 /// says so in its badge; rejoining there, B's room is not A's, so the page
-/// says it started over and shows what is said on B. When B goes too, the
+/// says it restarted and shows what is said on B. When B goes too, the
 /// page comes back round to A, restarted on its port.
 async fn page_moves_to_the_next_server_when_one_is_gone() {
     let browser = Browser::launch().await;
@@ -450,11 +455,7 @@ async fn page_moves_to_the_next_server_when_one_is_gone() {
     let mut bob = join(&b.url, "general", "bob").await;
     say(&mut bob, "general", "on B").await;
     alice.wait_for_entry("alice sees bob on B", |e| e.is_message("bob", "on B")).await;
-    let expected = [
-        "dave: on A",
-        "note: #general started over (server restarted): its messages count from 1 again",
-        "bob: on B",
-    ];
+    let expected = ["dave: on A", RESTARTED, "bob: on B"];
     assert_eq!(log_of(&alice.entries().await, "general"), expected);
 
     // Round robin: after B, A again.
@@ -497,6 +498,46 @@ async fn page_resumes_with_since_after_a_dropped_connection() {
     alice.wait_until_entries("alice sees the next live message", shown(5)).await;
     let expected = ["bob: one", "bob: two", "bob: three", "bob: four", "bob: five"];
     assert_eq!(log_of(&alice.entries().await, "general"), expected, "no note: nothing lost");
+    alice.assert_no_errors().await;
+
+    server.stop().await;
+}
+
+/// When the room's history no longer reaches back to what the page missed,
+/// the server's `Gap` comes before the replay: the page says which messages
+/// are lost, then shows the ones still held, each once, and no jump after.
+async fn page_shows_a_gap_when_the_history_is_too_short() {
+    let browser = Browser::launch().await;
+    let server = Server::start("chat_server", &["--history", "2"]).await;
+    let proxy = Proxy::start(&server.addr).await;
+
+    let mut bob = join(&server.url, "general", "bob").await;
+    let alice = browser.open_chat(&proxy.url).await;
+    alice.connect("alice", "general").await;
+    say(&mut bob, "general", "one").await;
+    alice.wait_for_entry("alice sees bob's message", |e| e.is_message("bob", "one")).await;
+
+    proxy.refuse(true);
+    proxy.cut(Cut::Both);
+    let left = ServerEvent::Left { room: "general".into(), username: "alice".into() };
+    wait_for_event(&mut bob, "the server sees alice go", |e| *e == left).await;
+    for text in ["two", "three", "four", "five"] {
+        say(&mut bob, "general", text).await;
+    }
+    proxy.refuse(false);
+
+    let shown = |n: usize| move |entries: &[Entry]| messages_in(entries, "general").len() == n;
+    alice.wait_until_entries("alice sees the messages still held", shown(3)).await;
+    say(&mut bob, "general", "six").await;
+    alice.wait_until_entries("alice sees the next live message", shown(4)).await;
+    let expected = [
+        "bob: one",
+        "note: messages 2–3 lost: the server no longer has them",
+        "bob: four",
+        "bob: five",
+        "bob: six",
+    ];
+    assert_eq!(log_of(&alice.entries().await, "general"), expected);
     alice.assert_no_errors().await;
 
     server.stop().await;
@@ -651,6 +692,10 @@ fn messages_in(entries: &[Entry], room: &str) -> Vec<String> {
 fn log_of(entries: &[Entry], room: &str) -> Vec<String> {
     entries.iter().filter(|e| e.room == room && e.kind != "event").map(shown_as).collect()
 }
+
+/// The page's note when a room it rejoins counts from 1 again.
+const RESTARTED: &str = "note: #general restarted: the server no longer has its earlier messages \
+                         and counts from 1 again";
 
 fn shown_as(entry: &Entry) -> String {
     format!("{}: {}", entry.user.as_deref().unwrap_or(&entry.kind), entry.text)
