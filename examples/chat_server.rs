@@ -340,7 +340,11 @@ async fn serve_client(
                 heartbeat.heard(Instant::now());
                 match frame {
                     Some(Ok(msg)) => {
-                        if let Some(ending) = on_frame(&msg, me, &mut rate, chat).await {
+                        // Boxed, like a write: a command's state (with
+                        // `--redis`, a round trip to Redis) is needed only
+                        // while it runs.
+                        let handled = Box::pin(on_frame(msg, me, &mut rate, chat)).await;
+                        if let Some(ending) = handled {
                             return ending;
                         }
                         // Fairness: a burst from this client is already in
@@ -415,17 +419,17 @@ async fn write(
 // ANCHOR: on_frame
 /// Handles one frame from the client; returns how the connection ends, if
 /// this frame ends it.
-async fn on_frame(msg: &Message, me: &Member, rate: &mut RateLimit, chat: &Chat) -> Option<Ending> {
+async fn on_frame(msg: Message, me: &Member, rate: &mut RateLimit, chat: &Chat) -> Option<Ending> {
     // Pings are answered by tungstenite; pongs only prove life. After the
     // client's close frame the stream ends on the next read.
     if !(msg.is_text() || msg.is_binary()) {
         return None;
     }
-    let command = ClientMessage::try_from(msg);
+    let command = ClientMessage::try_from(&msg);
     match rate.check(Instant::now()) {
         Verdict::Allowed => match command {
             Ok(command) => handle(command, me, chat).await,
-            Err(e) => reply_error(me, room_in(msg).as_deref(), e),
+            Err(e) => reply_error(me, room_in(&msg).as_deref(), e),
         },
         Verdict::Refused => {
             let room = command.ok().and_then(|c| room_of(&c).map(str::to_string));
@@ -508,16 +512,14 @@ async fn join(
 ) -> Result<(), RoomError> {
     match &chat.cluster {
         None => me.join_since(room, username, since),
-        // Boxed: a Redis round trip's state is needed only while it runs,
-        // and inline it would be part of every connection's memory.
-        Some(cluster) => Box::pin(cluster.join(me, room, username, since)).await,
+        Some(cluster) => cluster.join(me, room, username, since).await,
     }
 }
 
 async fn leave(chat: &Chat, me: &Member, room: &str) -> Result<String, RoomError> {
     match &chat.cluster {
         None => me.leave(room),
-        Some(cluster) => Box::pin(cluster.leave(me, room)).await,
+        Some(cluster) => cluster.leave(me, room).await,
     }
 }
 
@@ -532,14 +534,14 @@ async fn say(chat: &Chat, me: &Member, room: &str, content: String) -> Result<u6
             ServerEvent::Message { room, username, content, timestamp, seq }.to_message()
         }),
         // Numbered and published by Redis; every node serialises it once.
-        Some(cluster) => Box::pin(cluster.say(me, room, &content, &timestamp)).await,
+        Some(cluster) => cluster.say(me, room, &content, &timestamp).await,
     }
 }
 
 async fn members(chat: &Chat, me: &Member, room: &str) -> Result<Vec<String>, RoomError> {
     match &chat.cluster {
         None => me.members(room),
-        Some(cluster) => Box::pin(cluster.members(me, room)).await,
+        Some(cluster) => cluster.members(me, room).await,
     }
 }
 // ANCHOR_END: engine
