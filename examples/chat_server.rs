@@ -60,7 +60,10 @@
 //!   `seq` it showed) and get what it missed before the live messages;
 //! - `--ping-ms 5000` (heartbeat interval), `--pong-timeout-ms 10000`
 //!   (silence allowed after a ping), `--send-timeout-ms 5000` (the longest a
-//!   write may wait for the client), `--max-connections 10000`.
+//!   write may wait for the client), `--max-connections 10000`;
+//! - `--redis redis://127.0.0.1:6379`: be one node of a chat that every
+//!   server started with the same Redis shares: rooms, names, `seq` and
+//!   history live there (chapter 9, docs/09-scaling-out.md).
 //!
 //! Docs: docs/06-case-studies.md
 
