@@ -79,16 +79,20 @@ pub async fn connect(addr: SocketAddr, small_buffers: bool) -> Result<Ws, String
 
 /// Connects `n` clients, at most `in_flight` handshakes at a time: a burst of
 /// thousands of SYNs overflows the listen backlog, and the kernel then waits
-/// a second before retrying each one. Returned in order, so index `i` is
-/// client `i`.
+/// a second before retrying each one. Client `i` connects to
+/// `addrs[i % addrs.len()]` (a cluster's nodes take turns). Returned in
+/// order, so index `i` is client `i`.
 pub async fn connect_many(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     n: usize,
     in_flight: usize,
     small_buffers: bool,
 ) -> Result<Vec<Ws>, String> {
+    if addrs.is_empty() {
+        return Err("no address to connect to".into());
+    }
     let results: Vec<Result<Ws, String>> = futures_util::stream::iter(0..n)
-        .map(|_| connect(addr, small_buffers))
+        .map(|i| connect(addrs[i % addrs.len()], small_buffers))
         .buffered(in_flight.max(1))
         .collect()
         .await;

@@ -8,6 +8,7 @@
 //! hanging, and nothing sleeps to synchronise: starting gates, countdowns
 //! and the servers' own replies do.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -22,17 +23,29 @@ use crate::client::{
     micros_since, now_ns, parse_stamp, stamp,
 };
 use crate::report::Row;
-use crate::server::{Impl, Mode, Paths, Server};
+use crate::server::{Impl, Mode, Paths, Redis, Server};
 
 /// The scenarios, in the order they run.
-pub const NAMES: [&str; 7] =
-    ["echo", "broadcast", "chat", "chat-stalled", "idle", "join-storm-1k", "join-storm-10k"];
+pub const NAMES: [&str; 8] = [
+    "echo",
+    "broadcast",
+    "chat",
+    "chat-cluster",
+    "chat-stalled",
+    "idle",
+    "join-storm-1k",
+    "join-storm-10k",
+];
 
 /// Whether `--compare` also runs the Node and Python servers for `scenario`.
-/// chat-stalled is ours only: it checks our eviction policy.
+/// chat-stalled checks our eviction policy and chat-cluster our Redis
+/// engine (`--redis`), which the compare servers do not have.
 pub fn compared(scenario: &str) -> bool {
-    scenario != "chat-stalled"
+    !matches!(scenario, "chat-stalled" | "chat-cluster")
 }
+
+/// chat-cluster's chat_server nodes, sharing one redis-server.
+const CLUSTER_NODES: usize = 2;
 
 /// How big each scenario is.
 #[derive(Debug, Clone)]
@@ -124,11 +137,27 @@ pub struct Ctx {
 pub async fn run(scenario: &str, implementation: Impl, ctx: &Ctx) -> Row {
     let mut row = Row::new(scenario, implementation);
     let s = &ctx.scale;
+    if scenario == "chat-cluster" {
+        if let Some(why) = Redis::missing() {
+            // As the tests do with a component that is missing (see
+            // `trial_needing` in tests/common/mod.rs): skipped, so that it
+            // claims no pass, and a failure with CI set.
+            let why = format!(
+                "redis-server missing: {why}; install it with `apt-get install redis-server`"
+            );
+            if std::env::var_os("CI").is_some() {
+                row.problem(format!("{why}. CI must run this scenario (.ci/run installs it)"));
+                return row;
+            }
+            return Row::skipped(scenario, implementation, &why);
+        }
+    }
     let result = match scenario {
         "echo" => echo(ctx, implementation, &mut row).await,
         "broadcast" => broadcast(ctx, implementation, &mut row).await,
-        "chat" => chat(ctx, implementation, &mut row, 0).await,
-        "chat-stalled" => chat(ctx, implementation, &mut row, s.stalled).await,
+        "chat" => chat(ctx, implementation, &mut row, 0, 1).await,
+        "chat-cluster" => chat(ctx, implementation, &mut row, 0, CLUSTER_NODES).await,
+        "chat-stalled" => chat(ctx, implementation, &mut row, s.stalled, 1).await,
         "idle" => idle(ctx, implementation, &mut row).await,
         "join-storm-1k" => storm(ctx, implementation, &mut row, s.storm_small).await,
         "join-storm-10k" => storm(ctx, implementation, &mut row, s.storm_big).await,
@@ -152,13 +181,13 @@ async fn echo(ctx: &Ctx, implementation: Impl, row: &mut Row) -> Result<(), Stri
     need_open_files(ctx, n)?;
     let server = start(ctx, implementation, Mode::Echo, &[], row).await?;
     let rss_before = server.rss_kib()?;
-    let clients = connect_many(server.addr, n, s.in_flight, false).await?;
+    let clients = connect_many(&[server.addr], n, s.in_flight, false).await?;
     row.connections = n;
     row.kib_per_connection = kib_per(rss_before, server.rss_kib()?, n);
 
     let done = Countdown::new(n);
     let deliveries = Arc::new(AtomicU64::new(0));
-    let window = Window::open(&server, &deliveries)?;
+    let window = Window::open(&[server.pid], &deliveries)?;
     let until = s.echo_for.map(|d| Instant::now() + d);
     let mut tasks = JoinSet::new();
     for (id, ws) in clients.into_iter().enumerate() {
@@ -167,8 +196,8 @@ async fn echo(ctx: &Ctx, implementation: Impl, row: &mut Row) -> Result<(), Stri
     }
     let planned = s.echo_for.unwrap_or_default();
     let unfinished = done.wait(Instant::now() + planned + s.deadline).await;
-    let measured = window.close(ctx, &server, &deliveries)?;
-    let stats = finish(server, tasks, row).await;
+    let measured = window.close(ctx, &deliveries)?;
+    let stats = finish(vec![server], tasks, row).await;
 
     if unfinished > 0 {
         row.problem(format!("{unfinished} echo clients were still waiting after the deadline"));
@@ -259,7 +288,7 @@ async fn broadcast(ctx: &Ctx, implementation: Impl, row: &mut Row) -> Result<(),
     need_open_files(ctx, n + 1)?;
     let server = start(ctx, implementation, Mode::Broadcast, &[], row).await?;
     let rss_before = server.rss_kib()?;
-    let subscribers = connect_many(server.addr, n, s.in_flight, false).await?;
+    let subscribers = connect_many(&[server.addr], n, s.in_flight, false).await?;
     let publisher = client::connect(server.addr, false).await?;
     row.connections = n + 1;
     row.kib_per_connection = kib_per(rss_before, server.rss_kib()?, n + 1);
@@ -299,15 +328,15 @@ async fn broadcast(ctx: &Ctx, implementation: Impl, row: &mut Row) -> Result<(),
         }
     }
 
-    let window = Window::open(&server, &shared.deliveries)?;
+    let window = Window::open(&[server.pid], &shared.deliveries)?;
     let mut pace = interval(Duration::from_secs_f64(1.0 / s.broadcast_rate));
     for n in 1..=s.broadcast_messages {
         pace.tick().await;
         sink.send(Message::text(stamp(0, n))).await.map_err(|e| format!("publisher: {e}"))?;
     }
     let lacking = shared.received_all.wait(Instant::now() + s.deadline).await;
-    let measured = window.close(ctx, &server, &shared.deliveries)?;
-    let stats = finish(server, tasks, row).await;
+    let measured = window.close(ctx, &shared.deliveries)?;
+    let stats = finish(vec![server], tasks, row).await;
 
     if lacking > 0 {
         row.problem(format!(
@@ -630,11 +659,17 @@ fn chat_settings() -> Vec<(&'static str, String)> {
 
 /// chat (`stalled` = 0) and chat-stalled: members join at once, then 20 of
 /// them publish 10 msg/s each, and every member receives every message.
+///
+/// chat-cluster (`nodes` > 1): the same on `nodes` chat_servers that share
+/// a redis-server (`--redis`). Members take turns among the nodes, and so
+/// do publishers, so every member receives messages sent on every node; the
+/// CPU and memory columns are the nodes' and redis-server's together.
 async fn chat(
     ctx: &Ctx,
     implementation: Impl,
     row: &mut Row,
     stalled: usize,
+    nodes: usize,
 ) -> Result<(), String> {
     let s = &ctx.scale;
     let members = s.chat_members;
@@ -648,10 +683,20 @@ async fn chat(
         // scenario is about the slow-consumer policy.
         settings.push(("pong-timeout-ms", "600000".into()));
     }
-    let server = start(ctx, implementation, Mode::Chat, &settings, row).await?;
-    let rss_before = server.rss_kib()?;
-    let reading = connect_many(server.addr, readers, s.in_flight, false).await?;
-    let stalling = connect_many(server.addr, stalled, s.in_flight, true).await?;
+    let redis = if nodes > 1 { Some(Redis::start().await?) } else { None };
+    if let Some(redis) = &redis {
+        settings.push(("redis", redis.url.clone()));
+    }
+    let mut servers = Vec::with_capacity(nodes);
+    for _ in 0..nodes {
+        servers.push(start(ctx, implementation, Mode::Chat, &settings, row).await?);
+    }
+    let addrs: Vec<SocketAddr> = servers.iter().map(|server| server.addr).collect();
+    let pids: Vec<u32> =
+        servers.iter().map(|server| server.pid).chain(redis.as_ref().map(|r| r.pid)).collect();
+    let rss_before = rss_kib(&pids)?;
+    let reading = connect_many(&addrs, readers, s.in_flight, false).await?;
+    let stalling = connect_many(&addrs, stalled, s.in_flight, true).await?;
     row.connections = members;
 
     let shared = Arc::new(ChatShared::new(members, readers, stalled, s.chat_publishers, planned));
@@ -674,7 +719,7 @@ async fn chat(
 
     // The measured phase starts before the join storm: its CPU counts, and
     // so do the Joined events it delivers.
-    let window = Window::open(&server, &shared.deliveries)?;
+    let window = Window::open(&pids, &shared.deliveries)?;
     shared.go_join.open();
     let not_joined = shared.joined.wait(Instant::now() + s.deadline).await;
     let joins_took = window.started.elapsed();
@@ -683,11 +728,18 @@ async fn chat(
     let publish_for = Duration::from_secs_f64(s.chat_messages_each as f64 / s.chat_rate_each);
     let lacking = shared.received_all.wait(Instant::now() + publish_for + s.deadline).await;
     let publish_secs = publishing.elapsed().as_secs_f64();
-    let measured = window.close(ctx, &server, &shared.deliveries)?;
-    row.kib_per_connection = kib_per(rss_before, server.rss_kib()?, members);
+    let measured = window.close(ctx, &shared.deliveries)?;
+    row.kib_per_connection = kib_per(rss_before, rss_kib(&pids)?, members);
     shared.go_probe.open();
     let unprobed = shared.probed.wait(Instant::now() + Duration::from_secs(30)).await;
-    let stats = finish(server, tasks, row).await;
+    let stats = finish(servers, tasks, row).await;
+    // Redis goes last: a node uses it to the end (a clean shutdown removes
+    // the node's members and publishes their Left).
+    if let Some(redis) = redis {
+        if let Err(e) = redis.stop().await {
+            row.problem(e);
+        }
+    }
 
     // Evicted members count as done (their connection ended), so these
     // say: still connected and still waiting.
@@ -750,6 +802,16 @@ async fn chat(
         s.chat_publishers,
         s.chat_rate_each
     ));
+    if nodes > 1 {
+        let on_node = |k: usize| (0..s.chat_publishers).filter(|i| i % nodes == k).count();
+        let publishers: Vec<String> = (0..nodes).map(|k| on_node(k).to_string()).collect();
+        row.notes.push(format!(
+            "{nodes} nodes sharing one redis-server; members take turns among them, and so do \
+             publishers ({} on each); CPU and KiB/conn are the nodes' and redis-server's \
+             together",
+            publishers.join(" and ")
+        ));
+    }
     if stalled > 0 {
         let mut outcomes: Vec<String> = stalled_stats
             .iter()
@@ -803,9 +865,9 @@ async fn idle(ctx: &Ctx, implementation: Impl, row: &mut Row) -> Result<(), Stri
     shared.presence = Some(expected_presence.clone());
     let shared = Arc::new(shared);
 
-    let window = Window::open(&server, &shared.deliveries)?;
+    let window = Window::open(&[server.pid], &shared.deliveries)?;
     let started = Instant::now();
-    let clients = connect_many(server.addr, n, s.in_flight, false).await?;
+    let clients = connect_many(&[server.addr], n, s.in_flight, false).await?;
     row.connections = n;
     let mut tasks = JoinSet::new();
     for (i, ws) in clients.into_iter().enumerate() {
@@ -817,9 +879,9 @@ async fn idle(ctx: &Ctx, implementation: Impl, row: &mut Row) -> Result<(), Stri
     let not_joined = shared.joined.wait(Instant::now() + s.deadline).await;
     let missing_presence = expected_presence.wait(Instant::now() + s.deadline).await;
     let took = started.elapsed().as_secs_f64();
-    let measured = window.close(ctx, &server, &shared.deliveries)?;
+    let measured = window.close(ctx, &shared.deliveries)?;
     let rss_after = server.rss_kib()?;
-    let stats = finish(server, tasks, row).await;
+    let stats = finish(vec![server], tasks, row).await;
 
     if not_joined > 0 {
         row.problem(format!("{not_joined} of {n} had no Joined of their own"));
@@ -859,7 +921,7 @@ async fn storm(ctx: &Ctx, implementation: Impl, row: &mut Row, n: usize) -> Resu
     let settings = [("max-connections", "20000".to_string())];
     let server = start(ctx, implementation, Mode::Chat, &settings, row).await?;
     let rss_before = server.rss_kib()?;
-    let clients = connect_many(server.addr, n, s.in_flight, false).await?;
+    let clients = connect_many(&[server.addr], n, s.in_flight, false).await?;
     row.connections = n;
 
     let shared = Arc::new(ChatShared::new(n, n, 0, 0, 0));
@@ -869,13 +931,13 @@ async fn storm(ctx: &Ctx, implementation: Impl, row: &mut Row, n: usize) -> Resu
         tasks.spawn(member(ws, me, shared.clone()));
     }
     let deadline = s.deadline * if n >= 10_000 { 2 } else { 1 };
-    let window = Window::open(&server, &shared.deliveries)?;
+    let window = Window::open(&[server.pid], &shared.deliveries)?;
     let go = now_ns();
     shared.go_join.open();
     let not_joined = shared.joined.wait(Instant::now() + deadline).await;
-    let measured = window.close(ctx, &server, &shared.deliveries)?;
+    let measured = window.close(ctx, &shared.deliveries)?;
     let rss_after = server.rss_kib()?;
-    let stats = finish(server, tasks, row).await;
+    let stats = finish(vec![server], tasks, row).await;
 
     measured.record(row);
     let joined = stats.iter().filter(|c| c.joined_at_ns.is_some()).count();
@@ -942,15 +1004,17 @@ async fn start(
     Ok(server)
 }
 
-/// Stops the server (SIGINT: it closes every connection with 1001) and
-/// collects every client's report as its connection ends.
+/// Stops the servers, all at once (SIGINT: each closes every connection
+/// with 1001), and collects every client's report as its connection ends.
 async fn finish(
-    server: Server,
+    servers: Vec<Server>,
     mut tasks: JoinSet<ClientStats>,
     row: &mut Row,
 ) -> Vec<ClientStats> {
-    if let Err(e) = server.stop().await {
-        row.problem(e);
+    for stopped in futures_util::future::join_all(servers.into_iter().map(Server::stop)).await {
+        if let Err(e) = stopped {
+            row.problem(e);
+        }
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut all = Vec::with_capacity(tasks.len());
@@ -1026,6 +1090,16 @@ fn kib_per(before: u64, after: u64, connections: usize) -> Option<f64> {
     (connections > 0).then(|| after.saturating_sub(before) as f64 / connections as f64)
 }
 
+/// The CPU time of `pids` together so far, in clock ticks.
+fn cpu_ticks(pids: &[u32]) -> Result<u64, String> {
+    pids.iter().map(|&pid| crate::proc::cpu_ticks(pid)).sum()
+}
+
+/// The resident memory of `pids` together now, in KiB.
+fn rss_kib(pids: &[u32]) -> Result<u64, String> {
+    pids.iter().map(|&pid| crate::proc::rss_kib(pid)).sum()
+}
+
 /// Refuses a scenario the open-file limit cannot hold, with the fix.
 fn need_open_files(ctx: &Ctx, connections: usize) -> Result<(), String> {
     let needed = connections as u64 + 100;
@@ -1040,9 +1114,11 @@ fn need_open_files(ctx: &Ctx, connections: usize) -> Result<(), String> {
 }
 
 /// The measured phase: server CPU time and deliveries between `open` and
-/// `close`.
+/// `close`. The CPU time is that of every process serving the scenario
+/// together (chat-cluster: both nodes and redis-server).
 struct Window {
     started: Instant,
+    pids: Vec<u32>,
     ticks: u64,
     deliveries: u64,
 }
@@ -1054,21 +1130,17 @@ struct Measured {
 }
 
 impl Window {
-    fn open(server: &Server, deliveries: &AtomicU64) -> Result<Window, String> {
+    fn open(pids: &[u32], deliveries: &AtomicU64) -> Result<Window, String> {
         Ok(Window {
             started: Instant::now(),
-            ticks: server.cpu_ticks()?,
+            pids: pids.to_vec(),
+            ticks: cpu_ticks(pids)?,
             deliveries: deliveries.load(Ordering::Relaxed),
         })
     }
 
-    fn close(
-        &self,
-        ctx: &Ctx,
-        server: &Server,
-        deliveries: &AtomicU64,
-    ) -> Result<Measured, String> {
-        let ticks = server.cpu_ticks()?.saturating_sub(self.ticks);
+    fn close(&self, ctx: &Ctx, deliveries: &AtomicU64) -> Result<Measured, String> {
+        let ticks = cpu_ticks(&self.pids)?.saturating_sub(self.ticks);
         Ok(Measured {
             secs: self.started.elapsed().as_secs_f64(),
             cpu_secs: ticks as f64 / ctx.clock_ticks as f64,

@@ -1,5 +1,6 @@
-//! Servers as child processes: ours (the release examples) and, with
-//! `--compare`, the Node and Python ones under `benches/compare/`.
+//! Servers as child processes: ours (the release examples), with
+//! `--compare` the Node and Python ones under `benches/compare/`, and the
+//! redis-server that chat-cluster's nodes share.
 //!
 //! Every server takes its address as its first argument (we pass
 //! `127.0.0.1:0`, a free port) and prints `listening on ws://IP:PORT` as its
@@ -237,11 +238,6 @@ impl Server {
         )))
     }
 
-    /// Server CPU time so far, in clock ticks.
-    pub fn cpu_ticks(&self) -> Result<u64, String> {
-        proc::cpu_ticks(self.pid)
-    }
-
     /// Server resident memory now, in KiB.
     pub fn rss_kib(&self) -> Result<u64, String> {
         proc::rss_kib(self.pid)
@@ -269,6 +265,98 @@ impl Server {
             }
         }
     }
+}
+
+/// A redis-server of the benchmark's own, for chat-cluster's nodes: Debian's
+/// `redis-server` on a free loopback port, with persistence off (it starts
+/// empty and writes no file), killed if dropped.
+///
+/// The cluster tests have the same in `tests/common/mod.rs`, but the
+/// benchmark shares no code with them: their helpers panic on a failure,
+/// where a scenario must turn it into a row's problem and go on.
+pub struct Redis {
+    child: Child,
+    pub pid: u32,
+    /// `redis://127.0.0.1:PORT`, for `chat_server --redis`.
+    pub url: String,
+}
+
+impl Redis {
+    /// Why `redis-server` cannot run here, or `None` when it can.
+    pub fn missing() -> Option<String> {
+        match std::process::Command::new("redis-server").arg("--version").output() {
+            Ok(out) if out.status.success() => None,
+            Ok(out) => Some(format!("`redis-server --version` failed ({})", out.status)),
+            Err(e) => Some(format!("cannot run `redis-server`: {e}")),
+        }
+    }
+
+    /// Starts it and waits until it says it accepts connections.
+    pub async fn start() -> Result<Redis, String> {
+        let port = free_port()?.to_string();
+        let mut command = Command::new("redis-server");
+        command.args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        let described = format!("{:?}", command.as_std());
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start {described}: {e}"))?;
+        let pid = child.id().ok_or("redis-server has no pid")?;
+        // It logs to stdout: a banner, then this line.
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let mut seen = VecDeque::new();
+        let ready = timeout(START_TIMEOUT, async {
+            while let Ok(Some(line)) = stdout.next_line().await {
+                if line.contains("Ready to accept connections") {
+                    return true;
+                }
+                if seen.len() == STDERR_LINES {
+                    seen.pop_front();
+                }
+                seen.push_back(line);
+            }
+            false
+        })
+        .await;
+        if ready != Ok(true) {
+            let log: Vec<String> = seen.into();
+            return Err(format!(
+                "{described} was not ready within {START_TIMEOUT:?} (log: {})",
+                log.join(" / ")
+            ));
+        }
+        tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
+        Ok(Redis { child, pid, url: format!("redis://127.0.0.1:{port}") })
+    }
+
+    /// Shuts it down (SIGTERM; there is nothing to save) and waits for its
+    /// exit, which must be code 0.
+    pub async fn stop(mut self) -> Result<(), String> {
+        // SAFETY: as in Server::stop, our own child, not yet waited for.
+        if unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGTERM) } != 0 {
+            return Err(format!("kill -TERM {}: {}", self.pid, std::io::Error::last_os_error()));
+        }
+        match timeout(STOP_TIMEOUT, self.child.wait()).await {
+            Ok(Ok(status)) if status.success() => Ok(()),
+            Ok(Ok(status)) => Err(format!("redis-server {status} after SIGTERM")),
+            Ok(Err(e)) => Err(format!("waiting for redis-server: {e}")),
+            Err(_) => {
+                let _ = self.child.kill().await;
+                Err(format!("redis-server still running {STOP_TIMEOUT:?} after SIGTERM; killed"))
+            }
+        }
+    }
+}
+
+/// A free port on 127.0.0.1 (bound, then released for redis-server to use).
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .map_err(|e| format!("no free port on 127.0.0.1: {e}"))
 }
 
 fn stderr_text(tail: &Mutex<VecDeque<String>>) -> String {
