@@ -19,20 +19,18 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
-use common::{Component, Server, WAIT, connect, recv, run_trials, trial_needing};
+use common::{Component, Cut, Proxy, Server, WAIT, connect, recv, run_trials, trial_needing};
 use futures_util::{SinkExt, StreamExt};
 use libtest_mimic::Trial;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader, copy_bidirectional};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::{Mutex, broadcast};
-use tokio::task::JoinHandle;
+use tokio::sync::Mutex;
 use tokio::time::{Instant, sleep, timeout};
 use tokio_tungstenite::tungstenite::Message;
 use websocket_tutorial::client::WsClient;
@@ -817,101 +815,6 @@ impl std::ops::Deref for ChatPage {
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     exe.ancestors().nth(3).expect("target directory").to_path_buf()
-}
-
-// ---- a TCP proxy the test can cut ----------------------------------------
-
-/// What [`Proxy::cut`] does to each connection it carries.
-#[derive(Clone, Copy, Debug)]
-enum Cut {
-    /// Closes both sides: the server sees the page go at once.
-    Both,
-    /// Closes the page's side and keeps the server's open, unread: to the
-    /// server the page is still there, until [`Proxy::release`].
-    KeepServerSide,
-}
-
-/// A TCP proxy between the page and a server: the test drops the page's
-/// connection as a network would while the server stays up, and can turn
-/// the page away until it is ready for it to come back.
-struct Proxy {
-    /// `ws://` URL of the proxy, for the page.
-    url: String,
-    refusing: Arc<AtomicBool>,
-    cuts: broadcast::Sender<Cut>,
-    /// Server sides kept open by [`Cut::KeepServerSide`].
-    held: Arc<std::sync::Mutex<Vec<TcpStream>>>,
-    accept: JoinHandle<()>,
-}
-
-impl Proxy {
-    /// Listens on a free loopback port and forwards every connection to
-    /// `server_addr` (`IP:PORT`), connecting anew each time: a server
-    /// restarted on that port is reached again.
-    async fn start(server_addr: &str) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
-        let url = format!("ws://{}", listener.local_addr().expect("proxy address"));
-        let refusing = Arc::new(AtomicBool::new(false));
-        let (cuts, _) = broadcast::channel(4);
-        let held = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let accept = tokio::spawn({
-            let (server_addr, refusing, cuts, held) =
-                (server_addr.to_string(), refusing.clone(), cuts.clone(), held.clone());
-            async move {
-                loop {
-                    let Ok((client, _)) = listener.accept().await else { continue };
-                    if refusing.load(Ordering::SeqCst) {
-                        continue; // dropped: closed before any handshake
-                    }
-                    let cut = cuts.subscribe();
-                    tokio::spawn(forward(client, server_addr.clone(), cut, held.clone()));
-                }
-            }
-        });
-        Proxy { url, refusing, cuts, held, accept }
-    }
-
-    /// While `refusing`, new connections are closed at once; the ones
-    /// already open are not touched.
-    fn refuse(&self, refusing: bool) {
-        self.refusing.store(refusing, Ordering::SeqCst);
-    }
-
-    /// Ends every connection open now, the way `how` says.
-    fn cut(&self, how: Cut) {
-        // No receiver means no connection to cut.
-        let _ = self.cuts.send(how);
-    }
-
-    /// Closes the server sides kept by [`Cut::KeepServerSide`].
-    fn release(&self) {
-        self.held.lock().expect("held sockets").clear();
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.accept.abort();
-    }
-}
-
-/// One proxied connection: bytes both ways until either side closes or the
-/// test cuts it.
-async fn forward(
-    mut client: TcpStream,
-    server_addr: String,
-    mut cut: broadcast::Receiver<Cut>,
-    held: Arc<std::sync::Mutex<Vec<TcpStream>>>,
-) {
-    let Ok(mut server) = TcpStream::connect(&server_addr).await else { return };
-    let how = tokio::select! {
-        _ = copy_bidirectional(&mut client, &mut server) => return,
-        how = cut.recv() => how,
-    };
-    drop(client);
-    if let Ok(Cut::KeepServerSide) = how {
-        held.lock().expect("held sockets").push(server);
-    }
 }
 
 // ---- a small CDP client ---------------------------------------------------
