@@ -3,9 +3,12 @@
 
 mod common;
 
-use common::{Program, Server};
+use common::{Cut, Program, Proxy, Server, WAIT};
+use futures_util::SinkExt;
 use tokio::io::AsyncWriteExt;
-use websocket_tutorial::protocol::MAX_CONTENT_BYTES;
+use tokio::time::timeout;
+use websocket_tutorial::client::WsClient;
+use websocket_tutorial::protocol::{ClientMessage, MAX_CONTENT_BYTES, ServerEvent};
 
 /// Starts a chat client for `username` and waits until it has joined
 /// `general` (its own `joined` line).
@@ -59,17 +62,22 @@ async fn two_terminal_clients_chat_and_switch_rooms() {
 }
 
 /// Refused commands come back as readable errors, and the client goes on.
+/// The server's Ctrl-C reaches the client as a 1001 close: it says so and
+/// tries to reconnect, and Ctrl-C while it waits ends it with 0.
 #[tokio::test]
 async fn server_errors_are_shown_and_the_client_continues() {
     let server = Server::start("chat_server", &[]).await;
+    let url = server.url.clone();
     let mut alice = chat_client(&server, "alice").await;
     alice.write_stdin("/leave nowhere\n").await;
     alice.wait_for(|l| l.starts_with("! #nowhere: cannot leave")).await;
     alice.write_stdin("still works\n").await;
     alice.wait_for(|l| l.ends_with("#general <alice> still works")).await;
     server.stop().await;
-    // The server's Ctrl-C reaches the client as a 1001 close; it exits 0.
     alice.wait_for(|l| l.starts_with("server closed the connection: 1001")).await;
+    let reconnecting = format!("reconnecting to {url} in ");
+    alice.wait_for_log(|l| common::log_message(l).starts_with(&reconnecting)).await;
+    alice.interrupt();
     assert_eq!(alice.exit_code().await, 0);
 }
 
@@ -127,8 +135,9 @@ async fn piped_input_shows_the_answers_before_closing() {
 }
 
 /// A server close that says something failed ends the client with exit
-/// code 1, the same rule as full_client's: here a flood of piped lines is
-/// over the server's rate limit, and the server closes with 1008.
+/// code 1, the same rule as full_client's, and without reconnecting: here a
+/// flood of piped lines is over the server's rate limit, and the server
+/// closes with 1008.
 #[tokio::test]
 async fn a_close_for_a_broken_rule_exits_1() {
     let server = Server::start("chat_server", &["--rate-limit", "1", "--rate-burst", "1"]).await;
@@ -137,6 +146,9 @@ async fn a_close_for_a_broken_rule_exits_1() {
     let (line, _) = alice.wait_for(|l| l.starts_with("server closed the connection: ")).await;
     assert!(line.starts_with("server closed the connection: 1008 ("), "{line}");
     assert_eq!(alice.exit_code().await, 1);
+    // The server said stop: the client does not come back.
+    let stderr = alice.stderr_text().await;
+    assert!(!stderr.contains("reconnecting"), "{stderr}");
     server.stop().await;
 }
 
@@ -204,4 +216,253 @@ async fn help_and_a_line_refused_before_it_is_sent() {
     let too_long = format!("not sent: {} bytes", MAX_CONTENT_BYTES + 1);
     assert!(stderr.contains(&too_long), "{stderr}");
     server.stop().await;
+}
+
+// ---- reconnecting without losing a message ------------------------------
+
+/// A quick backoff, so that a test does not wait half a second per attempt;
+/// retrying forever, so that how long the test keeps the client out is not
+/// a limit.
+const QUICK: [&str; 6] = ["--base-ms", "20", "--cap-ms", "200", "--max-attempts", "0"];
+
+/// Starts a chat client for `username` on `servers` (one URL, or several
+/// separated by commas) with [`QUICK`] reconnects, and waits until it has
+/// joined `general`.
+async fn quick_chat_client(servers: &str, username: &str) -> Program {
+    let mut args = QUICK.to_vec();
+    args.extend([servers, username]);
+    let mut client = Program::start("chat_client", &args);
+    client.wait_for(|l| l.ends_with(&format!("#general * {username} joined"))).await;
+    client
+}
+
+/// A member of `general` named `name`, speaking the protocol itself: the
+/// other user of these tests. Returns once the server has confirmed the join.
+async fn member(url: &str, name: &str) -> WsClient {
+    let mut ws = common::connect(url).await;
+    let join = ClientMessage::Join { room: "general".into(), username: name.into(), since: None };
+    ws.send(join.to_message()).await.expect("send Join");
+    wait_for_event(
+        &mut ws,
+        |e| matches!(e, ServerEvent::Joined { username, .. } if username == name),
+    )
+    .await;
+    ws
+}
+
+/// Says each of `texts` in `general`.
+async fn say(ws: &mut WsClient, texts: &[&str]) {
+    for text in texts {
+        let msg = ClientMessage::Message { room: "general".into(), content: (*text).into() };
+        ws.send(msg.to_message()).await.expect("send Message");
+    }
+}
+
+/// Reads events until one that `pred` accepts, within [`WAIT`].
+async fn wait_for_event(ws: &mut WsClient, pred: impl Fn(&ServerEvent) -> bool) -> ServerEvent {
+    let found = timeout(WAIT, async {
+        loop {
+            let msg = common::recv(ws).await;
+            let event = ServerEvent::try_from(&msg).expect("a server event");
+            if pred(&event) {
+                return event;
+            }
+        }
+    });
+    found.await.unwrap_or_else(|_| panic!("expected event not seen within {WAIT:?}"))
+}
+
+/// Whether `event` says that `name` joined (`Joined`) or left (`Left`).
+fn presence(event: &ServerEvent, name: &str, joined: bool) -> bool {
+    match event {
+        ServerEvent::Joined { username, .. } => joined && username == name,
+        ServerEvent::Left { username, .. } => !joined && username == name,
+        _ => false,
+    }
+}
+
+/// Reads `client`'s stdout up to a line that ends with `last`, adding each
+/// line to `transcript`.
+async fn read_until(client: &mut Program, transcript: &mut Vec<String>, last: &str) {
+    let (line, before) = client.wait_for(|l| l.ends_with(last)).await;
+    transcript.extend(before);
+    transcript.push(line);
+}
+
+/// Ends `client` with `/quit` (exit 0), adding what it still shows to
+/// `transcript`: a message shown twice, even after the last one the test
+/// waited for, is then in the transcript.
+async fn quit(mut client: Program, transcript: &mut Vec<String>) -> String {
+    client.write_stdin("/quit\n").await;
+    assert_eq!(client.exit_code().await, 0);
+    transcript.extend(client.remaining_lines().await);
+    client.stderr_text().await
+}
+
+/// What `name` said in `general`, in the order the transcript shows it.
+fn said_by(transcript: &[String], name: &str) -> Vec<String> {
+    let tag = format!("#general <{name}> ");
+    transcript.iter().filter_map(|l| l.split_once(&tag)).map(|(_, said)| said.into()).collect()
+}
+
+/// The server restarts at the same address (Ctrl-C, then started again):
+/// the client reconnects by itself, finds that `general` started over (its
+/// `since` 3 is ahead of the new room), says so, and shows the new room from
+/// its first message, whether bob said it before or after the client was
+/// back. Every message is shown once, in order.
+///
+/// The old client ended at the server's 1001 close, and showed nothing of
+/// m4 to m8.
+#[tokio::test]
+async fn a_server_restart_loses_no_message_and_shows_none_twice() {
+    let server = Server::start("chat_server", &[]).await;
+    let (addr, url) = (server.addr.clone(), server.url.clone());
+    let mut alice = quick_chat_client(&url, "alice").await;
+    let mut transcript = Vec::new();
+    let mut bob = member(&url, "bob").await;
+    say(&mut bob, &["m1", "m2", "m3"]).await;
+    read_until(&mut alice, &mut transcript, "<bob> m3").await;
+
+    server.stop().await;
+    let server = Server::start_on("chat_server", &addr, &[]).await;
+    let mut bob = member(&url, "bob").await;
+    // Fewer than alice's 3: her `since` is ahead of the new room, however
+    // many of these are said before she is back.
+    say(&mut bob, &["m4", "m5"]).await;
+    read_until(&mut alice, &mut transcript, "<bob> m5").await;
+    say(&mut bob, &["m6", "m7", "m8"]).await;
+    read_until(&mut alice, &mut transcript, "<bob> m8").await;
+    let log = quit(alice, &mut transcript).await;
+
+    let expected: Vec<String> = (1..=8).map(|i| format!("m{i}")).collect();
+    assert_eq!(said_by(&transcript, "bob"), expected, "{transcript:#?}");
+    let started_over: Vec<_> =
+        transcript.iter().filter(|l| l.contains("#general * the room started over")).collect();
+    assert_eq!(started_over.len(), 1, "{transcript:#?}");
+    assert!(log.contains(&format!("reconnecting to {url} in ")), "{log}");
+    server.stop().await;
+}
+
+/// Alice's connection drops while the server stays up; bob says three
+/// messages while she is away (the server has seen her leave, and the proxy
+/// refuses her attempts). Back, she rejoins with `since` 2, and the server
+/// replays what she missed before the live messages: each shown once, in
+/// order. Returns her transcript, and bob's three messages.
+async fn resume_after_a_drop(history: &str) -> Vec<String> {
+    let server = Server::start("chat_server", &["--history", history]).await;
+    let proxy = Proxy::start(&server.addr).await;
+    let mut alice = quick_chat_client(&proxy.url, "alice").await;
+    let mut transcript = Vec::new();
+    let mut bob = member(&server.url, "bob").await;
+    say(&mut bob, &["m1", "m2"]).await;
+    read_until(&mut alice, &mut transcript, "<bob> m2").await;
+
+    proxy.refuse(true);
+    proxy.cut(Cut::Both);
+    wait_for_event(&mut bob, |e| presence(e, "alice", false)).await;
+    say(&mut bob, &["m3", "m4", "m5"]).await;
+    alice.wait_for_log(|l| common::log_message(l).starts_with("cannot connect to")).await;
+    proxy.refuse(false);
+    wait_for_event(&mut bob, |e| presence(e, "alice", true)).await;
+    say(&mut bob, &["m6"]).await;
+    read_until(&mut alice, &mut transcript, "<bob> m6").await;
+    let log = quit(alice, &mut transcript).await;
+    assert!(log.contains("rejoining #general after message 2"), "{log}");
+    server.stop().await;
+    transcript
+}
+
+/// The resume, with the whole history kept: m3 to m5, said while alice was
+/// away, are replayed, and m6 comes live.
+///
+/// The old client ended at the drop (`error: connection lost`, exit 1).
+#[tokio::test]
+async fn a_dropped_connection_resumes_with_since_and_misses_nothing() {
+    let transcript = resume_after_a_drop("1000").await;
+    let expected: Vec<String> = (1..=6).map(|i| format!("m{i}")).collect();
+    assert_eq!(said_by(&transcript, "bob"), expected, "{transcript:#?}");
+    assert!(!transcript.iter().any(|l| l.contains("are lost")), "{transcript:#?}");
+}
+
+/// The resume, with a history of 2: m3 is gone by the time alice is back,
+/// and she is told so before m4 and m5.
+#[tokio::test]
+async fn a_resume_older_than_the_history_shows_the_gap() {
+    let transcript = resume_after_a_drop("2").await;
+    assert_eq!(said_by(&transcript, "bob"), ["m1", "m2", "m4", "m5", "m6"], "{transcript:#?}");
+    let gap = transcript.iter().position(|l| l.ends_with("#general * messages 3 to 3 are lost"));
+    let m4 = transcript.iter().position(|l| l.ends_with("<bob> m4"));
+    assert!(gap.is_some() && gap < m4, "the gap, then m4: {transcript:#?}");
+}
+
+/// Alice's side of the connection goes, but the server still holds her
+/// old connection, and her name in `general`: her rejoin is refused (`that
+/// name is taken`), and she asks again with the backoff until the server
+/// lets the old connection go. Then she is back, with what was said in
+/// between.
+///
+/// The old client ended at the drop.
+#[tokio::test]
+async fn a_name_still_held_is_asked_for_again_until_it_is_free() {
+    let server = Server::start("chat_server", &[]).await;
+    let proxy = Proxy::start(&server.addr).await;
+    let mut alice = quick_chat_client(&proxy.url, "alice").await;
+    let mut transcript = Vec::new();
+    let mut bob = member(&server.url, "bob").await;
+    say(&mut bob, &["m1"]).await;
+    read_until(&mut alice, &mut transcript, "<bob> m1").await;
+
+    proxy.cut(Cut::KeepServerSide);
+    let taken = "#general: cannot join \"general\": that name is taken in that room; asking again";
+    alice.wait_for_log(|l| common::log_message(l).starts_with(taken)).await;
+    // m2 is numbered while the old connection still holds the name: alice
+    // can only get it from the replay.
+    say(&mut bob, &["m2"]).await;
+    wait_for_event(
+        &mut bob,
+        |e| matches!(e, ServerEvent::Message { content, .. } if content == "m2"),
+    )
+    .await;
+    proxy.release();
+    wait_for_event(&mut bob, |e| presence(e, "alice", false)).await;
+    wait_for_event(&mut bob, |e| presence(e, "alice", true)).await;
+    say(&mut bob, &["m3"]).await;
+    read_until(&mut alice, &mut transcript, "<bob> m3").await;
+    let log = quit(alice, &mut transcript).await;
+
+    assert_eq!(said_by(&transcript, "bob"), ["m1", "m2", "m3"], "{transcript:#?}");
+    assert!(!transcript.iter().any(|l| l.starts_with('!')), "no refusal shown: {transcript:#?}");
+    assert!(log.contains("rejoining #general after message 1"), "{log}");
+    server.stop().await;
+}
+
+/// Several servers: the first is not there at start, so the client uses the
+/// second; when that one dies (SIGKILL: no close frame), it moves on to the
+/// third, and joins `general` there. Nothing was shown in `general` yet, so
+/// it rejoins with `since` 0: what bob said there before she arrived is
+/// shown too, once.
+///
+/// The old client took one URL: it refused the list as a usage error.
+#[tokio::test]
+async fn the_client_moves_to_the_next_server_when_one_is_gone() {
+    let first = format!("ws://127.0.0.1:{}", common::free_port());
+    let second = Server::start("chat_server", &[]).await;
+    let third = Server::start("chat_server", &[]).await;
+    let servers = format!("{first},{},{}", second.url, third.url);
+    let mut alice = quick_chat_client(&servers, "alice").await;
+    let mut transcript = Vec::new();
+
+    second.program.signal("KILL");
+    let mut bob = member(&third.url, "bob").await;
+    say(&mut bob, &["b1"]).await;
+    read_until(&mut alice, &mut transcript, "<bob> b1").await;
+    say(&mut bob, &["b2"]).await;
+    read_until(&mut alice, &mut transcript, "<bob> b2").await;
+    let log = quit(alice, &mut transcript).await;
+
+    assert_eq!(said_by(&transcript, "bob"), ["b1", "b2"], "{transcript:#?}");
+    assert!(log.contains(&format!("cannot connect to {first}: ")), "{log}");
+    assert!(log.contains(&format!("reconnecting to {} in ", third.url)), "{log}");
+    assert!(log.contains("rejoining #general after message 0"), "{log}");
+    third.stop().await;
 }
