@@ -41,16 +41,21 @@
 //!   once a second; the first to find the key gone removes the dead node's
 //!   members and publishes their `Left`. A node that shuts down cleanly
 //!   reaps itself at once.
-//! - *Redis is lost*: commands fail within [`REDIS_TIMEOUT`], and a command
-//!   that needs Redis gets an `Error`, "the chat is temporarily
-//!   unavailable"; connections stay open. The event stream reconnects by
-//!   itself, with a backoff capped at 1 s, and then the node *restores*
-//!   ([`RESTORE`]): it claims its members' names again and raises each
-//!   room's `seq` to at least what it has seen (a Redis restarted without
-//!   persistence has forgotten both), and catches up from the history on
-//!   what was published while it was away. Every script that numbers
-//!   messages also takes the node's last seen `seq` as a floor, so `seq`
-//!   never goes back even before every node has restored.
+//! - *Redis is lost*: commands fail at once when Redis refuses them, and
+//!   within [`REDIS_TIMEOUT`] when it does not answer; a command that needs
+//!   Redis gets an `Error`, "the chat is temporarily unavailable";
+//!   connections stay open. The event stream, pinged every second, is
+//!   reconnected with a backoff capped at 1 s, and then the node *restores*
+//!   ([`RESTORE`]): it claims its members' names again (announcing the ones
+//!   the cluster had lost) and raises each room's `seq` to at least what it
+//!   has seen (a Redis restarted without persistence has forgotten both),
+//!   and catches up from the history on what was published while it was
+//!   away. Every script that numbers messages also takes the node's last
+//!   seen `seq` as a floor, so `seq` never goes back even before every node
+//!   has restored.
+//! - *A node is taken for dead while alive* (frozen, or cut off from Redis,
+//!   for longer than 3 s): the others reap it. When it next refreshes its
+//!   `alive` key it finds that the cluster had lost it, and restores.
 //!
 //! What this does not do: Redis itself is one process, and a chat that must
 //! outlive it needs Redis Sentinel or Cluster (the scripts would then have
@@ -62,11 +67,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubStream};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
 use redis::{Client, RedisResult, Script};
 use serde::Deserialize;
 use tokio::sync::mpsc;
-use tokio::time::{sleep, timeout};
+use tokio::time::{interval, sleep, timeout};
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, info, warn};
 
@@ -170,20 +175,26 @@ return gone
 "#;
 
 /// KEYS: members, seq, history, the node's members.
-/// ARGV: node, room, floor, then the names this node's members have there.
-/// Returns {names another node holds now, the messages after floor}.
+/// ARGV: channel, node, room, floor, presence limit, then the names this
+/// node's members have there. Returns {names another node holds now, the
+/// messages after floor}. A name the cluster had lost is announced again.
 pub const RESTORE: &str = r#"
-local floor = tonumber(ARGV[3])
+local node, room, floor = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local last = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), floor)
 redis.call('SET', KEYS[2], last)
 local taken = {}
-for i = 4, #ARGV do
+for i = 6, #ARGV do
   local holder = redis.call('HGET', KEYS[1], ARGV[i])
-  if holder == false or holder == ARGV[1] then
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[1])
-    redis.call('SADD', KEYS[4], cjson.encode({ARGV[2], ARGV[i]}))
-  else
+  if holder == false then
+    redis.call('HSET', KEYS[1], ARGV[i], node)
+    local announce = redis.call('HLEN', KEYS[1]) <= tonumber(ARGV[5])
+    redis.call('PUBLISH', ARGV[1], cjson.encode({kind = 'joined', room = room,
+      username = ARGV[i], node = node, announce = announce}))
+  elseif holder ~= node then
     table.insert(taken, ARGV[i])
+  end
+  if holder == false or holder == node then
+    redis.call('SADD', KEYS[4], cjson.encode({room, ARGV[i]}))
   end
 end
 local missed = {}
@@ -199,9 +210,27 @@ return {taken, missed}
 #[derive(Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 enum Event {
-    Said { room: String, seq: u64, username: String, content: String, timestamp: String },
-    Joined { room: String, username: String, node: String, client: String, announce: bool },
-    Left { room: String, username: String, announce: bool },
+    Said {
+        room: String,
+        seq: u64,
+        username: String,
+        content: String,
+        timestamp: String,
+    },
+    /// `client` is absent when a restore announces a member again.
+    Joined {
+        room: String,
+        username: String,
+        node: String,
+        #[serde(default)]
+        client: Option<String>,
+        announce: bool,
+    },
+    Left {
+        room: String,
+        username: String,
+        announce: bool,
+    },
 }
 // ANCHOR_END: event
 
@@ -499,7 +528,15 @@ impl Cluster {
         loop {
             sleep(KEEPALIVE).await;
             let result = match self.keep_alive_once().await {
-                Ok(()) => self.reap_nodes("").await.map(|_| ()),
+                Ok(false) => self.reap_nodes("").await.map(|_| ()),
+                // The cluster had forgotten this node: Redis restarted, or
+                // the node was silent for longer than `ALIVE_FOR` and the
+                // others reaped it. Its members are still here: claim them
+                // back.
+                Ok(true) => {
+                    warn!("the cluster had lost this node; restoring its members");
+                    self.restore().await
+                }
                 Err(e) => Err(e),
             };
             // Say it once when Redis goes, and once when it is back.
@@ -513,9 +550,11 @@ impl Cluster {
     }
     // ANCHOR_END: background
 
-    async fn keep_alive_once(&self) -> RedisResult<()> {
+    /// Refreshes this node's `alive` key. Returns whether the node had to
+    /// be added back to the set of nodes: whether the cluster had lost it.
+    async fn keep_alive_once(&self) -> RedisResult<bool> {
         let alive = format!("chat:node:{}:alive", self.node);
-        redis::pipe()
+        let (added,): (i64,) = redis::pipe()
             .atomic()
             .cmd("SET")
             .arg(alive)
@@ -526,16 +565,18 @@ impl Cluster {
             .cmd("SADD")
             .arg("chat:nodes")
             .arg(&self.node)
-            .ignore()
             .query_async(&mut self.redis.clone())
-            .await
+            .await?;
+        Ok(added == 1)
     }
 
-    async fn subscribe(&self) -> RedisResult<PubSubStream> {
+    /// A connection subscribed to [`CHANNEL`]: the stream of events, and
+    /// the half that can still send (a `PING`) on it.
+    async fn subscribe(&self) -> RedisResult<(PubSubSink, PubSubStream)> {
         let connecting = timeout(REDIS_TIMEOUT, self.client.get_async_pubsub());
         let mut pubsub = connecting.await.map_err(|_| timed_out())??;
         timeout(REDIS_TIMEOUT, pubsub.subscribe(CHANNEL)).await.map_err(|_| timed_out())??;
-        Ok(pubsub.into_on_message())
+        Ok(pubsub.split())
     }
 
     // ANCHOR: listen
@@ -543,22 +584,41 @@ impl Cluster {
     /// room manager, in the order Redis published them. When the stream is
     /// lost it subscribes again, restores what Redis may have forgotten,
     /// and catches up on what was published meanwhile.
-    async fn listen(self: Arc<Self>, mut events: PubSubStream) {
+    ///
+    /// A stream that ends is plainly lost; one whose connection died without
+    /// a FIN (a cable pulled, a Redis hung) would just stay silent, so the
+    /// node pings Redis on it every second, as servers ping their clients.
+    async fn listen(self: Arc<Self>, subscription: (PubSubSink, PubSubStream)) {
+        let (mut sink, mut events) = subscription;
+        let mut check = interval(KEEPALIVE);
         loop {
-            while let Some(msg) = events.next().await {
-                self.on_event(msg.get_payload_bytes());
+            // Wait for one of: an event, or time to check the connection.
+            tokio::select! {
+                msg = events.next() => match msg {
+                    Some(msg) => {
+                        self.on_event(msg.get_payload_bytes());
+                        continue;
+                    }
+                    None => warn!("lost the Redis event stream; reconnecting"),
+                },
+                _ = check.tick() => {
+                    let pong = timeout(REDIS_TIMEOUT, sink.ping::<redis::Value>()).await;
+                    if matches!(pong, Ok(Ok(_))) {
+                        continue;
+                    }
+                    warn!("the Redis event stream stopped answering; reconnecting");
+                }
             }
-            warn!("lost the Redis event stream; reconnecting");
-            events = self.resubscribe().await;
+            (sink, events) = self.resubscribe().await;
         }
     }
 
-    async fn resubscribe(&self) -> PubSubStream {
+    async fn resubscribe(&self) -> (PubSubSink, PubSubStream) {
         let mut delay = Duration::from_millis(100);
         loop {
             sleep(delay).await;
             delay = (delay * 2).min(KEEPALIVE);
-            let Ok(events) = self.subscribe().await else { continue };
+            let Ok(subscription) = self.subscribe().await else { continue };
             // Subscribed first: whatever is published from now on comes
             // through `events`, and what came before is in the history.
             if let Err(e) = self.restore().await {
@@ -567,7 +627,7 @@ impl Cluster {
             }
             self.rooms.relay_resumed();
             info!("event stream back");
-            return events;
+            return subscription;
         }
     }
 
@@ -581,9 +641,11 @@ impl Cluster {
                 .key(room_key(&room, "seq"))
                 .key(room_key(&room, "history"))
                 .key(format!("chat:node:{}:members", self.node))
+                .arg(CHANNEL)
                 .arg(&self.node)
                 .arg(&room)
                 .arg(floor)
+                .arg(self.presence_limit)
                 .arg(names)
                 .invoke_async(&mut self.redis.clone())
                 .await?;
@@ -608,10 +670,19 @@ impl Cluster {
                     ServerEvent::Message { room: room.clone(), username, content, timestamp, seq };
                 (room, Relayed::Said(seq), event.to_message())
             }
+            // Presence about a member this node still has is not news here:
+            // a restore announcing it again, or a reap that took this node
+            // for dead while it was only cut off from Redis.
+            Event::Joined { room, username, .. } | Event::Left { room, username, .. }
+                if self.rooms.has_member(&room, &username) =>
+            {
+                return;
+            }
             Event::Joined { room, username, node, client, announce } => {
-                let joiner = (node == self.node)
-                    .then(|| client.parse().ok().map(ClientId::from_number))
-                    .flatten();
+                let joiner = client
+                    .filter(|_| node == self.node)
+                    .and_then(|client| client.parse().ok())
+                    .map(ClientId::from_number);
                 let event = ServerEvent::Joined { room: room.clone(), username };
                 (room, Relayed::Presence { announce, joiner }, event.to_message())
             }

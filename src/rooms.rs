@@ -313,6 +313,12 @@ impl RoomManager {
         self.lock().rooms.get(room).map_or(0, |r| r.seq)
     }
 
+    /// Whether `username` is a member of `room` here (its join complete).
+    pub fn has_member(&self, room: &str, username: &str) -> bool {
+        let state = self.lock();
+        state.rooms.get(room).is_some_and(|r| r.members.values().any(|name| name == username))
+    }
+
     /// The names of all existing rooms, sorted.
     pub fn room_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.lock().rooms.keys().cloned().collect();

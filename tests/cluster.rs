@@ -76,6 +76,11 @@ fn main() -> ExitCode {
         ),
         trial_needing(
             &redis,
+            "a_node_taken_for_dead_while_frozen_claims_its_members_back",
+            a_node_taken_for_dead_while_frozen_claims_its_members_back,
+        ),
+        trial_needing(
+            &redis,
             "a_node_stopped_with_ctrl_c_exits_0_and_its_members_leave",
             a_node_stopped_with_ctrl_c_exits_0_and_its_members_leave,
         ),
@@ -547,6 +552,31 @@ async fn a_killed_nodes_members_leave_within_10_s() {
     assert_eq!(gone, BTreeSet::from(["alice".to_string(), "carol".to_string()]));
     assert_eq!(bob.members("general").await, members("general", &["bob"]));
     bob.expect_nothing_pending().await;
+    stop_node(b).await;
+}
+
+/// A node frozen (SIGSTOP) for longer than its `alive` key lives is taken
+/// for dead: the other node's members see its member's `Left`. Once it runs
+/// again (SIGCONT), it finds the cluster has lost it and claims its member
+/// back: the others see it join again, its messages go through, `Members`
+/// lists it, and the member itself, which never left, hears neither event.
+async fn a_node_taken_for_dead_while_frozen_claims_its_members_back() {
+    let (_redis, a, b) = start_cluster(&[]).await;
+    let mut alice = Chat::connect(&a, "alice").await;
+    let mut bob = Chat::connect(&b, "bob").await;
+    join_in_turn("general", &mut [&mut alice, &mut bob]).await;
+
+    a.program.signal("STOP");
+    assert_eq!(bob.event().await, left("general", "alice"), "the frozen node is reaped");
+    a.program.signal("CONT");
+    assert_eq!(bob.event().await, joined("general", "alice"), "and claims alice back");
+    alice.say("general", "still here").await;
+    assert_eq!(said(alice.event().await), said_as("alice", "still here", 1));
+    assert_eq!(said(bob.event().await), said_as("alice", "still here", 1));
+    assert_eq!(bob.members("general").await, members("general", &["alice", "bob"]));
+    alice.expect_nothing_pending().await;
+    bob.expect_nothing_pending().await;
+    stop_node(a).await;
     stop_node(b).await;
 }
 
