@@ -8,10 +8,11 @@
 //! | key | what it holds |
 //! |---|---|
 //! | `chat:room:ROOM:members` | hash: username -> the node its member is on (names are unique per room) |
-//! | `chat:room:ROOM:seq` | the room's last `seq` |
-//! | `chat:room:ROOM:history` | list: the room's last `--history` messages |
+//! | `chat:room:ROOM:seq` | the room's last `seq` (kept 24 h after the room's last message or join) |
+//! | `chat:room:ROOM:history` | list: the room's last `--history` messages (kept as long) |
 //! | `chat:node:NODE:members` | set: the `[room, username]` pairs of a node's members |
 //! | `chat:node:NODE:alive` | a key that expires 3 s after the node last refreshed it |
+//! | `chat:node:NODE:reaped` | set for an hour when a node is reaped, for its restore |
 //! | `chat:nodes` | set: the nodes that may have members |
 //!
 //! **How a message travels.** A node runs one Lua script ([`SAY`]): it
@@ -88,6 +89,12 @@ pub const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 const KEEPALIVE: Duration = Duration::from_secs(1);
 /// How long a node's `alive` key outlives its last refresh.
 const ALIVE_FOR: Duration = Duration::from_secs(3);
+/// How long a room's `seq` and history outlive its last message or join:
+/// every key a client can make Redis create must go away by itself, or
+/// joining ever new room names would fill Redis's memory. A member's node
+/// remembers the room's `seq`, so a room silent for longer still counts on
+/// (the floor), but its history is gone.
+const RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 
 // ANCHOR: scripts
 /// Removes one member from a room and announces it: used by [`LEAVE`] and
@@ -107,13 +114,14 @@ end
 
 /// KEYS: members, seq, history, the node's members.
 /// ARGV: channel, node, client, room, username, since (-1: none), floor,
-/// presence limit. Returns {'ok' | 'taken' | 'ahead', last seq, missed}.
+/// presence limit, retention. Returns {'ok' | 'taken' | 'ahead', last seq,
+/// missed}.
 pub const JOIN: &str = r#"
 local last = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), tonumber(ARGV[7]))
 local since = tonumber(ARGV[6])
 if since > last then return {'ahead', last, {}} end
 if redis.call('HSETNX', KEYS[1], ARGV[5], ARGV[2]) == 0 then return {'taken', last, {}} end
-redis.call('SET', KEYS[2], last)
+redis.call('SET', KEYS[2], last, 'EX', ARGV[9])
 redis.call('SADD', KEYS[4], cjson.encode({ARGV[4], ARGV[5]}))
 local announce = redis.call('HLEN', KEYS[1]) <= tonumber(ARGV[8])
 redis.call('PUBLISH', ARGV[1], cjson.encode({kind = 'joined', room = ARGV[4],
@@ -127,7 +135,7 @@ return {'ok', last, missed}
 
 /// KEYS: members, seq, history.
 /// ARGV: channel, node, room, username, content, timestamp, floor, history
-/// length. Returns the message's seq, or -1 when this node does not hold
+/// length, retention. Returns the message's seq, or -1 when this node does not hold
 /// the name (Redis lost it, and the node has not restored it yet).
 pub const SAY: &str = r#"
 if redis.call('HGET', KEYS[1], ARGV[4]) ~= ARGV[2] then return -1 end
@@ -141,6 +149,8 @@ local event = cjson.encode({kind = 'said', room = ARGV[3], seq = seq,
   username = ARGV[4], content = ARGV[5], timestamp = ARGV[6]})
 redis.call('RPUSH', KEYS[3], event)
 redis.call('LTRIM', KEYS[3], -tonumber(ARGV[8]), -1)
+redis.call('EXPIRE', KEYS[2], ARGV[9])
+redis.call('EXPIRE', KEYS[3], ARGV[9])
 redis.call('PUBLISH', ARGV[1], event)
 return seq
 "#;
@@ -167,6 +177,9 @@ for _, node in ipairs(nodes) do
         node, ARGV[1], tonumber(ARGV[2]))
     end
     redis.call('DEL', prefix .. ':members', prefix .. ':alive')
+    -- If the node was alive after all, its restore will announce its
+    -- members again: the others were told they left.
+    redis.call('SET', prefix .. ':reaped', 1, 'EX', 3600)
     redis.call('SREM', KEYS[1], node)
     gone = gone + 1
   end
@@ -174,22 +187,26 @@ end
 return gone
 "#;
 
-/// KEYS: members, seq, history, the node's members.
-/// ARGV: channel, node, room, floor, presence limit, then the names this
-/// node's members have there. Returns {names another node holds now, the
-/// messages after floor}. A name the cluster had lost is announced again.
+/// KEYS: members, seq, history, the node's members, the node's `reaped`
+/// mark. ARGV: channel, node, room, floor, presence limit, retention, then
+/// the names this node's members have there. Returns {names another node
+/// holds now, the messages after floor}. A name is announced again only if
+/// the node was reaped: after a Redis restart nobody was told it left.
 pub const RESTORE: &str = r#"
 local node, room, floor = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local last = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), floor)
-redis.call('SET', KEYS[2], last)
+redis.call('SET', KEYS[2], last, 'EX', ARGV[6])
+local reaped = redis.call('EXISTS', KEYS[5]) == 1
 local taken = {}
-for i = 6, #ARGV do
+for i = 7, #ARGV do
   local holder = redis.call('HGET', KEYS[1], ARGV[i])
   if holder == false then
     redis.call('HSET', KEYS[1], ARGV[i], node)
     local announce = redis.call('HLEN', KEYS[1]) <= tonumber(ARGV[5])
-    redis.call('PUBLISH', ARGV[1], cjson.encode({kind = 'joined', room = room,
-      username = ARGV[i], node = node, announce = announce}))
+    if reaped then
+      redis.call('PUBLISH', ARGV[1], cjson.encode({kind = 'joined', room = room,
+        username = ARGV[i], node = node, announce = announce}))
+    end
   elseif holder ~= node then
     table.insert(taken, ARGV[i])
   end
@@ -345,6 +362,7 @@ impl Cluster {
             .arg(since_arg)
             .arg(floor)
             .arg(self.presence_limit)
+            .arg(RETENTION.as_secs())
             .invoke_async(&mut self.redis.clone())
             .await;
         let refusal = match answer {
@@ -431,6 +449,7 @@ impl Cluster {
             .arg(timestamp)
             .arg(self.rooms.last_seq(room))
             .arg(self.history)
+            .arg(RETENTION.as_secs())
             .invoke_async(&mut self.redis.clone())
             .await;
         match seq {
@@ -634,6 +653,7 @@ impl Cluster {
     /// Claims this node's members' names again, raises each room's `seq`
     /// to what this node has seen, and hands on the messages it missed.
     async fn restore(&self) -> RedisResult<()> {
+        let reaped = format!("chat:node:{}:reaped", self.node);
         for (room, floor, names) in self.rooms.local_rooms() {
             let (taken, missed): (Vec<String>, Vec<String>) = self
                 .restore
@@ -641,11 +661,13 @@ impl Cluster {
                 .key(room_key(&room, "seq"))
                 .key(room_key(&room, "history"))
                 .key(format!("chat:node:{}:members", self.node))
+                .key(&reaped)
                 .arg(CHANNEL)
                 .arg(&self.node)
                 .arg(&room)
                 .arg(floor)
                 .arg(self.presence_limit)
+                .arg(RETENTION.as_secs())
                 .arg(names)
                 .invoke_async(&mut self.redis.clone())
                 .await?;
@@ -656,7 +678,7 @@ impl Cluster {
                 self.on_event(json.as_bytes());
             }
         }
-        Ok(())
+        redis::cmd("DEL").arg(reaped).query_async(&mut self.redis.clone()).await
     }
 
     fn on_event(&self, payload: &[u8]) {

@@ -193,7 +193,11 @@ struct Room {
     /// (and test output) is deterministic.
     members: BTreeMap<ClientId, String>,
     /// The `seq` of the last numbered message; the next one gets `seq + 1`.
+    /// In a cluster: of the last message handed on here.
     seq: u64,
+    /// In a cluster: the highest `seq` a join here was told the room had
+    /// reached, which may be ahead of `seq` (a replay is not handed on).
+    known: u64,
     /// The last messages said here, oldest first, the newest being `seq`:
     /// they are numbered without gaps, so their own numbers need no storing.
     history: VecDeque<Message>,
@@ -307,10 +311,11 @@ impl RoomManager {
         members.into_iter().collect()
     }
 
-    /// The `seq` of the last message of `room` numbered or handed on here
-    /// (0 when it has none).
+    /// The `seq` of the last message of `room` numbered or handed on here,
+    /// or in a cluster known from a join (0 when it has none): the floor a
+    /// node gives the cluster's counter.
     pub fn last_seq(&self, room: &str) -> u64 {
-        self.lock().rooms.get(room).map_or(0, |r| r.seq)
+        self.lock().rooms.get(room).map_or(0, |r| r.seq.max(r.known))
     }
 
     /// Whether `username` is a member of `room` here (its join complete).
@@ -624,6 +629,7 @@ impl Member {
         let state = &mut *guard;
         let Some(room_state) = state.rooms.get_mut(room) else { return };
         let Some(mut joining) = room_state.joining.remove(&self.id) else { return };
+        room_state.known = room_state.known.max(last);
         let mut out = first;
         for (event, msg) in std::mem::take(&mut joining.early) {
             let new = match event {
