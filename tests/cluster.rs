@@ -89,6 +89,11 @@ fn main() -> ExitCode {
             "a_client_moved_to_the_other_node_gets_every_missed_message_once",
             a_client_moved_to_the_other_node_gets_every_missed_message_once,
         ),
+        trial_needing(
+            &redis,
+            "chat_client_moves_to_the_other_node_and_shows_every_message_once",
+            chat_client_moves_to_the_other_node_and_shows_every_message_once,
+        ),
         trial(
             "a_node_whose_redis_is_unreachable_exits_1_with_one_line",
             a_node_whose_redis_is_unreachable_exits_1_with_one_line,
@@ -692,4 +697,59 @@ async fn a_node_whose_redis_is_unreachable_exits_1_with_one_line() {
     let lines: Vec<&str> = stderr.lines().filter(|line| !line.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "one line: {stderr}");
     assert!(lines[0].to_lowercase().contains("redis"), "names Redis: {stderr}");
+}
+
+/// The terminal client, given both nodes, loses its node (SIGKILL): it moves
+/// to the other node by itself, waits until the dead node's hold on its name
+/// is reaped, rejoins with the last `seq` it showed, and shows what was said
+/// meanwhile once, in order, then live messages. (The user's experience of
+/// chapter 9.5, end to end.)
+async fn chat_client_moves_to_the_other_node_and_shows_every_message_once() {
+    let (_redis, mut a, b) = start_cluster(&[]).await;
+    let servers = format!("{},{}", a.url, b.url);
+    // Quick reconnects, never giving up: the test, not the backoff, decides
+    // how long is too long.
+    let args = ["--base-ms", "20", "--cap-ms", "200", "--max-attempts", "0", &servers, "alice"];
+    let mut alice = Program::start("chat_client", &args);
+    alice.wait_for(|l| l.ends_with("#general * alice joined")).await;
+    let mut bob = Chat::connect(&b, "bob").await;
+    bob.join("general").await;
+    assert_eq!(bob.event().await, joined("general", "bob"));
+    alice.wait_for(|l| l.ends_with("#general * bob joined")).await;
+    bob.say("general", "before").await;
+    assert_eq!(said(bob.event().await), said_as("bob", "before", 1));
+    let mut transcript = vec![alice.wait_for(|l| l.ends_with("<bob> before")).await.0];
+
+    kill_node(&mut a).await;
+    for text in ["while away 1", "while away 2", "while away 3"] {
+        bob.say("general", text).await;
+    }
+    // bob hears his messages, then the reap of the dead node (3 s after
+    // its last refresh), then alice back, now on his node.
+    let mut seen = Vec::new();
+    while seen.len() < 5 {
+        seen.push(match bob.event().await {
+            ServerEvent::Message { content, .. } => content,
+            ServerEvent::Left { username, .. } => format!("-{username}"),
+            ServerEvent::Joined { username, .. } => format!("+{username}"),
+            other => panic!("bob: unexpected {other:?}"),
+        });
+    }
+    let expected = ["while away 1", "while away 2", "while away 3", "-alice", "+alice"];
+    assert_eq!(seen, expected, "bob's view");
+    bob.say("general", "after").await;
+
+    let (line, before) = alice.wait_for(|l| l.ends_with("<bob> after")).await;
+    transcript.extend(before);
+    transcript.push(line);
+    alice.write_stdin("/quit\n").await;
+    assert_eq!(alice.exit_code().await, 0);
+    transcript.extend(alice.remaining_lines().await);
+    let from_bob: Vec<&str> = transcript
+        .iter()
+        .filter_map(|line| line.split_once("<bob> ").map(|(_, text)| text))
+        .collect();
+    let every_one_once = ["before", "while away 1", "while away 2", "while away 3", "after"];
+    assert_eq!(from_bob, every_one_once, "alice's screen:\n{}", transcript.join("\n"));
+    stop_node(b).await;
 }
