@@ -493,13 +493,7 @@ impl Member {
     ) -> Result<(), RoomError> {
         let mut guard = self.rooms.lock();
         let state = &mut *guard;
-        let client = state.clients.get_mut(&self.id).ok_or(RoomError::Gone)?;
-        if client.evicted.is_cancelled() {
-            return Err(RoomError::Gone);
-        }
-        if client.room_names().any(|r| r == room) {
-            return Err(RoomError::AlreadyJoined);
-        }
+        state.may_join(self.id, room)?;
         // Names are unique within a room, so that "bob said" means one bob,
         // and a client can recognise its own Joined and Left events by name.
         let members = state.rooms.get(room).map(|r| &r.members);
@@ -601,18 +595,14 @@ impl Member {
     pub fn enter(&self, room: &str, username: &str) -> Result<(), RoomError> {
         let mut guard = self.rooms.lock();
         let state = &mut *guard;
-        let client = state.clients.get_mut(&self.id).ok_or(RoomError::Gone)?;
-        if client.evicted.is_cancelled() {
-            return Err(RoomError::Gone);
-        }
-        if client.room_names().any(|r| r == room) {
-            return Err(RoomError::AlreadyJoined);
-        }
+        state.may_join(self.id, room)?;
         let room_state = state.rooms.entry(room.to_string()).or_default();
         if room_state.names().any(|name| name == username) {
             return Err(RoomError::NameTaken);
         }
-        client.rooms.push((room.to_string(), username.to_string()));
+        if let Some(client) = state.clients.get_mut(&self.id) {
+            client.rooms.push((room.to_string(), username.to_string()));
+        }
         let joining =
             Joining { username: username.to_string(), last: None, marked: false, early: vec![] };
         room_state.joining.insert(self.id, joining);
@@ -696,6 +686,18 @@ impl Room {
 }
 
 impl State {
+    /// Whether client `id` may join `room`: it is still here, and not in it.
+    fn may_join(&self, id: ClientId, room: &str) -> Result<(), RoomError> {
+        let client = self.clients.get(&id).ok_or(RoomError::Gone)?;
+        if client.evicted.is_cancelled() {
+            return Err(RoomError::Gone);
+        }
+        if client.room_names().any(|r| r == room) {
+            return Err(RoomError::AlreadyJoined);
+        }
+        Ok(())
+    }
+
     // ANCHOR: deliver
     /// Queues `msg` for every member of `room`; returns how many got it.
     fn deliver(&mut self, room: &str, msg: &Message) -> usize {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     Server, WAIT, connect, connect_with_small_buffers, expect_close, local_addr, logged_for,
-    recv_within,
+    recv_within, said,
 };
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
@@ -97,21 +97,6 @@ fn left(room: &str, username: &str) -> ServerEvent {
     ServerEvent::Left { room: room.into(), username: username.into() }
 }
 
-/// (username, content, seq) of a `Message` event; panics on anything else.
-fn message(event: ServerEvent) -> (String, String, u64) {
-    match event {
-        ServerEvent::Message { username, content, seq, timestamp, .. } => {
-            let stamped = chrono::DateTime::parse_from_rfc3339(&timestamp)
-                .unwrap_or_else(|e| panic!("timestamp {timestamp:?} is not RFC 3339: {e}"));
-            let age = chrono::Utc::now().signed_duration_since(stamped);
-            assert!(age.num_seconds().abs() < 60, "timestamp is the server's now: {timestamp}");
-            assert!(timestamp.ends_with('Z'), "timestamp is UTC: {timestamp}");
-            (username, content, seq)
-        }
-        other => panic!("expected a Message event, got {other:?}"),
-    }
-}
-
 /// A client back from a dropped connection joins with the last `seq` it
 /// saw and gets, after its `Joined`, exactly the messages it missed, with
 /// their original `seq` and timestamp, then the live ones.
@@ -124,8 +109,8 @@ async fn a_join_with_since_replays_exactly_the_missed_messages_then_live_ones() 
     bob.join_ok("general", "bob").await;
     assert_eq!(alice.event().await, joined("general", "bob"));
     alice.say("general", "one").await;
-    assert_eq!(message(alice.event().await).2, 1);
-    assert_eq!(message(bob.event().await).2, 1);
+    assert_eq!(said(alice.event().await).2, 1);
+    assert_eq!(said(bob.event().await).2, 1);
     drop(bob); // the connection drops
     assert_eq!(alice.event().await, left("general", "bob"));
 
@@ -141,7 +126,7 @@ async fn a_join_with_since_replays_exactly_the_missed_messages_then_live_ones() 
         assert_eq!(bob.event().await, original, "the very message, seq and timestamp");
     }
     alice.say("general", "four").await;
-    assert_eq!(message(bob.event().await), ("alice".into(), "four".into(), 4));
+    assert_eq!(said(bob.event().await), ("alice".into(), "four".into(), 4));
     bob.expect_nothing_pending().await;
     server.stop().await;
 }
@@ -166,7 +151,7 @@ async fn messages_said_during_a_resume_arrive_once_each_in_order() {
     bob.join_since("general", "bob", 0).await;
     assert_eq!(bob.event().await, joined("general", "bob"));
     for seq in 1..=MESSAGES {
-        assert_eq!(message(bob.event().await), ("alice".into(), seq.to_string(), seq));
+        assert_eq!(said(bob.event().await), ("alice".into(), seq.to_string(), seq));
     }
     bob.expect_nothing_pending().await;
     server.stop().await;
@@ -181,15 +166,15 @@ async fn a_resume_older_than_the_history_gets_a_gap_first() {
     alice.join_ok("general", "alice").await;
     for i in 1..=5 {
         alice.say("general", &format!("m{i}")).await;
-        assert_eq!(message(alice.event().await).2, i);
+        assert_eq!(said(alice.event().await).2, i);
     }
     let mut bob = Chat::connect(&server).await;
     bob.join_since("general", "bob", 1).await;
     assert_eq!(bob.event().await, joined("general", "bob"));
     let gap = ServerEvent::Gap { room: "general".into(), first: 2, last: 3 };
     assert_eq!(bob.event().await, gap);
-    assert_eq!(message(bob.event().await), ("alice".into(), "m4".into(), 4));
-    assert_eq!(message(bob.event().await), ("alice".into(), "m5".into(), 5));
+    assert_eq!(said(bob.event().await), ("alice".into(), "m4".into(), 4));
+    assert_eq!(said(bob.event().await), ("alice".into(), "m5".into(), 5));
     bob.expect_nothing_pending().await;
     server.stop().await;
 }
@@ -203,7 +188,7 @@ async fn a_bad_since_is_an_error_with_the_room_and_the_join_does_not_happen() {
     let mut alice = Chat::connect(&server).await;
     alice.join_ok("general", "alice").await;
     alice.say("general", "hi").await;
-    message(alice.event().await);
+    said(alice.event().await);
 
     let mut bob = Chat::connect(&server).await;
     bob.join_since("general", "bob", 2).await;
@@ -262,7 +247,7 @@ async fn rooms_are_separate_and_members_see_every_event() {
 
     alice.say("general", "hello").await;
     for member in [&mut alice, &mut bob] {
-        assert_eq!(message(member.event().await), ("alice".into(), "hello".into(), 1));
+        assert_eq!(said(member.event().await), ("alice".into(), "hello".into(), 1));
     }
     carol.expect_nothing_pending().await;
 
@@ -270,7 +255,7 @@ async fn rooms_are_separate_and_members_see_every_event() {
     assert_eq!(bob.event().await, left("general", "bob"), "the leaver sees its own Left");
     assert_eq!(alice.event().await, left("general", "bob"));
     alice.say("general", "anyone?").await;
-    assert_eq!(message(alice.event().await).2, 2);
+    assert_eq!(said(alice.event().await).2, 2);
     bob.expect_nothing_pending().await;
     carol.expect_nothing_pending().await;
 
@@ -318,7 +303,7 @@ async fn seq_counts_each_rooms_messages_and_the_sender_hears_itself() {
     assert_eq!(seen_one, expected("one"));
     assert_eq!(seen_two, expected("two"));
     for s in 1..=5 {
-        assert_eq!(message(bob.event().await), ("alice".into(), format!("two-{}", s - 1), s));
+        assert_eq!(said(bob.event().await), ("alice".into(), format!("two-{}", s - 1), s));
     }
     server.stop().await;
 }
@@ -369,7 +354,7 @@ async fn every_rule_is_answered_with_an_error_event_and_the_connection_stays_ope
     c.say("general", &"y".repeat(4097)).await;
     assert!(c.error().await.contains("content"));
     c.say("general", &"y".repeat(4096)).await;
-    assert_eq!(message(c.event().await).2, 1, "4 KiB of content is allowed");
+    assert_eq!(said(c.event().await).2, 1, "4 KiB of content is allowed");
 
     c.expect_nothing_pending().await;
     server.stop().await;
@@ -395,7 +380,7 @@ async fn past_the_presence_limit_only_the_member_concerned_hears() {
     drop(b); // 2 members before: a hears
     assert_eq!(a.event().await, left("r", "b"));
     a.say("r", "still numbered for everyone").await;
-    assert_eq!(message(a.event().await).2, 1);
+    assert_eq!(said(a.event().await).2, 1);
     server.stop().await;
 }
 
@@ -419,7 +404,7 @@ async fn answers_go_out_before_the_clients_close_is_read() {
     c.ws.flush().await.expect("flush");
 
     assert_eq!(c.event().await, joined("general", "alice"));
-    assert_eq!(message(c.event().await), ("alice".into(), "hi".into(), 1));
+    assert_eq!(said(c.event().await), ("alice".into(), "hi".into(), 1));
     assert_eq!(c.event().await, ServerEvent::Pong);
     assert_eq!(c.error_about().await.0.as_deref(), Some("rust"));
     assert_eq!(c.event().await, left("general", "alice"));
@@ -718,13 +703,13 @@ async fn a_flooder_is_rate_limited_and_readers_keep_every_message() {
     // The reader got exactly the accepted messages, numbered 1.., and then
     // the flooder's departure.
     for seq in 1..=accepted {
-        let (username, content, got) = message(reader.event().await);
+        let (username, content, got) = said(reader.event().await);
         assert_eq!((username.as_str(), got), ("flooder", seq));
         assert_eq!(content, format!("flood {}", seq - 1));
     }
     assert_eq!(reader.event().await, left("general", "flooder"));
     reader.say("general", "still here").await;
-    assert_eq!(message(reader.event().await).2, accepted + 1);
+    assert_eq!(said(reader.event().await).2, accepted + 1);
     server.stop().await;
 }
 
@@ -766,7 +751,7 @@ async fn a_burst_of_500_messages_reaches_all_100_clients() {
                 match c.event().await {
                     ServerEvent::Joined { .. } => {} // later joiners
                     event => {
-                        let (_, content, seq) = message(event);
+                        let (_, content, seq) = said(event);
                         assert_eq!((seq, content), (next_seq, format!("burst {}", next_seq - 1)));
                         next_seq += 1;
                     }

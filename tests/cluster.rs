@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     Program, RedisServer, Server, WAIT, connect, expect_close, free_port, recv_within,
-    redis_component, run_trials, trial, trial_needing,
+    redis_component, run_trials, said, trial, trial_needing,
 };
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::timeout;
@@ -244,22 +244,6 @@ fn left(room: &str, username: &str) -> ServerEvent {
 fn members(room: &str, usernames: &[&str]) -> ServerEvent {
     let usernames = usernames.iter().map(|name| name.to_string()).collect();
     ServerEvent::Members { room: room.into(), usernames }
-}
-
-/// (username, content, seq) of a `Message` event, whose timestamp must be
-/// the server's now, in UTC; panics on any other event.
-fn said(event: ServerEvent) -> (String, String, u64) {
-    match event {
-        ServerEvent::Message { username, content, seq, timestamp, .. } => {
-            let stamped = chrono::DateTime::parse_from_rfc3339(&timestamp)
-                .unwrap_or_else(|e| panic!("timestamp {timestamp:?} is not RFC 3339: {e}"));
-            let age = chrono::Utc::now().signed_duration_since(stamped);
-            assert!(age.num_seconds().abs() < 60, "timestamp is the server's now: {timestamp}");
-            assert!(timestamp.ends_with('Z'), "timestamp is UTC: {timestamp}");
-            (username, content, seq)
-        }
-        other => panic!("expected a Message event, got {other:?}"),
-    }
 }
 
 fn said_as(username: &str, content: &str, seq: u64) -> (String, String, u64) {

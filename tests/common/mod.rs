@@ -28,6 +28,28 @@ use websocket_tutorial::client::{self, WsClient};
 /// The deadline for anything that should happen promptly.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// (username, content, seq) of a chat `Message` event, whose timestamp must
+/// be the server's now, in UTC; panics on any other event.
+pub fn said(event: websocket_tutorial::protocol::ServerEvent) -> (String, String, u64) {
+    match event {
+        websocket_tutorial::protocol::ServerEvent::Message {
+            username,
+            content,
+            seq,
+            timestamp,
+            ..
+        } => {
+            let stamped = chrono::DateTime::parse_from_rfc3339(&timestamp)
+                .unwrap_or_else(|e| panic!("timestamp {timestamp:?} is not RFC 3339: {e}"));
+            let age = chrono::Utc::now().signed_duration_since(stamped);
+            assert!(age.num_seconds().abs() < 60, "timestamp is the server's now: {timestamp}");
+            assert!(timestamp.ends_with('Z'), "timestamp is UTC: {timestamp}");
+            (username, content, seq)
+        }
+        other => panic!("expected a Message event, got {other:?}"),
+    }
+}
+
 /// The path of a built example.
 ///
 /// `cargo test` builds every example before it runs any test, but
