@@ -84,8 +84,9 @@ async fn server_errors_are_shown_and_the_client_continues() {
 /// Without a server the client says so in one line and exits 1.
 #[tokio::test]
 async fn no_server_is_a_clear_error() {
-    let port = common::free_port();
-    let mut client = Program::start("chat_client", &[&format!("ws://127.0.0.1:{port}"), "alice"]);
+    let nothing = common::refused_port();
+    let url = format!("ws://127.0.0.1:{}", nothing.port);
+    let mut client = Program::start("chat_client", &[&url, "alice"]);
     assert_eq!(client.exit_code().await, 1);
     let stderr = client.stderr_text().await;
     assert!(stderr.starts_with("error: cannot connect to"), "{stderr}");
@@ -445,7 +446,8 @@ async fn a_name_still_held_is_asked_for_again_until_it_is_free() {
 /// The old client took one URL: it refused the list as a usage error.
 #[tokio::test]
 async fn the_client_moves_to_the_next_server_when_one_is_gone() {
-    let first = format!("ws://127.0.0.1:{}", common::free_port());
+    let nothing = common::refused_port();
+    let first = format!("ws://127.0.0.1:{}", nothing.port);
     let second = Server::start("chat_server", &[]).await;
     let third = Server::start("chat_server", &[]).await;
     let servers = format!("{first},{},{}", second.url, third.url);

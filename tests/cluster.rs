@@ -17,8 +17,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use common::{
-    Program, RedisServer, Server, WAIT, connect, expect_close, free_port, recv_within,
-    redis_component, run_trials, said, trial, trial_needing,
+    Program, RedisServer, Server, WAIT, connect, expect_close, recv_within, redis_component,
+    run_trials, said, trial, trial_needing,
 };
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::timeout;
@@ -669,11 +669,12 @@ async fn a_client_moved_to_the_other_node_gets_every_missed_message_once() {
     stop_node(b).await;
 }
 
-/// A node whose Redis does not answer (a free port, nothing listening)
+/// A node whose Redis does not answer (nothing listening on its port)
 /// never prints its `listening on` line: it exits 1 with one line on
 /// stderr that names Redis.
 async fn a_node_whose_redis_is_unreachable_exits_1_with_one_line() {
-    let url = format!("redis://127.0.0.1:{}", free_port());
+    let nothing = common::refused_port();
+    let url = format!("redis://127.0.0.1:{}", nothing.port);
     let mut node = Program::start("chat_server", &["127.0.0.1:0", "--redis", &url]);
     assert_eq!(node.exit_code().await, 1);
     assert_eq!(node.remaining_lines().await, Vec::<String>::new(), "nothing on stdout");

@@ -51,7 +51,8 @@ async fn echo_client_prints_the_echo() {
 /// A refused connection is one clear line on stderr and exit code 1.
 #[tokio::test]
 async fn echo_client_reports_a_refused_connection() {
-    let url = format!("ws://127.0.0.1:{}", free_port());
+    let nothing = common::refused_port();
+    let url = format!("ws://127.0.0.1:{}", nothing.port);
     let mut client = Program::start("echo_client", &[&url, "hi"]);
     assert_eq!(client.exit_code().await, 1);
     let stderr = client.stderr_text().await;
@@ -178,7 +179,8 @@ async fn reconnect_client_survives_a_late_start_and_a_restart() {
 /// gives up with exit code 1.
 #[tokio::test]
 async fn reconnect_client_backs_off_to_the_cap_and_gives_up() {
-    let url = format!("ws://127.0.0.1:{}", free_port());
+    let nothing = common::refused_port();
+    let url = format!("ws://127.0.0.1:{}", nothing.port);
     let mut client = Program::start(
         "reconnect_client",
         &[&url, "--base-ms", "10", "--cap-ms", "40", "--max-attempts", "5"],

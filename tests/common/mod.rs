@@ -295,6 +295,25 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
+/// A loopback port where nothing listens, for as long as it lives: a
+/// connection to it is refused. Unlike a [`free_port`], which is free only
+/// until someone binds it (a server started next, by this test or one
+/// running beside it, may be given the very same port), this one stays
+/// taken: the socket is bound, but never listens.
+pub struct RefusedPort {
+    pub port: u16,
+    _bound: socket2::Socket,
+}
+
+pub fn refused_port() -> RefusedPort {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("a TCP socket");
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("an address");
+    socket.bind(&any.into()).expect("bind port 0");
+    let bound = socket.local_addr().expect("local addr").as_socket().expect("an IP address");
+    RefusedPort { port: bound.port(), _bound: socket }
+}
+
 /// Connects a WebSocket client, within [`WAIT`].
 pub async fn connect(url: &str) -> WsClient {
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
