@@ -47,7 +47,12 @@
 //! Settings: `--capacity 128` (above); `--max-connections 1024`, connections
 //! served at once, more wait in the kernel's backlog for a free slot;
 //! `--ping-ms 5000` and `--pong-timeout-ms 10000`, the heartbeat: a client
-//! whose machine vanished without a FIN would otherwise hold a slot forever.
+//! whose machine vanished without a FIN would otherwise hold a slot forever;
+//! `--allow-origin ORIGIN` (repeatable), the web pages allowed to connect
+//! (`scheme://host[:port]`, or `null` for a page opened from a file), a
+//! browser's handshake from any other origin gets HTTP 403, and without it
+//! every origin is accepted; `--max-per-ip 100`, open connections allowed
+//! from one IP address, one more gets HTTP 429 (docs/10-security.md).
 //!
 //! Docs: docs/04-server-development.md
 
@@ -69,6 +74,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, error, info, warn};
+use websocket_tutorial::admission::Admission;
 use websocket_tutorial::error::{self, is_disconnect};
 use websocket_tutorial::heartbeat::{Beat, HeartbeatArgs};
 use websocket_tutorial::server::{self, WsStream};
@@ -101,6 +107,8 @@ struct Args {
     #[arg(value_parser = server::parse_max_connections)]
     max_connections: usize,
     #[command(flatten)]
+    admission: Admission,
+    #[command(flatten)]
     heartbeat: HeartbeatArgs,
 }
 
@@ -108,7 +116,7 @@ struct Args {
 async fn main() -> ExitCode {
     let _log = output::init_logging();
     // --help or a mistake: clap exits 0 or 2
-    let Args { addr, capacity, max_connections, heartbeat } = Args::parse();
+    let Args { addr, capacity, max_connections, admission, heartbeat } = Args::parse();
 
     // ANCHOR: config
     let config = WebSocketConfig::default()
@@ -130,7 +138,7 @@ async fn main() -> ExitCode {
         Ok(listener) => listener,
         Err(e) => return output::fail(format_args!("cannot listen on {addr}: {e}")),
     };
-    server::serve(listener, config, max_connections, shutdown, move |ws, shutdown| {
+    server::serve(listener, config, max_connections, admission, shutdown, move |ws, shutdown| {
         client(ws, shutdown, hub.clone(), heartbeat)
     })
     .await;

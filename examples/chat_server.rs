@@ -61,6 +61,12 @@
 //! - `--ping-ms 5000` (heartbeat interval), `--pong-timeout-ms 10000`
 //!   (silence allowed after a ping), `--send-timeout-ms 5000` (the longest a
 //!   write may wait for the client), `--max-connections 10000`;
+//! - `--allow-origin ORIGIN` (repeatable): the web pages allowed to connect,
+//!   `scheme://host[:port]`, or `null` for a page opened from a file; a
+//!   browser's handshake from any other origin gets HTTP 403. Without it,
+//!   every origin is accepted, and the server says so once at start;
+//! - `--max-per-ip 100`: open connections allowed from one IP address; one
+//!   more gets HTTP 429 (chapter 10, docs/10-security.md).
 //! - `--redis redis://127.0.0.1:6379`: be one node of a chat that every
 //!   server started with the same Redis shares: rooms, names, `seq` and
 //!   history live there (chapter 9, docs/09-scaling-out.md).
@@ -82,6 +88,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 use tracing::{Span, field, info, warn};
+use websocket_tutorial::admission::Admission;
 use websocket_tutorial::cluster::{self, Cluster};
 use websocket_tutorial::error::{self, is_disconnect};
 use websocket_tutorial::heartbeat::{Beat, HeartbeatArgs};
@@ -135,6 +142,8 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     #[arg(value_parser = server::parse_max_connections)]
     max_connections: usize,
+    #[command(flatten)]
+    admission: Admission,
     /// Be one node of a chat shared through this Redis (chapter 9), for
     /// example redis://127.0.0.1:6379. Without it, this server is the chat.
     #[arg(long, value_name = "URL", value_parser = cluster::parse_url)]
@@ -203,9 +212,14 @@ async fn main() -> ExitCode {
         Ok(listener) => listener,
         Err(e) => return output::fail(format_args!("cannot listen on {addr}: {e}")),
     };
-    server::serve(listener, config, max_connections, shutdown, move |ws, shutdown| {
-        connection(ws, shutdown, chat.clone())
-    })
+    server::serve(
+        listener,
+        config,
+        max_connections,
+        args.admission,
+        shutdown,
+        move |ws, shutdown| connection(ws, shutdown, chat.clone()),
+    )
     .await;
     // Every connection has closed without announcing its departure (see
     // `connection`); the other nodes hear of all of them at once.

@@ -44,7 +44,11 @@
 //!
 //! Settings: `--interval-ms 1000` (time between samples), `--ping-ms 5000`
 //! (heartbeat interval), `--pong-timeout-ms 10000` (silence allowed after a
-//! ping), `--send-timeout-ms 5000` (the longest one send may wait).
+//! ping), `--send-timeout-ms 5000` (the longest one send may wait),
+//! `--allow-origin ORIGIN` (repeatable; the web pages allowed to connect,
+//! `scheme://host[:port]` or `null`, any other origin's handshake gets HTTP
+//! 403; without it every origin is accepted), `--max-per-ip 100` (open
+//! connections from one IP address; one more gets HTTP 429; chapter 10).
 //!
 //! Limits: clients have nothing to say here, so their messages are limited to
 //! 4 KiB (a bigger one closes the connection with 1009), and the read buffer
@@ -73,6 +77,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
+use websocket_tutorial::admission::Admission;
 use websocket_tutorial::error::is_disconnect;
 use websocket_tutorial::heartbeat::{Beat, HeartbeatArgs};
 use websocket_tutorial::output;
@@ -107,6 +112,8 @@ struct Args {
     #[arg(value_parser = args::period)]
     every: Duration,
     #[command(flatten)]
+    admission: Admission,
+    #[command(flatten)]
     deadlines: Deadlines,
 }
 
@@ -128,7 +135,7 @@ struct Deadlines {
 #[tokio::main]
 async fn main() -> ExitCode {
     let _log = output::init_logging();
-    let Args { addr, every, deadlines } = Args::parse(); // --help or a mistake: clap exits 0 or 2
+    let Args { addr, every, admission, deadlines } = Args::parse(); // --help or a mistake: clap exits 0 or 2
 
     // ANCHOR: config
     let config = WebSocketConfig::default()
@@ -147,7 +154,7 @@ async fn main() -> ExitCode {
     // One producer publishes; each connection subscribes as it is accepted.
     let (samples, _) = broadcast::channel::<Message>(BACKLOG);
     let producer = tokio::spawn(produce(samples.clone(), every, shutdown.clone()));
-    server::serve(listener, config, MAX_CONNECTIONS, shutdown, move |ws, shutdown| {
+    server::serve(listener, config, MAX_CONNECTIONS, admission, shutdown, move |ws, shutdown| {
         client(ws, shutdown, samples.subscribe(), deadlines)
     })
     .await;

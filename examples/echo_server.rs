@@ -35,7 +35,13 @@
 //!   a slot forever;
 //! - `--send-timeout-ms 5000`: the longest an echo may wait for the client
 //!   to take it. A client that sends without reading fills its socket
-//!   buffers and is closed with 1008 `too slow: a write timed out`.
+//!   buffers and is closed with 1008 `too slow: a write timed out`;
+//! - `--allow-origin ORIGIN` (repeatable): the web pages allowed to connect,
+//!   `scheme://host[:port]`, or `null` for a page opened from a file; a
+//!   browser's handshake from any other origin gets HTTP 403. Without it,
+//!   every origin is accepted, and the server says so once at start;
+//! - `--max-per-ip 100`: open connections allowed from one IP address; one
+//!   more gets HTTP 429 (chapter 10, docs/10-security.md).
 //!
 //! Docs: docs/02-tokio-tungstenite.md
 
@@ -52,6 +58,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+use websocket_tutorial::admission::Admission;
 use websocket_tutorial::error::is_disconnect;
 use websocket_tutorial::heartbeat::{Beat, HeartbeatArgs};
 use websocket_tutorial::server::{self, WsStream};
@@ -68,6 +75,8 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 1024)]
     #[arg(value_parser = server::parse_max_connections)]
     max_connections: usize,
+    #[command(flatten)]
+    admission: Admission,
     #[command(flatten)]
     timing: Timing,
 }
@@ -89,7 +98,7 @@ struct Timing {
 async fn main() -> ExitCode {
     let _log = output::init_logging();
     // `--help` or a mistake ends the program here (clap exits 0 or 2).
-    let Args { addr, max_connections, timing } = Args::parse();
+    let Args { addr, max_connections, admission, timing } = Args::parse();
 
     // ANCHOR: config
     let config = WebSocketConfig::default()
@@ -103,7 +112,7 @@ async fn main() -> ExitCode {
         Ok(listener) => listener,
         Err(e) => return output::fail(format_args!("cannot listen on {addr}: {e}")),
     };
-    server::serve(listener, config, max_connections, shutdown, move |ws, shutdown| {
+    server::serve(listener, config, max_connections, admission, shutdown, move |ws, shutdown| {
         echo(ws, shutdown, timing)
     })
     .await;

@@ -13,6 +13,7 @@
 //! | [`outbox`] | a client's outgoing queue, bounded in bytes not yet written | 4.2, 6.1 |
 //! | [`rate`] | a per-connection rate limit (token bucket) | 6.1 |
 //! | [`server`] | checking `IP:PORT`, bind, accept loop with a connection cap, graceful shutdown | 2.2 onward |
+//! | [`admission`] | who may connect: allowed origins (403), connections per IP address (429) | 10 |
 //! | [`heartbeat`] | when to ping a client, and when its silence means it is gone | 2.2, 4.1, 6.1 |
 //! | [`close`] | the close handshake, with a deadline on every step | all |
 //! | [`error`] | typed errors, and the one place that classifies a connection's errors: benign disconnect or not, which close code | all |
@@ -35,6 +36,7 @@
 //! contract every server keeps: [`server::bind`] writes `listening on
 //! ws://IP:PORT` to stdout.
 
+pub mod admission;
 pub mod args;
 pub mod client;
 pub mod close;

@@ -21,12 +21,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::handshake::server::{Callback, Request, Response};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::{WebSocketStream, accept_async_with_config};
+use tokio_tungstenite::{WebSocketStream, accept_hdr_async_with_config};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, Span, error, info, info_span, warn};
 
+use crate::admission::{Admission, PerIp, Refusal};
 use crate::close;
 use crate::error::{self, AddressError, Error};
 use crate::output;
@@ -115,9 +117,22 @@ pub fn shutdown_on_ctrl_c() -> CancellationToken {
 /// and Nagle's algorithm would hold one back waiting for a delayed ACK
 /// (about 40 ms on Linux). The handshake has a deadline, so a client that
 /// connects and says nothing cannot hold a task forever.
-pub async fn accept(stream: TcpStream, config: WebSocketConfig) -> Result<WsStream, Error> {
+///
+/// `check` sees the request's headers before the upgrade and may refuse it
+/// with an HTTP error response instead (what [`Admission::check`] does);
+/// then the result is `Error::WebSocket(tungstenite::Error::Http(_))`.
+pub async fn accept<C>(
+    stream: TcpStream,
+    config: WebSocketConfig,
+    check: C,
+) -> Result<WsStream, Error>
+where
+    C: Callback + Unpin,
+{
     stream.set_nodelay(true)?;
-    match timeout(HANDSHAKE_TIMEOUT, accept_async_with_config(stream, Some(config))).await {
+    match timeout(HANDSHAKE_TIMEOUT, accept_hdr_async_with_config(stream, check, Some(config)))
+        .await
+    {
         Ok(result) => Ok(result?),
         Err(_) => Err(Error::Timeout("WebSocket handshake")),
     }
@@ -135,6 +150,12 @@ pub async fn accept(stream: TcpStream, config: WebSocketConfig) -> Result<WsStre
 /// flood of clients waits in the kernel's backlog instead of costing memory.
 /// A failed handshake is logged and ends that one connection, nothing else.
 ///
+/// `admission` says who may connect: the handshake of a client it refuses
+/// (an origin not allowed, too many connections from one address) is
+/// answered with HTTP 403 or 429 instead of an upgrade. A connection's
+/// place in its address's count is taken as soon as it is accepted, and
+/// given back when its task ends, however it ends.
+///
 /// Everything a connection logs, from its handshake to its last line, is
 /// inside a `connection` span that names the peer (`peer=IP:PORT`), and an
 /// `id` field that a handler may fill in once it knows who the client is
@@ -145,12 +166,20 @@ pub async fn serve<H, F>(
     listener: TcpListener,
     config: WebSocketConfig,
     max_connections: usize,
+    admission: Admission,
     shutdown: CancellationToken,
     handler: H,
 ) where
     H: Fn(WsStream, CancellationToken) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
+    if admission.allowed_origins.is_empty() {
+        // Said once and loudly: fine on 127.0.0.1, and the one setting to
+        // change before a browser's page, with its cookies, can reach us.
+        warn!("no --allow-origin: accepting WebSocket handshakes from any web page's origin");
+    }
+    let per_ip = PerIp::new(admission.max_per_ip);
+    let admission = Arc::new(admission);
     let handler = Arc::new(handler);
     let limit = Arc::new(Semaphore::new(max_connections));
     let tracker = TaskTracker::new();
@@ -177,26 +206,41 @@ pub async fn serve<H, F>(
             }
         };
         let (handler, shutdown, connections) = (handler.clone(), shutdown.clone(), tracker.clone());
+        // Taken now, so that handshakes under way count too; `None` when the
+        // address has no room, and the handshake is answered with 429.
+        let slot = per_ip.try_take(peer.ip());
+        let admission = admission.clone();
         // The span goes with both tasks below: the handshake's, and the
         // connection's (`Span::current()` there is this span).
         let span = info_span!("connection", %peer, id = tracing::field::Empty);
         let handshake = async move {
+            // Admitted or refused from the request's headers, inside the
+            // handshake. (The large `Err` is the type tungstenite's
+            // `Callback` asks for, built at most once per connection.)
+            #[allow(clippy::result_large_err)]
+            let check = |request: &Request, response: Response| {
+                let verdict = admission.check(request, slot.as_ref());
+                verdict.map(|()| response).map_err(Refusal::response)
+            };
             // A handshake still under way at shutdown is simply dropped:
             // there is no WebSocket yet to send a close frame on.
             let upgraded = tokio::select! {
-                upgraded = accept(stream, config) => upgraded,
+                upgraded = accept(stream, config, check) => upgraded,
                 _ = shutdown.cancelled() => return,
             };
             match upgraded {
                 // The connection gets a task of its own, holding only the
-                // handler's future and the permit (released when it ends).
+                // handler's future, the permit and the address's slot
+                // (released when it ends, or when it unwinds from a panic).
                 // Awaited here instead, it would share a task with the
                 // handshake's state and captures, some 500 bytes kept for
                 // the connection's whole life.
                 Ok(ws) => {
-                    let connection = handler(ws, shutdown).map(move |()| drop(permit));
+                    let connection = handler(ws, shutdown).map(move |()| drop((permit, slot)));
                     connections.spawn(connection.instrument(Span::current()));
                 }
+                // Refused by `Admission::check`, which said why.
+                Err(Error::WebSocket(tungstenite::Error::Http(_))) => {}
                 Err(e) => warn!(error = %e, "handshake failed"),
             }
         };

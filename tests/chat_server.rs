@@ -617,7 +617,8 @@ async fn a_member_that_stops_reading_is_evicted_by_the_byte_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_join_storm_evicts_nobody_who_reads() {
     const CLIENTS: usize = 500;
-    let server = Server::start("chat_server", &[]).await;
+    // Every member connects from 127.0.0.1: lift the per-address limit.
+    let server = Server::start("chat_server", &["--max-per-ip", "1000"]).await;
     // The first member sees every join that follows it.
     let mut first = Chat::connect(&server).await;
     first.join_ok("crowd", "first").await;
@@ -827,6 +828,8 @@ async fn a_thousand_members_with_five_stalled() {
     let mut args = vec!["--outbox-bytes", "65536", "--send-timeout-ms", "60000"];
     args.extend(["--ping-ms", "60000"]);
     args.extend(NO_RATE_LIMIT);
+    // Every member connects from 127.0.0.1: lift the per-address limit.
+    args.extend(["--max-per-ip", "1000"]);
     let server = Server::start("chat_server", &args).await;
 
     // The readers join 50 at a time, then each reads promptly in its own

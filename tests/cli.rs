@@ -127,12 +127,36 @@ async fn bad_values_are_usage_errors() {
         ("echo_server", "--max-connections", Some("-1")),
         ("echo_server", "--send-timeout-ms", Some("0")),
         ("echo_server", "--pong-timeout-ms", Some("soon")),
+        ("echo_server", "--max-per-ip", Some("0")),
+        ("broadcast_server", "--max-per-ip", Some("many")),
+        ("data_pusher", "--max-per-ip", Some("-1")),
+        ("chat_server", "--allow-origin", None),
     ] {
         let mut args = vec![flag];
         args.extend(value);
         let (code, stderr) = run_to_end(Program::start(name, &args)).await;
         assert_eq!(code, 2, "{name} {args:?}: {stderr}");
         assert_usage_error(&stderr, flag);
+    }
+}
+
+/// An `--allow-origin` that is not `scheme://host[:port]` or `null` is a
+/// usage error that names the value and says what to give instead.
+#[tokio::test]
+async fn a_malformed_origin_is_a_usage_error_naming_it() {
+    for (name, origin) in [
+        ("chat_server", "chat.example.com"),
+        ("echo_server", "https://chat.example.com/rooms"),
+        ("broadcast_server", "https://chat.example.com:99999"),
+        ("data_pusher", "*"),
+    ] {
+        let (code, stderr) = run_to_end(Program::start(name, &["--allow-origin", origin])).await;
+        assert_eq!(code, 2, "{name} --allow-origin {origin}: {stderr}");
+        assert_usage_error(&stderr, &format!("'{origin}'"));
+        assert!(
+            stderr.contains("--allow-origin") && stderr.contains("scheme://host[:port]"),
+            "{stderr}"
+        );
     }
 }
 

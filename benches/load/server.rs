@@ -90,7 +90,13 @@ impl Paths {
     fn command(&self, implementation: Impl, mode: Mode) -> Command {
         let compare = self.root.join("benches/compare");
         let mut command = match implementation {
-            Impl::Rust => Command::new(self.examples.join(mode.example())),
+            Impl::Rust => {
+                let mut c = Command::new(self.examples.join(mode.example()));
+                // Every load client connects from 127.0.0.1: lift the
+                // per-address limit (default 100) past any scenario's count.
+                c.args(["--max-per-ip", "1000000"]);
+                c
+            }
             Impl::Node => {
                 let mut c = Command::new("node");
                 c.arg(compare.join("node/server.js")).arg(mode.name());
