@@ -235,6 +235,9 @@ enum Ending {
     PeerDone,
     /// We close, with this code and reason.
     Close(CloseCode, String),
+    /// The peer broke a rule of the protocol (1002, 1007, 1009): we close
+    /// with this code and reason, and its stream cannot be read any more.
+    BrokeARule(CloseCode, String),
 }
 
 // ANCHOR: connection
@@ -258,11 +261,11 @@ async fn connection(mut ws: WsStream, shutdown: CancellationToken, chat: Arc<Cha
     }
     let evicted = me.is_evicted();
     drop(me);
-    if let Ending::Close(code, reason) = ending {
-        info!(code = u16::from(code), %reason, "closing");
+    if let Ending::Close(code, reason) | Ending::BrokeARule(code, reason) = &ending {
+        info!(code = u16::from(*code), %reason, "closing");
         // Boxed, like a write: needed once, at the end, it should not size
         // every connection's future for its whole life.
-        Box::pin(goodbye(&mut ws, &mut outgoing, evicted, code, &reason)).await;
+        Box::pin(goodbye(&mut ws, &mut outgoing, evicted, &ending)).await;
     }
     info!("disconnected");
 }
@@ -270,17 +273,17 @@ async fn connection(mut ws: WsStream, shutdown: CancellationToken, chat: Arc<Cha
 /// Our side of the close handshake. What is still queued (the refusals
 /// before a rate-limit close, say) goes out ahead of the close frame, unless
 /// the client was evicted for not reading it.
-async fn goodbye(
-    ws: &mut WsStream,
-    outgoing: &mut Outgoing,
-    evicted: bool,
-    code: CloseCode,
-    reason: &str,
-) {
+async fn goodbye(ws: &mut WsStream, outgoing: &mut Outgoing, evicted: bool, ending: &Ending) {
     if !evicted {
         let _ = timeout(close::CLOSE_TIMEOUT, feed_queued(ws, outgoing)).await;
     }
-    close::handshake(ws, code, reason).await;
+    match ending {
+        Ending::Close(code, reason) => close::handshake(ws, *code, reason).await,
+        // No close frame to wait for on a stream we cannot read: the peer
+        // gets ours, then the end of the stream, not a reset.
+        Ending::BrokeARule(code, reason) => close::after_broken_rule(ws, *code, reason).await,
+        Ending::PeerDone => {}
+    }
 }
 
 /// Feeds everything left in the outbox to the socket without flushing; the
@@ -375,7 +378,7 @@ async fn serve_client(
                     // say to a peer that is simply gone.
                     Some(Err(e)) => {
                         return match error::close_code(&e) {
-                            Some(code) => Ending::Close(code, e.to_string()),
+                            Some(code) => Ending::BrokeARule(code, e.to_string()),
                             None => Ending::PeerDone,
                         };
                     }

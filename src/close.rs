@@ -10,7 +10,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::time::timeout;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -20,6 +23,12 @@ use crate::error::is_disconnect;
 /// How long we wait for the peer's answer to our close frame, and for a
 /// goodbye write to a peer that has stopped reading.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The most bytes [`after_broken_rule`] reads and throws away, after its
+/// close frame, from a peer that broke a rule: a message over the limit
+/// still in flight (the socket buffers on both sides hold a few MiB), not
+/// whatever a peer cares to keep sending.
+pub const DRAIN_BYTES: usize = 4 << 20;
 
 /// The most bytes a close reason may have: a control frame carries at most
 /// 125 bytes, two of which are the code.
@@ -91,6 +100,41 @@ where
     send(ws, code, reason).await;
     wait_for_reply(ws).await;
 }
+
+// ANCHOR: after_broken_rule
+/// Closes a connection whose peer broke a rule (a message over the limit:
+/// 1009; a broken frame: 1002; text that is not UTF-8: 1007), so that the
+/// peer reads our close frame and then the end of the stream, not a reset.
+///
+/// The usual [`handshake`] cannot do it. After such an error the WebSocket
+/// cannot be read any more (the rest of an oversized message would be taken
+/// for frames), and a socket closed while the peer's bytes wait unread in
+/// it makes the kernel answer with a reset (RST), not a FIN: the peer
+/// reads our close frame, and then "Connection reset by peer" where the
+/// end of the stream should be, or has its write of the rest of its
+/// message fail with it. So after the close frame we end our side of the
+/// TCP connection (FIN) and read, and throw away, what the peer still
+/// sends, until it closes too, for at most [`CLOSE_TIMEOUT`] and
+/// [`DRAIN_BYTES`]: a peer that sends more than that gets the reset.
+pub async fn after_broken_rule(ws: &mut WebSocketStream<TcpStream>, code: CloseCode, reason: &str) {
+    send(ws, code, reason).await;
+    let tcp = ws.get_mut();
+    let drain = async {
+        tcp.shutdown().await?;
+        let mut buf = vec![0; 16 * 1024]; // for these few reads only
+        let mut drained = 0;
+        while drained < DRAIN_BYTES {
+            match tcp.read(&mut buf).await? {
+                0 => break, // the peer closed too: nothing left unread
+                n => drained += n,
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    // A peer that is gone (an error) or slow (the deadline) gets no more.
+    let _ = timeout(CLOSE_TIMEOUT, drain).await;
+}
+// ANCHOR_END: after_broken_rule
 
 #[cfg(test)]
 mod tests {

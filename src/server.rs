@@ -257,12 +257,14 @@ pub async fn serve<H, F>(
 
 // ANCHOR: close_after_error
 /// Ends a connection whose read failed: a peer that broke a rule is told why
-/// with the matching close code; one that is simply gone is let go quietly.
-/// (The log line names the peer: this runs inside its connection's span.)
+/// with the matching close code, and reads it and then the end of the
+/// stream ([`close::after_broken_rule`]); one that is simply gone is let go
+/// quietly. (The log line names the peer: this runs inside its
+/// connection's span.)
 pub async fn close_after_error(ws: &mut WsStream, err: &tungstenite::Error) {
     if let Some(code) = error::close_code(err) {
         info!(code = u16::from(code), reason = %err, "closing");
-        close::handshake(ws, code, &err.to_string()).await;
+        close::after_broken_rule(ws, code, &err.to_string()).await;
     }
 }
 // ANCHOR_END: close_after_error
