@@ -93,6 +93,11 @@ fn main() -> std::process::ExitCode {
             "page_rejoins_once_the_server_frees_its_name",
             page_rejoins_once_the_server_frees_its_name,
         ),
+        trial_needing(
+            &chromium,
+            "a_page_from_an_origin_not_allowed_gets_no_websocket",
+            a_page_from_an_origin_not_allowed_gets_no_websocket,
+        ),
         Trial::test("base64_decodes_the_standard_alphabet", || {
             base64_decodes_the_standard_alphabet();
             Ok(())
@@ -592,6 +597,36 @@ async fn page_rejoins_once_the_server_frees_its_name() {
     alice.assert_no_errors().await;
 
     server.stop().await;
+}
+
+/// Cross-site WebSocket hijacking, from a real browser (chapter 10.1): the
+/// page, opened from disk, has the origin `null`, and Chromium says so in
+/// the handshake. A server that allows only another origin refuses it with
+/// 403 (the page's WebSocket never opens), and logs why; one that lists
+/// `null` lets the same page in.
+async fn a_page_from_an_origin_not_allowed_gets_no_websocket() {
+    let browser = Browser::launch().await;
+    let open = |url: &str| {
+        format!(
+            "new Promise((done) => {{
+                const socket = new WebSocket('{url}');
+                socket.onopen = () => {{ socket.close(); done('open'); }};
+                socket.onclose = (e) => done('closed ' + e.code);
+            }})"
+        )
+    };
+
+    let args = ["--allow-origin", "https://chat.example.com"];
+    let mut elsewhere = Server::start("chat_server", &args).await;
+    let page = browser.open_chat(&elsewhere.url).await;
+    assert_eq!(page.eval(&open(&elsewhere.url)).await, "closed 1006");
+    let refused = |l: &str| l.contains("refused, 403: origin not allowed origin=null");
+    elsewhere.program.wait_for_log(refused).await;
+    elsewhere.stop().await;
+
+    let local = Server::start("chat_server", &["--allow-origin", "null"]).await;
+    assert_eq!(page.eval(&open(&local.url)).await, "open");
+    local.stop().await;
 }
 
 fn event(msg: &Message) -> ServerEvent {
