@@ -138,9 +138,14 @@ async fn main() -> ExitCode {
         Ok(listener) => listener,
         Err(e) => return output::fail(format_args!("cannot listen on {addr}: {e}")),
     };
-    server::serve(listener, config, max_connections, admission, shutdown, move |ws, shutdown| {
-        client(ws, shutdown, hub.clone(), heartbeat)
-    })
+    server::serve(
+        listener,
+        config,
+        max_connections,
+        admission,
+        shutdown,
+        move |ws, shutdown, _user| client(ws, shutdown, hub.clone(), heartbeat),
+    )
     .await;
     ExitCode::SUCCESS
 }
@@ -180,11 +185,11 @@ async fn client(
         // or fell silent is told why with a close code; that needs both
         // halves again.
         Ok(sink) => {
-            if let Some((code, reason)) = ending {
-                if let Ok(mut ws) = stream.reunite(sink) {
-                    info!(code = u16::from(code), %reason, "closing");
-                    close::handshake(&mut ws, code, &reason).await;
-                }
+            if let Some((code, reason)) = ending
+                && let Ok(mut ws) = stream.reunite(sink)
+            {
+                info!(code = u16::from(code), %reason, "closing");
+                close::handshake(&mut ws, code, &reason).await;
             }
         }
         Err(e) => error!(error = %e, "writer task failed"),

@@ -66,7 +66,15 @@
 //!   browser's handshake from any other origin gets HTTP 403. Without it,
 //!   every origin is accepted, and the server says so once at start;
 //! - `--max-per-ip 100`: open connections allowed from one IP address; one
-//!   more gets HTTP 429 (chapter 10, docs/10-security.md).
+//!   more gets HTTP 429 (chapter 10, docs/10-security.md);
+//! - `--auth-secret-file FILE`: ask every client for a JSON Web Token
+//!   signed (HS256) with the file's content, surrounding whitespace
+//!   trimmed, as `Authorization: Bearer TOKEN` or `?token=TOKEN` in the URL;
+//!   a handshake without a valid, unexpired one gets HTTP 401, and a `Join`
+//!   under another name than the token's `sub` gets an `Error` with that
+//!   room. `cargo run --example make_token -- --secret-file FILE alice`
+//!   signs one. A file that cannot be read, or is empty, is an error that
+//!   names it, and exit code 1 (chapter 10.5);
 //! - `--redis redis://127.0.0.1:6379`: be one node of a chat that every
 //!   server started with the same Redis shares: rooms, names, `seq` and
 //!   history live there (chapter 9, docs/09-scaling-out.md).
@@ -74,6 +82,7 @@
 //! Docs: docs/06-case-studies.md
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::pin::pin;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -88,7 +97,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 use tracing::{Span, field, info, warn};
-use websocket_tutorial::admission::Admission;
+use websocket_tutorial::admission::{Admission, Authenticated};
 use websocket_tutorial::cluster::{self, Cluster};
 use websocket_tutorial::error::{self, is_disconnect};
 use websocket_tutorial::heartbeat::{Beat, HeartbeatArgs};
@@ -100,6 +109,7 @@ use websocket_tutorial::protocol::{
 use websocket_tutorial::rate::{RateLimit, Verdict};
 use websocket_tutorial::rooms::{self, Member, RoomError, RoomManager};
 use websocket_tutorial::server::{self, WsStream};
+use websocket_tutorial::token::Secret;
 use websocket_tutorial::{args, close};
 
 // ANCHOR: args
@@ -144,6 +154,10 @@ struct Args {
     max_connections: usize,
     #[command(flatten)]
     admission: Admission,
+    /// Require a JSON Web Token (HS256, with sub and exp) signed with this
+    /// file's content, surrounding whitespace trimmed (chapter 10.5).
+    #[arg(long, value_name = "FILE")]
+    auth_secret_file: Option<PathBuf>,
     /// Be one node of a chat shared through this Redis (chapter 9), for
     /// example redis://127.0.0.1:6379. Without it, this server is the chat.
     #[arg(long, value_name = "URL", value_parser = cluster::parse_url)]
@@ -172,7 +186,15 @@ struct Chat {
 #[tokio::main]
 async fn main() -> ExitCode {
     let _log = output::init_logging();
-    let args = Args::parse(); // --help or a mistake: clap exits 0 or 2
+    let mut args = Args::parse(); // --help or a mistake: clap exits 0 or 2
+    // Read before anything is bound: a server that would refuse everyone
+    // for want of its secret should not start.
+    if let Some(path) = &args.auth_secret_file {
+        match Secret::from_file(path) {
+            Ok(secret) => args.admission.tokens = Some(secret),
+            Err(e) => return output::fail(e),
+        }
+    }
     let config = rooms::Config {
         outbox_bytes: args.outbox_bytes,
         presence_limit: args.presence_limit,
@@ -218,7 +240,7 @@ async fn main() -> ExitCode {
         max_connections,
         args.admission,
         shutdown,
-        move |ws, shutdown| connection(ws, shutdown, chat.clone()),
+        move |ws, shutdown, user| connection(ws, shutdown, user, chat.clone()),
     )
     .await;
     // Every connection has closed without announcing its departure (see
@@ -241,15 +263,22 @@ enum Ending {
 }
 
 // ANCHOR: connection
-/// Runs one client from handshake to goodbye.
-async fn connection(mut ws: WsStream, shutdown: CancellationToken, chat: Arc<Chat>) {
+/// Runs one client from handshake to goodbye. `user` is who its token
+/// proved it is, with `--auth-secret-file`: it may join only under that name.
+async fn connection(
+    mut ws: WsStream,
+    shutdown: CancellationToken,
+    user: Option<Authenticated>,
+    chat: Arc<Chat>,
+) {
     let (me, mut outgoing) = chat.rooms.register();
     // From here on, every log line of this connection names the client id
     // next to its address (`serve` made the span, with room for the id).
     Span::current().record("id", field::display(me.id()));
     info!("connected");
 
-    let ending = serve_client(&mut ws, &me, &mut outgoing, &shutdown, &chat).await;
+    let user = user.map(|user| user.username);
+    let ending = serve_client(&mut ws, &me, user.as_deref(), &mut outgoing, &shutdown, &chat).await;
 
     // Leave every room before the close handshake, so that nobody queues
     // more for us and the others hear at once that we left. When the whole
@@ -309,6 +338,7 @@ async fn feed_queued(ws: &mut WsStream, outgoing: &mut Outgoing) -> Result<(), t
 async fn serve_client(
     ws: &mut WsStream,
     me: &Member,
+    user: Option<&str>,
     outgoing: &mut Outgoing,
     shutdown: &CancellationToken,
     chat: &Chat,
@@ -363,7 +393,7 @@ async fn serve_client(
                         // Boxed, like a write: a command's state (with
                         // `--redis`, a round trip to Redis) is needed only
                         // while it runs.
-                        let handled = Box::pin(on_frame(msg, me, &mut rate, chat)).await;
+                        let handled = Box::pin(on_frame(msg, me, user, &mut rate, chat)).await;
                         if let Some(ending) = handled {
                             return ending;
                         }
@@ -439,7 +469,13 @@ async fn write(
 // ANCHOR: on_frame
 /// Handles one frame from the client; returns how the connection ends, if
 /// this frame ends it.
-async fn on_frame(msg: Message, me: &Member, rate: &mut RateLimit, chat: &Chat) -> Option<Ending> {
+async fn on_frame(
+    msg: Message,
+    me: &Member,
+    user: Option<&str>,
+    rate: &mut RateLimit,
+    chat: &Chat,
+) -> Option<Ending> {
     // Pings are answered by tungstenite; pongs only prove life. After the
     // client's close frame the stream ends on the next read.
     if !(msg.is_text() || msg.is_binary()) {
@@ -448,7 +484,7 @@ async fn on_frame(msg: Message, me: &Member, rate: &mut RateLimit, chat: &Chat) 
     let command = ClientMessage::try_from(&msg);
     match rate.check(Instant::now()) {
         Verdict::Allowed => match command {
-            Ok(command) => handle(command, me, chat).await,
+            Ok(command) => handle(command, me, user, chat).await,
             Err(e) => reply_error(me, room_in(&msg).as_deref(), e),
         },
         Verdict::Refused => {
@@ -473,12 +509,17 @@ async fn on_frame(msg: Message, me: &Member, rate: &mut RateLimit, chat: &Chat) 
 
 // ANCHOR: handle
 /// Carries out one command. Every refusal is an `Error` event to the sender,
-/// naming the room the command was about.
-async fn handle(command: ClientMessage, me: &Member, chat: &Chat) {
+/// naming the room the command was about. `user`, with tokens, is the only
+/// name its client may join under.
+async fn handle(command: ClientMessage, me: &Member, user: Option<&str>, chat: &Chat) {
     match command {
         ClientMessage::Join { room, username, since } => {
             if let Err(e) = check_name("username", &username).and(check_name("room", &room)) {
                 return reply_error(me, Some(&room), e);
+            }
+            if let Some(user) = user.filter(|user| *user != username) {
+                let refusal = format!("your token is for {user:?}: join as {user:?}");
+                return reply_error(me, Some(&room), refusal);
             }
             if me.rooms().len() >= MAX_ROOMS_PER_CLIENT {
                 let refusal = format!("at most {MAX_ROOMS_PER_CLIENT} rooms");

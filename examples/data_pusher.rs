@@ -154,9 +154,14 @@ async fn main() -> ExitCode {
     // One producer publishes; each connection subscribes as it is accepted.
     let (samples, _) = broadcast::channel::<Message>(BACKLOG);
     let producer = tokio::spawn(produce(samples.clone(), every, shutdown.clone()));
-    server::serve(listener, config, MAX_CONNECTIONS, admission, shutdown, move |ws, shutdown| {
-        client(ws, shutdown, samples.subscribe(), deadlines)
-    })
+    server::serve(
+        listener,
+        config,
+        MAX_CONNECTIONS,
+        admission,
+        shutdown,
+        move |ws, shutdown, _user| client(ws, shutdown, samples.subscribe(), deadlines),
+    )
     .await;
     // ANCHOR_END: channel
     // The producer watches the same token; wait for it too, so that

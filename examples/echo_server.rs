@@ -112,9 +112,14 @@ async fn main() -> ExitCode {
         Ok(listener) => listener,
         Err(e) => return output::fail(format_args!("cannot listen on {addr}: {e}")),
     };
-    server::serve(listener, config, max_connections, admission, shutdown, move |ws, shutdown| {
-        echo(ws, shutdown, timing)
-    })
+    server::serve(
+        listener,
+        config,
+        max_connections,
+        admission,
+        shutdown,
+        move |ws, shutdown, _user| echo(ws, shutdown, timing),
+    )
     .await;
     ExitCode::SUCCESS
 }

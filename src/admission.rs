@@ -9,6 +9,10 @@
 //! - **Connections per address** (`--max-per-ip`, default
 //!   [`DEFAULT_MAX_PER_IP`]): a handshake beyond that many open connections
 //!   from one IP address gets HTTP 429.
+//! - **Tokens** (chat_server's `--auth-secret-file`, which fills in
+//!   [`Admission::tokens`]): a handshake without a valid token
+//!   ([`token`](crate::token)) gets HTTP 401; a valid one's `sub` is the
+//!   connection's [`Authenticated`] user.
 //!
 //! [`server::serve`](crate::server::serve) takes an [`Admission`] and answers
 //! inside the WebSocket handshake, so a refused client gets an HTTP status it
@@ -31,6 +35,7 @@ use tokio_tungstenite::tungstenite::http::{StatusCode, header};
 use tracing::info;
 
 use crate::args;
+use crate::token::{self, Secret};
 
 /// Open connections allowed from one IP address when `--max-per-ip` is not
 /// given. One address is often many people (a household, an office, a
@@ -43,7 +48,8 @@ pub const DEFAULT_MAX_PER_IP: usize = 100;
 // ANCHOR: admission
 /// Who may open a WebSocket, as every server takes it on its command line
 /// (`#[command(flatten)] admission: Admission`): `--allow-origin ORIGIN`
-/// (repeatable) and `--max-per-ip N`.
+/// (repeatable) and `--max-per-ip N`; and, filled in by a server that takes
+/// tokens, the secret that checks them.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Admission {
     /// A web page origin allowed to connect: scheme://host or
@@ -55,13 +61,23 @@ pub struct Admission {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PER_IP)]
     #[arg(value_parser = args::positive::<usize>)]
     pub max_per_ip: usize,
+    /// With a secret, every handshake must carry a token it signed
+    /// (chapter 10.5); without, nobody is asked who they are.
+    #[arg(skip)]
+    pub tokens: Option<Secret>,
+}
+
+/// Who a connection's handshake proved it is: the `sub` of its token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    pub username: String,
 }
 // ANCHOR_END: admission
 
 impl Admission {
     /// Any origin and [`DEFAULT_MAX_PER_IP`]: what a server gets with no flags.
     pub fn open() -> Admission {
-        Admission { allowed_origins: Vec::new(), max_per_ip: DEFAULT_MAX_PER_IP }
+        Admission { allowed_origins: Vec::new(), max_per_ip: DEFAULT_MAX_PER_IP, tokens: None }
     }
 
     // ANCHOR: origin_allowed
@@ -84,10 +100,15 @@ impl Admission {
     // ANCHOR_END: origin_allowed
 
     // ANCHOR: check
-    /// Answers a handshake `request`: `Ok` to upgrade, or why it is refused.
-    /// `slot` is the connection's place in its address's count
-    /// ([`PerIp::try_take`]), `None` when the address has no room.
-    pub fn check(&self, request: &Request, slot: Option<&IpSlot>) -> Result<(), Refusal> {
+    /// Answers a handshake `request`: `Ok` to upgrade, with who the client
+    /// is when this server takes tokens, or why it is refused. `slot` is
+    /// the connection's place in its address's count ([`PerIp::try_take`]),
+    /// `None` when the address has no room.
+    pub fn check(
+        &self,
+        request: &Request,
+        slot: Option<&IpSlot>,
+    ) -> Result<Option<Authenticated>, Refusal> {
         if slot.is_none() {
             info!(
                 max_per_ip = self.max_per_ip,
@@ -101,7 +122,20 @@ impl Admission {
             info!(%origin, "refused, 403: origin not allowed");
             return Err(Refusal::Origin);
         }
-        Ok(())
+        let Some(secret) = &self.tokens else { return Ok(None) };
+        // The token itself is never logged: it is as good as a password
+        // until it expires.
+        let Some(token) = token::token_in(request) else {
+            info!("refused, 401: no token");
+            return Err(Refusal::Unauthenticated);
+        };
+        match secret.verify(token) {
+            Ok(username) => Ok(Some(Authenticated { username })),
+            Err(e) => {
+                info!(reason = %e, "refused, 401: invalid token");
+                Err(Refusal::Unauthenticated)
+            }
+        }
     }
     // ANCHOR_END: check
 }
@@ -109,6 +143,8 @@ impl Admission {
 /// Why a handshake is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
+    /// No token, or one that is forged, expired or not HS256: 401.
+    Unauthenticated,
     /// The page's origin is not on the `--allow-origin` list: 403.
     Origin,
     /// The address has `--max-per-ip` connections open already: 429.
@@ -120,6 +156,7 @@ impl Refusal {
     /// as its body for a person who tries the address with curl.
     pub fn response(self) -> ErrorResponse {
         let (status, reason) = match self {
+            Refusal::Unauthenticated => (StatusCode::UNAUTHORIZED, "a valid token is required"),
             Refusal::Origin => (StatusCode::FORBIDDEN, "origin not allowed"),
             Refusal::TooManyFromAddress => {
                 (StatusCode::TOO_MANY_REQUESTS, "too many connections from your address")
@@ -129,6 +166,11 @@ impl Refusal {
         *response.status_mut() = status;
         let text = header::HeaderValue::from_static("text/plain; charset=utf-8");
         response.headers_mut().insert(header::CONTENT_TYPE, text);
+        if self == Refusal::Unauthenticated {
+            // RFC 6750: a 401 names the scheme the client should use.
+            let bearer = header::HeaderValue::from_static("Bearer");
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, bearer);
+        }
         response
     }
 }

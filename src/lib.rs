@@ -50,5 +50,6 @@ pub mod protocol;
 pub mod rate;
 pub mod rooms;
 pub mod server;
+pub mod token;
 
 pub use error::{CodecError, Error, ProtocolError};

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, Span, error, info, info_span, warn};
 
-use crate::admission::{Admission, PerIp, Refusal};
+use crate::admission::{Admission, Authenticated, PerIp, Refusal};
 use crate::close;
 use crate::error::{self, AddressError, Error};
 use crate::output;
@@ -152,7 +152,9 @@ where
 ///
 /// `admission` says who may connect: the handshake of a client it refuses
 /// (an origin not allowed, too many connections from one address) is
-/// answered with HTTP 403 or 429 instead of an upgrade. A connection's
+/// answered with HTTP 401, 403 or 429 instead of an upgrade; the user its
+/// token proved (with [`Admission::tokens`]) is the handler's third
+/// argument, `None` without tokens. A connection's
 /// place in its address's count is taken as soon as it is accepted, and
 /// given back when its task ends, however it ends.
 ///
@@ -170,7 +172,7 @@ pub async fn serve<H, F>(
     shutdown: CancellationToken,
     handler: H,
 ) where
-    H: Fn(WsStream, CancellationToken) -> F + Send + Sync + 'static,
+    H: Fn(WsStream, CancellationToken, Option<Authenticated>) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
     if admission.allowed_origins.is_empty() {
@@ -217,10 +219,14 @@ pub async fn serve<H, F>(
             // Admitted or refused from the request's headers, inside the
             // handshake. (The large `Err` is the type tungstenite's
             // `Callback` asks for, built at most once per connection.)
+            let mut user = None;
             #[allow(clippy::result_large_err)]
             let check = |request: &Request, response: Response| {
                 let verdict = admission.check(request, slot.as_ref());
-                verdict.map(|()| response).map_err(Refusal::response)
+                verdict
+                    .map(|admitted| user = admitted)
+                    .map(|()| response)
+                    .map_err(Refusal::response)
             };
             // A handshake still under way at shutdown is simply dropped:
             // there is no WebSocket yet to send a close frame on.
@@ -236,7 +242,8 @@ pub async fn serve<H, F>(
                 // handshake's state and captures, some 500 bytes kept for
                 // the connection's whole life.
                 Ok(ws) => {
-                    let connection = handler(ws, shutdown).map(move |()| drop((permit, slot)));
+                    let connection =
+                        handler(ws, shutdown, user).map(move |()| drop((permit, slot)));
                     connections.spawn(connection.instrument(Span::current()));
                 }
                 // Refused by `Admission::check`, which said why.

@@ -6,14 +6,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Program, Server, example_path};
+use common::{Program, Server, TempFile, example_path};
 use tokio::net::TcpListener;
 use tokio::process::Command;
 use tokio::time::timeout;
 
 /// Every example: each has a `--help`, and each refuses a flag it does not
 /// know.
-const EXAMPLES: [&str; 11] = [
+const EXAMPLES: [&str; 12] = [
     "echo_client",
     "echo_server",
     "full_client",
@@ -25,6 +25,7 @@ const EXAMPLES: [&str; 11] = [
     "chat_server",
     "chat_client",
     "data_pusher",
+    "make_token",
 ];
 
 /// Runs `program` to its end and returns its exit code and its stderr.
@@ -131,6 +132,10 @@ async fn bad_values_are_usage_errors() {
         ("broadcast_server", "--max-per-ip", Some("many")),
         ("data_pusher", "--max-per-ip", Some("-1")),
         ("chat_server", "--allow-origin", None),
+        ("chat_server", "--auth-secret-file", None),
+        ("make_token", "--ttl", Some("0")),
+        ("make_token", "--ttl", Some("-60")),
+        ("make_token", "--secret-file", None),
     ] {
         let mut args = vec![flag];
         args.extend(value);
@@ -157,6 +162,31 @@ async fn a_malformed_origin_is_a_usage_error_naming_it() {
             stderr.contains("--allow-origin") && stderr.contains("scheme://host[:port]"),
             "{stderr}"
         );
+    }
+}
+
+/// A token secret file that cannot be read, or holds only whitespace, is
+/// one line naming the file and exit code 1, for the server (which then
+/// never listens) and for make_token alike.
+#[tokio::test]
+async fn an_unreadable_or_empty_secret_file_is_one_line_naming_it_and_exit_1() {
+    let empty = TempFile::new(" \n\t\n");
+    let missing = empty.path.with_file_name("missing");
+    let missing = missing.to_str().expect("a UTF-8 path");
+    for (path, why) in [(empty.arg(), "is empty"), (missing, "cannot read")] {
+        for (name, args) in [
+            ("chat_server", vec!["127.0.0.1:0", "--auth-secret-file", path]),
+            ("make_token", vec!["--secret-file", path, "alice"]),
+        ] {
+            let mut program = Program::start(name, &args);
+            assert_eq!(program.remaining_lines().await, Vec::<String>::new(), "{name}: no stdout");
+            let (code, stderr) = run_to_end(program).await;
+            assert_eq!(code, 1, "{name} {path}: {stderr}");
+            let lines: Vec<&str> = stderr.lines().collect();
+            let [line] = lines[..] else { panic!("{name}: one line: {stderr}") };
+            assert!(line.starts_with("error: ") && line.contains(why), "{line}");
+            assert!(line.contains(path), "{name}: names the file: {line}");
+        }
     }
 }
 

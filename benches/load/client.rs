@@ -179,10 +179,8 @@ fn json_value<'a>(json: &'a str, name: &str) -> Option<&'a str> {
         let start = from + found;
         let end = start + name.len();
         let quoted = json[..start].ends_with('"') && json[end..].starts_with('"');
-        if quoted {
-            if let Some(rest) = json[end + 1..].trim_start().strip_prefix(':') {
-                return Some(rest.trim_start());
-            }
+        if quoted && let Some(rest) = json[end + 1..].trim_start().strip_prefix(':') {
+            return Some(rest.trim_start());
         }
         from = end;
     }

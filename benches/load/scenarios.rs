@@ -137,20 +137,19 @@ pub struct Ctx {
 pub async fn run(scenario: &str, implementation: Impl, ctx: &Ctx) -> Row {
     let mut row = Row::new(scenario, implementation);
     let s = &ctx.scale;
-    if scenario == "chat-cluster" {
-        if let Some(why) = Redis::missing() {
-            // As the tests do with a component that is missing (see
-            // `trial_needing` in tests/common/mod.rs): skipped, so that it
-            // claims no pass, and a failure with CI set.
-            let why = format!(
-                "redis-server missing: {why}; install it with `apt-get install redis-server`"
-            );
-            if std::env::var_os("CI").is_some() {
-                row.problem(format!("{why}. CI must run this scenario (.ci/run installs it)"));
-                return row;
-            }
-            return Row::skipped(scenario, implementation, &why);
+    if scenario == "chat-cluster"
+        && let Some(why) = Redis::missing()
+    {
+        // As the tests do with a component that is missing (see
+        // `trial_needing` in tests/common/mod.rs): skipped, so that it
+        // claims no pass, and a failure with CI set.
+        let why =
+            format!("redis-server missing: {why}; install it with `apt-get install redis-server`");
+        if std::env::var_os("CI").is_some() {
+            row.problem(format!("{why}. CI must run this scenario (.ci/run installs it)"));
+            return row;
         }
+        return Row::skipped(scenario, implementation, &why);
     }
     let result = match scenario {
         "echo" => echo(ctx, implementation, &mut row).await,
@@ -735,10 +734,10 @@ async fn chat(
     let stats = finish(servers, tasks, row).await;
     // Redis goes last: a node uses it to the end (a clean shutdown removes
     // the node's members and publishes their Left).
-    if let Some(redis) = redis {
-        if let Err(e) = redis.stop().await {
-            row.problem(e);
-        }
+    if let Some(redis) = redis
+        && let Err(e) = redis.stop().await
+    {
+        row.problem(e);
     }
 
     // Evicted members count as done (their connection ended), so these

@@ -763,3 +763,34 @@ async fn forward(
         held.lock().expect("held sockets").push(server);
     }
 }
+
+/// A file that holds `content`, in a directory of its own under the system's
+/// temporary directory, removed when this is dropped: a token secret for
+/// chat_server's `--auth-secret-file` and make_token's `--secret-file`.
+pub struct TempFile {
+    dir: PathBuf,
+    pub path: PathBuf,
+}
+
+impl TempFile {
+    pub fn new(content: &str) -> TempFile {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("ws-test-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let path = dir.join("secret");
+        std::fs::write(&path, content).expect("write the temporary file");
+        TempFile { dir, path }
+    }
+
+    /// The path, as a command-line argument.
+    pub fn arg(&self) -> &str {
+        self.path.to_str().expect("a UTF-8 temporary path")
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
