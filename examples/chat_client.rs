@@ -55,6 +55,15 @@
 //! passing failure). What you type while it reconnects waits, and is said
 //! once its rooms are back.
 //!
+//! A chat_server started with `--auth-secret-file` asks every handshake for
+//! a token: `--token TOKEN` (`make_token` prints one) sends it as
+//! `Authorization: Bearer TOKEN` on every connection, reconnects included,
+//! and the server lets this client join only under the token's name. A
+//! handshake it refuses (401: no token, a wrong or expired one) is a failed
+//! connection like any other: at start, the client says so and exits 1;
+//! later, it keeps trying with the backoff, each try refused until the
+//! client is started again with a new token (chapter 10.5).
+//!
 //! Settings: `--base-ms 500 --cap-ms 30000 --max-attempts 10`, the backoff
 //! of chapter 3.2 (`--max-attempts 0` retries forever). Limits: messages up
 //! to 64 KiB, like the server (default 64 MiB). A line longer than the
@@ -78,10 +87,12 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::{debug, info, warn};
+use websocket_tutorial::Error;
 use websocket_tutorial::client::{self, Backoff, BackoffArgs, DEFAULT_URL, WsClient};
 use websocket_tutorial::close::{self, CLOSE_TIMEOUT};
 use websocket_tutorial::output;
 use websocket_tutorial::protocol::{ClientMessage, MAX_CONTENT_BYTES, ServerEvent};
+use websocket_tutorial::token;
 
 const FIRST_ROOM: &str = "general";
 const QUEUE: usize = 32;
@@ -105,6 +116,10 @@ struct Args {
     servers: Vec<String>,
     /// Your name in the rooms you join.
     username: String,
+    /// A token for a server started with --auth-secret-file (make_token
+    /// prints one), sent as Authorization: Bearer on every connection.
+    #[arg(long, value_parser = token::parse_token)]
+    token: Option<String>,
     #[command(flatten)]
     backoff: BackoffArgs,
 }
@@ -113,10 +128,10 @@ struct Args {
 async fn main() -> ExitCode {
     let _log = output::init_logging();
     // --help or a mistake: clap exits 0 or 2.
-    let Args { servers, username, backoff } = Args::parse();
+    let Args { servers, username, token, backoff } = Args::parse();
     let backoff = Backoff::from(backoff);
     let config = WebSocketConfig::default().max_message_size(Some(64 * 1024));
-    let mut servers = Servers { urls: servers, next: 0 };
+    let mut servers = Servers { urls: servers, next: 0, token };
 
     let mut ws = match connect_first(&mut servers, config).await {
         Ok(ws) => ws,
@@ -155,6 +170,9 @@ async fn main() -> ExitCode {
 struct Servers {
     urls: Vec<String>,
     next: usize,
+    /// `--token`: every connection's handshake carries it, a reconnect's
+    /// too (a server that takes tokens asks each handshake).
+    token: Option<String>,
 }
 
 impl Servers {
@@ -163,6 +181,11 @@ impl Servers {
         let url = self.urls[self.next % self.urls.len()].clone();
         self.next += 1;
         url
+    }
+
+    /// Connects to `url`, with the token if there is one.
+    async fn connect(&self, url: &str, config: WebSocketConfig) -> Result<WsClient, Error> {
+        client::connect_with_token(url, config, self.token.as_deref()).await
     }
 }
 
@@ -174,7 +197,7 @@ async fn connect_first(servers: &mut Servers, config: WebSocketConfig) -> Result
     let mut failure = String::from("no server given");
     for tried in 1..=count {
         let url = servers.next();
-        match client::connect(&url, config).await {
+        match servers.connect(&url, config).await {
             Ok(ws) => return Ok(ws),
             Err(e) if tried < count => {
                 warn!("cannot connect to {url}: {e}; trying the next server")
@@ -202,7 +225,7 @@ async fn reconnect(
         let delay = backoff.delay(failed + 1);
         info!("reconnecting to {url} in {} ms", delay.as_millis());
         sleep(delay).await;
-        match client::connect(&url, config).await {
+        match servers.connect(&url, config).await {
             Ok(ws) => {
                 info!("connected to {url}");
                 return Some(ws);

@@ -8,7 +8,9 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
-use tokio_tungstenite::tungstenite::http::Uri;
+use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderValue, Uri, header};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
 
@@ -61,8 +63,26 @@ pub fn parse_url(text: &str) -> Result<String, AddressError> {
 /// [`CONNECT_TIMEOUT`]. `TCP_NODELAY` is set (the `true` below): a short
 /// interactive message must not wait for a delayed ACK.
 pub async fn connect(url: &str, config: WebSocketConfig) -> Result<WsClient, Error> {
-    let url = parse_url(url)?;
-    match timeout(CONNECT_TIMEOUT, connect_async_with_config(url, Some(config), true)).await {
+    connect_with_token(url, config, None).await
+}
+
+/// Like [`connect`], with `Authorization: Bearer TOKEN` on the handshake
+/// when a `token` is given (a server's `--auth-secret-file`, chapter 10.5).
+/// A server that refuses it answers 401: `Error::WebSocket(Http(_))`.
+pub async fn connect_with_token(
+    url: &str,
+    config: WebSocketConfig,
+    token: Option<&str>,
+) -> Result<WsClient, Error> {
+    let mut request = parse_url(url)?.into_client_request()?;
+    if let Some(token) = token {
+        // A token that is no header value (`token::parse_token` refuses
+        // those on the command line) is an `HttpFormat` error.
+        let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|e| tungstenite::Error::HttpFormat(e.into()))?;
+        request.headers_mut().insert(header::AUTHORIZATION, bearer);
+    }
+    match timeout(CONNECT_TIMEOUT, connect_async_with_config(request, Some(config), true)).await {
         Ok(Ok((ws, _response))) => Ok(ws),
         Ok(Err(e)) => Err(Error::WebSocket(e)),
         Err(_) => Err(Error::Timeout("connecting")),

@@ -98,6 +98,18 @@ impl Secret {
 }
 // ANCHOR_END: secret
 
+/// Parses a client's `--token`: a JSON Web Token is base64url text in
+/// three parts separated by dots, so anything else (a space, a quote, a
+/// character that cannot go in a header or a URL) is refused before any
+/// connection is opened, rather than sent and answered with 401.
+pub fn parse_token(text: &str) -> Result<String, String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-_.=".contains(c);
+    if text.is_empty() || !text.chars().all(allowed) {
+        return Err("not a token: base64url text and dots, as make_token prints".into());
+    }
+    Ok(text.into())
+}
+
 // ANCHOR: token_in
 /// The token a handshake request carries: `Authorization: Bearer TOKEN`,
 /// or else `?token=TOKEN` in its URL (a browser's only way: its WebSocket
@@ -131,6 +143,14 @@ mod tests {
             request.headers_mut().insert(header::AUTHORIZATION, value.parse().unwrap());
         }
         request
+    }
+
+    #[test]
+    fn a_token_on_the_command_line_is_base64url_and_dots() {
+        assert!(parse_token("eyJh.eyJz.c2ln-_").is_ok());
+        for bad in ["", "a b", "Bearer x", "x\n", "é"] {
+            assert!(parse_token(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

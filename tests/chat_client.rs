@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Cut, Program, Proxy, Server, WAIT};
+use common::{Cut, Program, Proxy, Server, TempFile, WAIT};
 use futures_util::SinkExt;
 use tokio::io::AsyncWriteExt;
 use tokio::time::timeout;
@@ -467,4 +467,52 @@ async fn the_client_moves_to_the_next_server_when_one_is_gone() {
     assert!(log.contains(&format!("reconnecting to {} in ", third.url)), "{log}");
     assert!(log.contains("rejoining #general after message 0"), "{log}");
     third.stop().await;
+}
+
+/// chat_client --token against a chat_server that takes tokens (chapter
+/// 10.5): without a token the first handshake gets 401 and the client exits
+/// 1 saying so; with a token for another name, its join is refused and
+/// shown; with alice's, alice chats, and after the network drops her
+/// connection, her reconnect carries the token too: she is back in
+/// `general` and is heard there.
+#[tokio::test]
+async fn a_token_goes_with_every_connection_reconnects_included() {
+    let file = TempFile::new("s3cret\n");
+    let server = Server::start("chat_server", &["--auth-secret-file", file.arg()]).await;
+    let secret = websocket_tutorial::token::Secret::new(b"s3cret").expect("a secret");
+    let token = |name: &str| secret.make(name, std::time::Duration::from_secs(60)).expect("token");
+
+    let mut refused = Program::start("chat_client", &[&server.url, "alice"]);
+    assert_eq!(refused.exit_code().await, 1);
+    let stderr = refused.stderr_text().await;
+    assert!(stderr.contains("cannot connect") && stderr.contains("401"), "{stderr}");
+
+    let bobs = token("bob");
+    let mut mallory = Program::start("chat_client", &["--token", &bobs, &server.url, "alice"]);
+    mallory.wait_for(|l| l.starts_with("! #general: your token is for \"bob\"")).await;
+    mallory.write_stdin("/quit\n").await;
+    assert_eq!(mallory.exit_code().await, 0);
+
+    let proxy = Proxy::start(&server.addr).await;
+    let alices = token("alice");
+    let mut args = QUICK.to_vec();
+    args.extend(["--token", &alices, &proxy.url, "alice"]);
+    let mut alice = Program::start("chat_client", &args);
+    alice.wait_for(|l| l.ends_with("#general * alice joined")).await;
+    let config = Default::default();
+    let bob = websocket_tutorial::client::connect_with_token(&server.url, config, Some(&bobs));
+    let mut bob = bob.await.expect("bob's token");
+    let join = ClientMessage::Join { room: "general".into(), username: "bob".into(), since: None };
+    bob.send(join.to_message()).await.expect("send Join");
+    wait_for_event(&mut bob, |e| presence(e, "bob", true)).await;
+
+    proxy.cut(Cut::Both);
+    wait_for_event(&mut bob, |e| presence(e, "alice", false)).await;
+    wait_for_event(&mut bob, |e| presence(e, "alice", true)).await;
+    alice.write_stdin("back with my token\n").await;
+    let said = |e: &ServerEvent| matches!(e, ServerEvent::Message { content, .. } if content == "back with my token");
+    wait_for_event(&mut bob, said).await;
+    alice.write_stdin("/quit\n").await;
+    assert_eq!(alice.exit_code().await, 0);
+    server.stop().await;
 }

@@ -136,6 +136,8 @@ async fn bad_values_are_usage_errors() {
         ("make_token", "--ttl", Some("0")),
         ("make_token", "--ttl", Some("-60")),
         ("make_token", "--secret-file", None),
+        ("chat_client", "--token", Some("Bearer abc")),
+        ("chat_client", "--token", None),
     ] {
         let mut args = vec![flag];
         args.extend(value);
