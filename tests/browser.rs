@@ -23,7 +23,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
-use common::{Component, Cut, Proxy, Server, WAIT, connect, recv, run_trials, trial_needing};
+use common::{
+    Component, Cut, Proxy, Server, TempFile, WAIT, connect, log_message, recv, run_trials,
+    trial_needing,
+};
 use futures_util::{SinkExt, StreamExt};
 use libtest_mimic::Trial;
 use serde::Deserialize;
@@ -97,6 +100,11 @@ fn main() -> std::process::ExitCode {
             &chromium,
             "a_page_from_an_origin_not_allowed_gets_no_websocket",
             a_page_from_an_origin_not_allowed_gets_no_websocket,
+        ),
+        trial_needing(
+            &chromium,
+            "page_sends_its_token_in_the_url_from_the_field_or_its_own_query",
+            page_sends_its_token_in_the_url_from_the_field_or_its_own_query,
         ),
         Trial::test("base64_decodes_the_standard_alphabet", || {
             base64_decodes_the_standard_alphabet();
@@ -627,6 +635,55 @@ async fn a_page_from_an_origin_not_allowed_gets_no_websocket() {
     let local = Server::start("chat_server", &["--allow-origin", "null"]).await;
     assert_eq!(page.eval(&open(&local.url)).await, "open");
     local.stop().await;
+}
+
+/// Tokens from a browser (chapter 10.5): against a chat_server started
+/// with `--auth-secret-file`, a page opened with `?token=` has it in its
+/// Token field and connects; a page whose Token field is typed in connects
+/// too, and the two chat; the status shows the server's URL, not the token.
+/// A page without a token gets no WebSocket (the server logs its 401), and
+/// a page whose token is for bob cannot join as carol.
+async fn page_sends_its_token_in_the_url_from_the_field_or_its_own_query() {
+    let browser = Browser::launch().await;
+    let file = TempFile::new("s3cret\n");
+    let mut server = Server::start("chat_server", &["--auth-secret-file", file.arg()]).await;
+    let secret = websocket_tutorial::token::Secret::new(b"s3cret").expect("a secret");
+    let token = |name: &str| secret.make(name, Duration::from_secs(60)).expect("a token");
+
+    let (alices, bobs) = (token("alice"), token("bob"));
+    let alice = browser.open_chat_with(&format!("server={}&token={alices}", server.url)).await;
+    assert_eq!(alice.eval("document.querySelector('#token').value").await, alices.as_str());
+    alice.connect("alice", "general").await;
+    let status = alice.eval("document.querySelector('#status').textContent").await;
+    assert!(!status.as_str().unwrap_or_default().contains("token"), "{status}");
+
+    let bob = browser.open_chat(&server.url).await;
+    bob.fill("#token", &bobs).await;
+    bob.connect("bob", "general").await;
+    alice.wait_for_entry("alice sees bob join", |e| e.is_event("general", "bob joined")).await;
+    bob.fill("#message", "signed, bob").await;
+    bob.click("#send").await;
+    alice.wait_for_entry("alice hears bob", |e| e.is_message("bob", "signed, bob")).await;
+    alice.assert_no_errors().await;
+    bob.assert_no_errors().await;
+
+    let nobody = browser.open_chat(&server.url).await;
+    nobody.fill("#name", "nobody").await;
+    nobody.click("#connect").await;
+    server.program.wait_for_log(|l| log_message(l) == "refused, 401: no token").await;
+    assert_ne!(nobody.eval("document.querySelector('#status').dataset.state").await, "connected");
+
+    let carol = browser.open_chat_with(&format!("server={}&token={bobs}", server.url)).await;
+    carol.fill("#name", "carol").await;
+    carol.click("#connect").await;
+    carol.wait_for_status("carol's page is connected", "connected", "carol").await;
+    carol
+        .wait_until(
+            "carol's join is refused",
+            "document.querySelector('#error-text').textContent.includes('your token is for')",
+        )
+        .await;
+    server.stop().await;
 }
 
 fn event(msg: &Message) -> ServerEvent {
