@@ -75,6 +75,10 @@
 //!   room. `cargo run --example make_token -- --secret-file FILE alice`
 //!   signs one. A file that cannot be read, or is empty, is an error that
 //!   names it, and exit code 1 (chapter 10.5);
+//! - `--tls-cert PEM --tls-key PEM`: serve `wss://` (TLS with rustls); the
+//!   first line is then `listening on wss://IP:PORT`. A file that cannot be
+//!   read, holds no certificate or key, or a key that does not fit, is one
+//!   line naming the file and exit code 1 (chapter 10.6);
 //! - `--redis redis://127.0.0.1:6379`: be one node of a chat that every
 //!   server started with the same Redis shares: rooms, names, `seq` and
 //!   history live there (chapter 9, docs/09-scaling-out.md).
@@ -109,6 +113,7 @@ use websocket_tutorial::protocol::{
 use websocket_tutorial::rate::{RateLimit, Verdict};
 use websocket_tutorial::rooms::{self, Member, RoomError, RoomManager};
 use websocket_tutorial::server::{self, WsStream};
+use websocket_tutorial::tls::TlsArgs;
 use websocket_tutorial::token::Secret;
 use websocket_tutorial::{args, close};
 
@@ -158,6 +163,8 @@ struct Args {
     /// file's content, surrounding whitespace trimmed (chapter 10.5).
     #[arg(long, value_name = "FILE")]
     auth_secret_file: Option<PathBuf>,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Be one node of a chat shared through this Redis (chapter 9), for
     /// example redis://127.0.0.1:6379. Without it, this server is the chat.
     #[arg(long, value_name = "URL", value_parser = cluster::parse_url)]
@@ -195,6 +202,12 @@ async fn main() -> ExitCode {
             Err(e) => return output::fail(e),
         }
     }
+    // The same for the certificate and key: a server that cannot encrypt
+    // should not start.
+    let tls = match args.tls.acceptor() {
+        Ok(tls) => tls,
+        Err(e) => return output::fail(e),
+    };
     let config = rooms::Config {
         outbox_bytes: args.outbox_bytes,
         presence_limit: args.presence_limit,
@@ -230,7 +243,7 @@ async fn main() -> ExitCode {
     // ANCHOR_END: config
 
     let shutdown = server::shutdown_on_ctrl_c();
-    let listener = match server::bind(addr).await {
+    let listener = match server::bind_with(addr, tls).await {
         Ok(listener) => listener,
         Err(e) => return output::fail(format_args!("cannot listen on {addr}: {e}")),
     };

@@ -41,7 +41,9 @@
 //!   browser's handshake from any other origin gets HTTP 403. Without it,
 //!   every origin is accepted, and the server says so once at start;
 //! - `--max-per-ip 100`: open connections allowed from one IP address; one
-//!   more gets HTTP 429 (chapter 10, docs/10-security.md).
+//!   more gets HTTP 429 (chapter 10, docs/10-security.md);
+//! - `--tls-cert PEM --tls-key PEM`: serve `wss://` (TLS with rustls), and
+//!   say `listening on wss://IP:PORT` (chapter 10.6).
 //!
 //! Docs: docs/02-tokio-tungstenite.md
 
@@ -62,6 +64,7 @@ use websocket_tutorial::admission::Admission;
 use websocket_tutorial::error::is_disconnect;
 use websocket_tutorial::heartbeat::{Beat, HeartbeatArgs};
 use websocket_tutorial::server::{self, WsStream};
+use websocket_tutorial::tls::TlsArgs;
 use websocket_tutorial::{args, close, output};
 
 /// Echoes every WebSocket message back to its sender.
@@ -79,6 +82,8 @@ struct Args {
     admission: Admission,
     #[command(flatten)]
     timing: Timing,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 /// The deadlines of one connection, the same for every connection.
@@ -98,7 +103,12 @@ struct Timing {
 async fn main() -> ExitCode {
     let _log = output::init_logging();
     // `--help` or a mistake ends the program here (clap exits 0 or 2).
-    let Args { addr, max_connections, admission, timing } = Args::parse();
+    let Args { addr, max_connections, admission, timing, tls } = Args::parse();
+    // Read before binding: a server that cannot encrypt should not start.
+    let tls = match tls.acceptor() {
+        Ok(tls) => tls,
+        Err(e) => return output::fail(e),
+    };
 
     // ANCHOR: config
     let config = WebSocketConfig::default()
@@ -108,7 +118,7 @@ async fn main() -> ExitCode {
     // ANCHOR_END: config
 
     let shutdown = server::shutdown_on_ctrl_c();
-    let listener = match server::bind(addr).await {
+    let listener = match server::bind_with(addr, tls).await {
         Ok(listener) => listener,
         Err(e) => return output::fail(format_args!("cannot listen on {addr}: {e}")),
     };

@@ -10,8 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -116,15 +115,18 @@ where
 /// TCP connection (FIN) and read, and throw away, what the peer still
 /// sends, until it closes too, for at most [`CLOSE_TIMEOUT`] and
 /// [`DRAIN_BYTES`]: a peer that sends more than that gets the reset.
-pub async fn after_broken_rule(ws: &mut WebSocketStream<TcpStream>, code: CloseCode, reason: &str) {
+pub async fn after_broken_rule<S>(ws: &mut WebSocketStream<S>, code: CloseCode, reason: &str)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     send(ws, code, reason).await;
-    let tcp = ws.get_mut();
+    let stream = ws.get_mut();
     let drain = async {
-        tcp.shutdown().await?;
+        stream.shutdown().await?;
         let mut buf = vec![0; 16 * 1024]; // for these few reads only
         let mut drained = 0;
         while drained < DRAIN_BYTES {
-            match tcp.read(&mut buf).await? {
+            match stream.read(&mut buf).await? {
                 0 => break, // the peer closed too: nothing left unread
                 n => drained += n,
             }

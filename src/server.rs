@@ -20,10 +20,12 @@ use futures_util::FutureExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::handshake::server::{Callback, Request, Response};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{WebSocketStream, accept_hdr_async_with_config};
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, Span, error, info, info_span, warn};
@@ -32,6 +34,7 @@ use crate::admission::{Admission, Authenticated, PerIp, Refusal};
 use crate::close;
 use crate::error::{self, AddressError, Error};
 use crate::output;
+use crate::tls::Stream;
 
 /// The address servers listen on when none is given.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9001";
@@ -65,18 +68,32 @@ pub fn parse_max_connections(text: &str) -> Result<usize, String> {
 /// How long shutdown waits for all connections to finish closing.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// A server-side WebSocket over plain TCP.
-pub type WsStream = WebSocketStream<TcpStream>;
+/// A server-side WebSocket, over plain TCP or over TLS ([`Stream`]).
+pub type WsStream = WebSocketStream<Stream>;
+
+/// A bound socket, and the TLS that its connections start with, if any.
+pub struct Listener {
+    tcp: TcpListener,
+    tls: Option<TlsAcceptor>,
+}
 
 /// Binds `addr` and prints `listening on ws://IP:PORT` with the real port, so
 /// `127.0.0.1:0` works and a script can read the port from the first line.
-pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let listener = TcpListener::bind(addr).await?;
+pub async fn bind(addr: SocketAddr) -> io::Result<Listener> {
+    bind_with(addr, None).await
+}
+
+/// Like [`bind`], serving `wss://` when given a TLS acceptor
+/// ([`crate::tls::TlsArgs::acceptor`]): the line is then
+/// `listening on wss://IP:PORT`.
+pub async fn bind_with(addr: SocketAddr, tls: Option<TlsAcceptor>) -> io::Result<Listener> {
+    let tcp = TcpListener::bind(addr).await?;
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
     // The line is out before we accept anyone. It is the only thing a
     // server writes to stdout, and if stdout is gone (its reader quit) the
     // server is still worth running: the error is ignored, not a panic.
-    let _ = output::line(format_args!("listening on ws://{}", listener.local_addr()?));
-    Ok(listener)
+    let _ = output::line(format_args!("listening on {scheme}://{}", tcp.local_addr()?));
+    Ok(Listener { tcp, tls })
 }
 
 /// A token that is cancelled when the process receives Ctrl-C (SIGINT).
@@ -116,13 +133,16 @@ pub fn shutdown_on_ctrl_c() -> CancellationToken {
 /// `TCP_NODELAY` goes on first: WebSocket messages are small and interactive,
 /// and Nagle's algorithm would hold one back waiting for a delayed ACK
 /// (about 40 ms on Linux). The handshake has a deadline, so a client that
-/// connects and says nothing cannot hold a task forever.
+/// connects and says nothing cannot hold a task forever. With `tls`, the
+/// TLS handshake comes first, under the same deadline: a client that speaks
+/// plain text to a `wss://` port fails there, and only its connection ends.
 ///
 /// `check` sees the request's headers before the upgrade and may refuse it
 /// with an HTTP error response instead (what [`Admission::check`] does);
 /// then the result is `Error::WebSocket(tungstenite::Error::Http(_))`.
 pub async fn accept<C>(
     stream: TcpStream,
+    tls: Option<&TlsAcceptor>,
     config: WebSocketConfig,
     check: C,
 ) -> Result<WsStream, Error>
@@ -130,10 +150,15 @@ where
     C: Callback + Unpin,
 {
     stream.set_nodelay(true)?;
-    match timeout(HANDSHAKE_TIMEOUT, accept_hdr_async_with_config(stream, check, Some(config)))
-        .await
-    {
-        Ok(result) => Ok(result?),
+    let handshakes = async {
+        let stream = match tls {
+            Some(tls) => Either::Right(tls.accept(stream).await?),
+            None => Either::Left(stream),
+        };
+        Ok::<_, Error>(accept_hdr_async_with_config(stream, check, Some(config)).await?)
+    };
+    match timeout(HANDSHAKE_TIMEOUT, handshakes).await {
+        Ok(result) => result,
         Err(_) => Err(Error::Timeout("WebSocket handshake")),
     }
 }
@@ -163,9 +188,9 @@ where
 /// `id` field that a handler may fill in once it knows who the client is
 /// (`Span::current().record("id", ...)`). So the handler is not
 /// handed the peer's address; one that needs it for more than logging has
-/// it in `ws.get_ref().peer_addr()`.
+/// it in the `TcpStream` under `ws.get_ref()`.
 pub async fn serve<H, F>(
-    listener: TcpListener,
+    listener: Listener,
     config: WebSocketConfig,
     max_connections: usize,
     admission: Admission,
@@ -184,6 +209,7 @@ pub async fn serve<H, F>(
     let admission = Arc::new(admission);
     let handler = Arc::new(handler);
     let limit = Arc::new(Semaphore::new(max_connections));
+    let Listener { tcp: listener, tls } = listener;
     let tracker = TaskTracker::new();
 
     loop {
@@ -211,7 +237,7 @@ pub async fn serve<H, F>(
         // Taken now, so that handshakes under way count too; `None` when the
         // address has no room, and the handshake is answered with 429.
         let slot = per_ip.try_take(peer.ip());
-        let admission = admission.clone();
+        let (admission, tls) = (admission.clone(), tls.clone());
         // The span goes with both tasks below: the handshake's, and the
         // connection's (`Span::current()` there is this span).
         let span = info_span!("connection", %peer, id = tracing::field::Empty);
@@ -231,7 +257,7 @@ pub async fn serve<H, F>(
             // A handshake still under way at shutdown is simply dropped:
             // there is no WebSocket yet to send a close frame on.
             let upgraded = tokio::select! {
-                upgraded = accept(stream, config, check) => upgraded,
+                upgraded = accept(stream, tls.as_ref(), config, check) => upgraded,
                 _ = shutdown.cancelled() => return,
             };
             match upgraded {

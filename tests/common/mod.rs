@@ -256,7 +256,7 @@ pub struct Server {
     pub program: Program,
     /// `IP:PORT` as the server printed it.
     pub addr: String,
-    /// `ws://IP:PORT`.
+    /// `ws://IP:PORT`, or `wss://IP:PORT` with `--tls-cert`.
     pub url: String,
 }
 
@@ -277,7 +277,8 @@ impl Server {
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("first line should be `listening on ws://..`: {first:?}"))
             .to_string();
-        let addr = url.strip_prefix("ws://").expect("ws:// URL").to_string();
+        let addr = url.strip_prefix("ws://").or_else(|| url.strip_prefix("wss://"));
+        let addr = addr.expect("a ws:// or wss:// URL").to_string();
         assert!(!addr.ends_with(":0"), "the real port is printed, not 0: {url}");
         Server { program, addr, url }
     }

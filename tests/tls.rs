@@ -1,0 +1,153 @@
+//! wss:// (chapter 10.6): a server started with `--tls-cert` and `--tls-key`
+//! speaks TLS (rustls) before the WebSocket handshake. The certificates are
+//! made here, at run time, with rcgen: a CA of our own, and a certificate
+//! it signs for 127.0.0.1 and localhost, which the client trusts through
+//! that CA only. Real servers, real sockets.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore, crypto};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use websocket_tutorial::client;
+
+/// A CA made for this test run, and a server certificate it signed.
+struct Certificates {
+    /// The CA's certificate, PEM: what a client trusts.
+    ca: TempFile,
+    /// The server's certificate (PEM), for 127.0.0.1 and localhost.
+    cert: TempFile,
+    /// Its private key, PEM.
+    key: TempFile,
+}
+
+impl Certificates {
+    fn new() -> Certificates {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(DnType::CommonName, "websocket-tutorial test CA");
+        let ca_key = KeyPair::generate().expect("a CA key");
+        let ca = CertifiedIssuer::self_signed(ca_params, ca_key).expect("a CA");
+        // rcgen makes "127.0.0.1" an IP address entry, which is what a
+        // client connecting to wss://127.0.0.1:PORT checks.
+        let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+        let key = KeyPair::generate().expect("a server key");
+        let params = CertificateParams::new(names).expect("server parameters");
+        let cert = params.signed_by(&key, &ca).expect("a server certificate");
+        Certificates {
+            ca: TempFile::new(&ca.pem()),
+            cert: TempFile::new(&cert.pem()),
+            key: TempFile::new(&key.serialize_pem()),
+        }
+    }
+
+    /// The server's flags.
+    fn args(&self) -> [&str; 4] {
+        ["--tls-cert", self.cert.arg(), "--tls-key", self.key.arg()]
+    }
+
+    /// A TLS connector that trusts only this run's CA.
+    fn connector(&self) -> TlsConnector {
+        use tokio_rustls::rustls::pki_types::CertificateDer;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        let mut roots = RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_file(&self.ca.path).expect("the CA")).expect("a root");
+        let config =
+            ClientConfig::builder_with_provider(Arc::new(crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("TLS versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        TlsConnector::from(Arc::new(config))
+    }
+}
+
+/// Echoes one message over wss to the server at `addr`, checking its
+/// certificate against the test CA.
+async fn echo_over_tls(certificates: &Certificates, addr: &str) {
+    let tcp = TcpStream::connect(addr).await.expect("TCP connect");
+    let name = ServerName::try_from("127.0.0.1").expect("a server name");
+    let tls = certificates.connector().connect(name, tcp).await.expect("TLS handshake");
+    let url = format!("wss://{addr}");
+    let (mut ws, _) = tokio_tungstenite::client_async(url, tls).await.expect("WebSocket handshake");
+    ws.send(Message::text("over TLS")).await.expect("send");
+    let reply = timeout(WAIT, ws.next()).await.expect("a reply in time");
+    assert_eq!(reply.expect("a message").expect("no error"), Message::text("over TLS"));
+    ws.close(None).await.expect("close");
+}
+
+#[tokio::test]
+async fn a_server_with_a_certificate_serves_wss_and_a_plain_text_client_fails_alone() {
+    let certificates = Certificates::new();
+    let mut server = Server::start("echo_server", &certificates.args()).await;
+    assert!(server.url.starts_with("wss://"), "{}", server.url);
+
+    // A client that skips TLS: its HTTP request is no TLS record, so the
+    // server's TLS handshake fails, and that one connection ends.
+    let plain = format!("ws://{}", server.addr);
+    let refused = client::connect(&plain, WebSocketConfig::default()).await;
+    // It fails at once, not at a deadline: the client's, or the server's.
+    let error = refused.expect_err("a plain-text handshake on a TLS port fails").to_string();
+    assert!(!error.contains("timed out"), "{error}");
+    let (failed, _) = server.program.wait_for_log(|line| line.contains("handshake failed")).await;
+    assert!(!failed.contains("timed out"), "{failed}");
+
+    // The server is still up, and serves a client that speaks TLS.
+    echo_over_tls(&certificates, &server.addr).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn chat_server_says_wss_in_its_first_line_and_chats_over_tls() {
+    let certificates = Certificates::new();
+    let server = Server::start("chat_server", &certificates.args()).await;
+    assert!(server.url.starts_with("wss://"), "{}", server.url);
+    // A TLS client, checking the name `localhost` this time, completes the
+    // TLS and WebSocket handshakes and joins a room.
+    let tcp = TcpStream::connect(&server.addr).await.expect("TCP connect");
+    let name = ServerName::try_from("localhost").expect("a server name");
+    let tls = certificates.connector().connect(name, tcp).await.expect("TLS handshake");
+    let (mut ws, _) =
+        tokio_tungstenite::client_async(&server.url, tls).await.expect("WebSocket handshake");
+    let join = r#"{"type":"Join","room":"general","username":"alice"}"#;
+    ws.send(Message::text(join)).await.expect("send");
+    let first = timeout(WAIT, ws.next()).await.expect("an event in time");
+    let text = first.expect("a message").expect("no error").into_text().expect("text");
+    assert!(text.contains(r#""type":"Joined""#), "{text}");
+    ws.close(None).await.expect("close");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unreadable_empty_or_missing_certificate_files_are_one_line_naming_the_file() {
+    let certificates = Certificates::new();
+    let empty = TempFile::new("");
+    let missing = "/nonexistent/cert.pem";
+    for (cert, key, says) in [
+        (missing, certificates.key.arg(), "cannot read the certificate file"),
+        (empty.arg(), certificates.key.arg(), "holds no PEM certificate"),
+        (certificates.cert.arg(), empty.arg(), "holds no PEM private key"),
+        (certificates.cert.arg(), certificates.ca.arg(), "holds no PEM private key"),
+    ] {
+        let args = ["127.0.0.1:0", "--tls-cert", cert, "--tls-key", key];
+        let mut server = Program::start("chat_server", &args);
+        assert_eq!(server.exit_code().await, 1, "{args:?}");
+        let stderr = server.stderr_text().await;
+        let error = stderr.lines().last().unwrap_or_default();
+        let named = if says.contains("certificate") { cert } else { key };
+        assert!(error.starts_with("error: ") && error.contains(says), "{args:?}: {stderr}");
+        assert!(error.contains(named), "names {named}: {error}");
+    }
+    // One flag without the other is a usage error: clap's exit code 2.
+    let mut server = Program::start("chat_server", &["127.0.0.1:0", "--tls-cert", missing]);
+    assert_eq!(server.exit_code().await, 2);
+}
