@@ -64,6 +64,9 @@
 //! later, it keeps trying with the backoff, each try refused until the
 //! client is started again with a new token (chapter 10.5).
 //!
+//! `wss://` URLs work too: the server's certificate is checked against the
+//! system's authorities, and `--ca-cert PEM` adds one (chapter 10.6).
+//!
 //! Settings: `--base-ms 500 --cap-ms 30000 --max-attempts 10`, the backoff
 //! of chapter 3.2 (`--max-attempts 0` retries forever). Limits: messages up
 //! to 64 KiB, like the server (default 64 MiB). A line longer than the
@@ -83,12 +86,13 @@ use clap::{ArgAction, Parser};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep, sleep};
+use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::{debug, info, warn};
 use websocket_tutorial::Error;
-use websocket_tutorial::client::{self, Backoff, BackoffArgs, DEFAULT_URL, WsClient};
+use websocket_tutorial::client::{self, Backoff, BackoffArgs, DEFAULT_URL, TrustArgs, WsClient};
 use websocket_tutorial::close::{self, CLOSE_TIMEOUT};
 use websocket_tutorial::output;
 use websocket_tutorial::protocol::{ClientMessage, MAX_CONTENT_BYTES, ServerEvent};
@@ -121,6 +125,8 @@ struct Args {
     #[arg(long, value_parser = token::parse_token)]
     token: Option<String>,
     #[command(flatten)]
+    trust: TrustArgs,
+    #[command(flatten)]
     backoff: BackoffArgs,
 }
 
@@ -128,10 +134,14 @@ struct Args {
 async fn main() -> ExitCode {
     let _log = output::init_logging();
     // --help or a mistake: clap exits 0 or 2.
-    let Args { servers, username, token, backoff } = Args::parse();
+    let Args { servers, username, token, trust, backoff } = Args::parse();
+    let tls = match trust.connector() {
+        Ok(tls) => tls,
+        Err(e) => return output::fail(e),
+    };
     let backoff = Backoff::from(backoff);
     let config = WebSocketConfig::default().max_message_size(Some(64 * 1024));
-    let mut servers = Servers { urls: servers, next: 0, token };
+    let mut servers = Servers { urls: servers, next: 0, token, tls };
 
     let mut ws = match connect_first(&mut servers, config).await {
         Ok(ws) => ws,
@@ -173,6 +183,9 @@ struct Servers {
     /// `--token`: every connection's handshake carries it, a reconnect's
     /// too (a server that takes tokens asks each handshake).
     token: Option<String>,
+    /// `--ca-cert`: what a `wss://` server's certificate is checked against
+    /// besides the system's authorities.
+    tls: Option<Connector>,
 }
 
 impl Servers {
@@ -185,7 +198,7 @@ impl Servers {
 
     /// Connects to `url`, with the token if there is one.
     async fn connect(&self, url: &str, config: WebSocketConfig) -> Result<WsClient, Error> {
-        client::connect_with_token(url, config, self.token.as_deref()).await
+        client::connect_with(url, config, self.token.as_deref(), self.tls.as_ref()).await
     }
 }
 

@@ -28,6 +28,10 @@
 //!
 //! Limits: messages up to 16 MiB, like the echo server (default 64 MiB).
 //!
+//! `wss://` URLs work too (chapter 10.6): the server's certificate is
+//! checked against the system's authorities, and `--ca-cert PEM` adds one
+//! (a test's, or your own for a server with a self-made certificate).
+//!
 //! Docs: docs/03-client-development.md
 
 use std::process::ExitCode;
@@ -45,7 +49,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use websocket_tutorial::args;
-use websocket_tutorial::client::{self, DEFAULT_URL, WsClient};
+use websocket_tutorial::client::{self, DEFAULT_URL, TrustArgs, WsClient};
 use websocket_tutorial::close::{self, CLOSE_TIMEOUT};
 use websocket_tutorial::error::is_disconnect;
 use websocket_tutorial::output;
@@ -84,6 +88,8 @@ struct Args {
     #[arg(long = "freeze-ms", value_name = "MS", default_value = "0")]
     #[arg(value_parser = args::millis)]
     freeze: Duration,
+    #[command(flatten)]
+    trust: TrustArgs,
 }
 
 #[tokio::main]
@@ -93,7 +99,11 @@ async fn main() -> ExitCode {
     let url = &args.url;
 
     let config = WebSocketConfig::default().max_message_size(Some(16 << 20));
-    let ws = match client::connect(url, config).await {
+    let tls = match args.trust.connector() {
+        Ok(tls) => tls,
+        Err(e) => return output::fail(e),
+    };
+    let ws = match client::connect_with(url, config, None, tls.as_ref()).await {
         Ok(ws) => ws,
         Err(e) => return output::fail(format_args!("cannot connect to {url}: {e}")),
     };

@@ -3,16 +3,23 @@
 //! reconnect backoff of chapter 3.2.
 
 use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
+use tokio_rustls::rustls::pki_types::CertificateDer;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore, crypto};
 use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, Uri, header};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
+use tokio_tungstenite::{
+    Connector, MaybeTlsStream, WebSocketStream, connect_async_tls_with_config,
+};
 
 use crate::args;
 use crate::error::{AddressError, Error};
@@ -33,19 +40,18 @@ pub type WsClient = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// with a `/` added before a query that follows the port directly
 /// (`ws://host:9001?x=1` would otherwise ask the server for `GET ?x=1`).
 ///
-/// Refused with a hint: another scheme (`http://`), no scheme at all
-/// (`127.0.0.1:9001`), and `wss://`, since the examples are built without TLS.
+/// `wss://` is the same over TLS (chapter 10.6). Refused with a hint:
+/// another scheme (`http://`) and no scheme at all (`127.0.0.1:9001`).
 pub fn parse_url(text: &str) -> Result<String, AddressError> {
     let default_hint = || AddressError::NotWsUrl { example: DEFAULT_URL.into() };
     let uri: Uri = text.parse().map_err(|_| default_hint())?;
     let host_and_port = uri.authority().map(|a| a.as_str()).filter(|a| !a.is_empty());
     match (uri.scheme_str(), host_and_port) {
-        (Some("ws"), Some(_)) => match uri.path_and_query() {
+        (Some("ws" | "wss"), Some(_)) => match uri.path_and_query() {
             // The authority holds no `?`, so the first one starts the query.
             Some(query) if query.as_str().starts_with('?') => Ok(text.replacen('?', "/?", 1)),
             _ => Ok(text.into()),
         },
-        (Some("wss"), _) => Err(AddressError::Tls),
         // The URL the user most likely meant: the same place, over ws://
         // (`alice` alone is more likely a misplaced name than a host).
         (scheme, Some(host_and_port)) if scheme.is_some() || uri.port().is_some() => {
@@ -63,7 +69,7 @@ pub fn parse_url(text: &str) -> Result<String, AddressError> {
 /// [`CONNECT_TIMEOUT`]. `TCP_NODELAY` is set (the `true` below): a short
 /// interactive message must not wait for a delayed ACK.
 pub async fn connect(url: &str, config: WebSocketConfig) -> Result<WsClient, Error> {
-    connect_with_token(url, config, None).await
+    connect_with(url, config, None, None).await
 }
 
 /// Like [`connect`], with `Authorization: Bearer TOKEN` on the handshake
@@ -74,6 +80,18 @@ pub async fn connect_with_token(
     config: WebSocketConfig,
     token: Option<&str>,
 ) -> Result<WsClient, Error> {
+    connect_with(url, config, token, None).await
+}
+
+/// Like [`connect_with_token`], trusting, for a `wss://` URL, what `tls`
+/// trusts ([`trust`], from `--ca-cert`); without it, the system's
+/// certificate authorities.
+pub async fn connect_with(
+    url: &str,
+    config: WebSocketConfig,
+    token: Option<&str>,
+    tls: Option<&Connector>,
+) -> Result<WsClient, Error> {
     let mut request = parse_url(url)?.into_client_request()?;
     if let Some(token) = token {
         // A token that is no header value (`token::parse_token` refuses
@@ -82,13 +100,59 @@ pub async fn connect_with_token(
             .map_err(|e| tungstenite::Error::HttpFormat(e.into()))?;
         request.headers_mut().insert(header::AUTHORIZATION, bearer);
     }
-    match timeout(CONNECT_TIMEOUT, connect_async_with_config(request, Some(config), true)).await {
+    let connecting = connect_async_tls_with_config(request, Some(config), true, tls.cloned());
+    match timeout(CONNECT_TIMEOUT, connecting).await {
         Ok(Ok((ws, _response))) => Ok(ws),
         Ok(Err(e)) => Err(Error::WebSocket(e)),
         Err(_) => Err(Error::Timeout("connecting")),
     }
 }
 // ANCHOR_END: connect
+
+/// A client's `--ca-cert PEM`: a certificate authority to trust for
+/// `wss://` besides the system's (one's own, or a test's).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct TrustArgs {
+    /// For wss://: trust this CA certificate (PEM) too, besides the system's.
+    #[arg(long, value_name = "PEM")]
+    pub ca_cert: Option<PathBuf>,
+}
+
+impl TrustArgs {
+    /// What [`connect_with`] takes: `None` without `--ca-cert` (the system's
+    /// roots, tokio-tungstenite's default). A file that cannot be read or
+    /// holds no certificate is one line naming it.
+    pub fn connector(&self) -> Result<Option<Connector>, String> {
+        self.ca_cert.as_deref().map(trust).transpose()
+    }
+}
+
+/// A TLS connector trusting the system's certificate authorities and the
+/// ones in the PEM file `ca_cert`.
+pub fn trust(ca_cert: &Path) -> Result<Connector, String> {
+    let shown = ca_cert.display();
+    let pem = std::fs::read(ca_cert)
+        .map_err(|e| format!("cannot read the CA certificate file {shown}: {e}"))?;
+    let cas = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("the CA certificate file {shown}: {e}"))?;
+    if cas.is_empty() {
+        return Err(format!("the CA certificate file {shown} holds no PEM certificate"));
+    }
+    let mut roots = RootCertStore::empty();
+    // The system's too: --ca-cert adds an authority, it replaces none. One
+    // it cannot read is skipped, as tokio-tungstenite's default does.
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    for ca in cas {
+        roots.add(ca).map_err(|e| format!("the CA certificate file {shown}: {e}"))?;
+    }
+    let config = ClientConfig::builder_with_provider(Arc::new(crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Connector::Rustls(Arc::new(config)))
+}
 
 // ANCHOR: stdin_lines
 /// Reads stdin line by line on a plain thread and hands the lines over a
@@ -209,7 +273,7 @@ mod tests {
         assert_eq!(parse_url("127.0.0.1:9001"), hint("ws://127.0.0.1:9001"));
         assert_eq!(parse_url("alice"), hint(DEFAULT_URL));
         assert_eq!(parse_url("ws://"), hint(DEFAULT_URL));
-        assert_eq!(parse_url("wss://127.0.0.1:9443"), Err(AddressError::Tls));
+        assert_eq!(ok("wss://127.0.0.1:9443?x=1"), "wss://127.0.0.1:9443/?x=1");
         let message = parse_url("http://127.0.0.1:9001").unwrap_err().to_string();
         assert!(message.contains("use ws://HOST:PORT"), "{message}");
     }

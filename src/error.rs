@@ -66,9 +66,6 @@ pub enum AddressError {
     /// A client's URL that is not `ws://HOST:PORT[/PATH][?QUERY]`.
     #[error("not a WebSocket URL; use ws://HOST:PORT, for example {example}")]
     NotWsUrl { example: String },
-    /// A `wss://` URL: the examples are built without TLS.
-    #[error("wss:// needs TLS, which these examples leave out; use ws://HOST:PORT")]
-    Tls,
 }
 // ANCHOR_END: address_error
 

@@ -18,7 +18,7 @@
 //! | [`heartbeat`] | when to ping a client, and when its silence means it is gone | 2.2, 4.1, 6.1 |
 //! | [`close`] | the close handshake, with a deadline on every step | all |
 //! | [`error`] | typed errors, and the one place that classifies a connection's errors: benign disconnect or not, which close code | all |
-//! | [`client`] | checking `ws://` URLs, connecting with a deadline, stdin without blocking the runtime, reconnect backoff | 2.1, 3, 6.1 |
+//! | [`client`] | checking `ws://` and `wss://` URLs, `--ca-cert`, connecting with a deadline, stdin without blocking the runtime, reconnect backoff | 2.1, 3, 6.1 |
 //! | [`output`] | logging with `tracing` to stderr, and stdout lines that cannot panic or stall a server | all |
 //! | [`args`] | value parsers for the examples' `clap` arguments: milliseconds, counts of at least 1 | all |
 //!

@@ -151,3 +151,45 @@ async fn unreadable_empty_or_missing_certificate_files_are_one_line_naming_the_f
     let mut server = Program::start("chat_server", &["127.0.0.1:0", "--tls-cert", missing]);
     assert_eq!(server.exit_code().await, 2);
 }
+
+#[tokio::test]
+async fn the_clients_talk_over_wss_trusting_the_ca_they_are_given() {
+    let certificates = Certificates::new();
+    let echo = Server::start("echo_server", &certificates.args()).await;
+    let ca = ["--ca-cert", certificates.ca.arg()];
+    let mut client = Program::start("full_client", &[&echo.url, ca[0], ca[1]]);
+    client.write_stdin("one\ntwo\n").await;
+    client.close_stdin();
+    let lines = client.remaining_lines().await;
+    assert_eq!(lines, ["< one", "< two", "closed: 1000 (end of input)"]);
+    assert_eq!(client.exit_code().await, 0);
+
+    // Without --ca-cert only the system's authorities count, and none of
+    // them signed the test's certificate: no connection, exit 1.
+    let mut untrusting = Program::start("full_client", &[&echo.url]);
+    assert_eq!(untrusting.exit_code().await, 1);
+    let stderr = untrusting.stderr_text().await;
+    assert!(stderr.contains("cannot connect") && stderr.contains("certificate"), "{stderr}");
+    echo.stop().await;
+
+    let chat = Server::start("chat_server", &certificates.args()).await;
+    let mut alice = Program::start("chat_client", &[&chat.url, "alice", ca[0], ca[1]]);
+    alice.wait_for(|l| l.ends_with("#general * alice joined")).await;
+    alice.write_stdin("hello over TLS\n").await;
+    alice.wait_for(|l| l.ends_with("#general <alice> hello over TLS")).await;
+    alice.close_stdin();
+    assert_eq!(alice.exit_code().await, 0);
+    chat.stop().await;
+}
+
+#[tokio::test]
+async fn a_ca_file_that_cannot_be_read_or_holds_no_certificate_is_named() {
+    let empty = TempFile::new("");
+    for (file, says) in [("/nonexistent/ca.pem", "cannot read"), (empty.arg(), "no PEM")] {
+        let args = ["wss://127.0.0.1:9443", "--ca-cert", file];
+        let mut client = Program::start("full_client", &args);
+        assert_eq!(client.exit_code().await, 1, "{args:?}");
+        let stderr = client.stderr_text().await;
+        assert!(stderr.contains(says) && stderr.contains(file), "{args:?}: {stderr}");
+    }
+}
