@@ -6,70 +6,14 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
-use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::ServerName;
-use tokio_rustls::rustls::{ClientConfig, RootCertStore, crypto};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use websocket_tutorial::client;
-
-/// A CA made for this test run, and a server certificate it signed.
-struct Certificates {
-    /// The CA's certificate, PEM: what a client trusts.
-    ca: TempFile,
-    /// The server's certificate (PEM), for 127.0.0.1 and localhost.
-    cert: TempFile,
-    /// Its private key, PEM.
-    key: TempFile,
-}
-
-impl Certificates {
-    fn new() -> Certificates {
-        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(DnType::CommonName, "websocket-tutorial test CA");
-        let ca_key = KeyPair::generate().expect("a CA key");
-        let ca = CertifiedIssuer::self_signed(ca_params, ca_key).expect("a CA");
-        // rcgen makes "127.0.0.1" an IP address entry, which is what a
-        // client connecting to wss://127.0.0.1:PORT checks.
-        let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
-        let key = KeyPair::generate().expect("a server key");
-        let params = CertificateParams::new(names).expect("server parameters");
-        let cert = params.signed_by(&key, &ca).expect("a server certificate");
-        Certificates {
-            ca: TempFile::new(&ca.pem()),
-            cert: TempFile::new(&cert.pem()),
-            key: TempFile::new(&key.serialize_pem()),
-        }
-    }
-
-    /// The server's flags.
-    fn args(&self) -> [&str; 4] {
-        ["--tls-cert", self.cert.arg(), "--tls-key", self.key.arg()]
-    }
-
-    /// A TLS connector that trusts only this run's CA.
-    fn connector(&self) -> TlsConnector {
-        use tokio_rustls::rustls::pki_types::CertificateDer;
-        use tokio_rustls::rustls::pki_types::pem::PemObject;
-        let mut roots = RootCertStore::empty();
-        roots.add(CertificateDer::from_pem_file(&self.ca.path).expect("the CA")).expect("a root");
-        let config =
-            ClientConfig::builder_with_provider(Arc::new(crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .expect("TLS versions")
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-        TlsConnector::from(Arc::new(config))
-    }
-}
 
 /// Echoes one message over wss to the server at `addr`, checking its
 /// certificate against the test CA.
