@@ -52,7 +52,9 @@
 //! (`scheme://host[:port]`, or `null` for a page opened from a file), a
 //! browser's handshake from any other origin gets HTTP 403, and without it
 //! every origin is accepted; `--max-per-ip 100`, open connections allowed
-//! from one IP address, one more gets HTTP 429 (docs/10-security.md).
+//! from one IP address, one more gets HTTP 429 (docs/10-security.md);
+//! `--tls-cert PEM --tls-key PEM`, serve `wss://` (TLS with rustls) and say
+//! `listening on wss://IP:PORT` (chapter 10.6).
 //!
 //! Docs: docs/04-server-development.md
 
@@ -78,6 +80,7 @@ use websocket_tutorial::admission::Admission;
 use websocket_tutorial::error::{self, is_disconnect};
 use websocket_tutorial::heartbeat::{Beat, HeartbeatArgs};
 use websocket_tutorial::server::{self, WsStream};
+use websocket_tutorial::tls::TlsArgs;
 use websocket_tutorial::{close, output};
 
 /// The channel allocates `capacity` slots up front; keep a typo from
@@ -110,13 +113,20 @@ struct Args {
     admission: Admission,
     #[command(flatten)]
     heartbeat: HeartbeatArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let _log = output::init_logging();
     // --help or a mistake: clap exits 0 or 2
-    let Args { addr, capacity, max_connections, admission, heartbeat } = Args::parse();
+    let Args { addr, capacity, max_connections, admission, heartbeat, tls } = Args::parse();
+    // Read before binding: a server that cannot encrypt should not start.
+    let tls = match tls.acceptor() {
+        Ok(tls) => tls,
+        Err(e) => return output::fail(e),
+    };
 
     // ANCHOR: config
     let config = WebSocketConfig::default()
@@ -134,7 +144,7 @@ async fn main() -> ExitCode {
     // ANCHOR_END: channel
 
     let shutdown = server::shutdown_on_ctrl_c();
-    let listener = match server::bind(addr).await {
+    let listener = match server::bind_with(addr, tls).await {
         Ok(listener) => listener,
         Err(e) => return output::fail(format_args!("cannot listen on {addr}: {e}")),
     };

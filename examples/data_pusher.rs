@@ -48,7 +48,9 @@
 //! `--allow-origin ORIGIN` (repeatable; the web pages allowed to connect,
 //! `scheme://host[:port]` or `null`, any other origin's handshake gets HTTP
 //! 403; without it every origin is accepted), `--max-per-ip 100` (open
-//! connections from one IP address; one more gets HTTP 429; chapter 10).
+//! connections from one IP address; one more gets HTTP 429; chapter 10),
+//! `--tls-cert PEM --tls-key PEM` (serve `wss://`, TLS with rustls, and say
+//! `listening on wss://IP:PORT`; chapter 10.6).
 //!
 //! Limits: clients have nothing to say here, so their messages are limited to
 //! 4 KiB (a bigger one closes the connection with 1009), and the read buffer
@@ -82,6 +84,7 @@ use websocket_tutorial::error::is_disconnect;
 use websocket_tutorial::heartbeat::{Beat, HeartbeatArgs};
 use websocket_tutorial::output;
 use websocket_tutorial::server::{self, WsStream};
+use websocket_tutorial::tls::TlsArgs;
 use websocket_tutorial::{args, close};
 
 const MAX_CONNECTIONS: usize = 1024;
@@ -115,6 +118,8 @@ struct Args {
     admission: Admission,
     #[command(flatten)]
     deadlines: Deadlines,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 // ANCHOR: deadlines
@@ -135,7 +140,13 @@ struct Deadlines {
 #[tokio::main]
 async fn main() -> ExitCode {
     let _log = output::init_logging();
-    let Args { addr, every, admission, deadlines } = Args::parse(); // --help or a mistake: clap exits 0 or 2
+    // --help or a mistake: clap exits 0 or 2
+    let Args { addr, every, admission, deadlines, tls } = Args::parse();
+    // Read before binding: a server that cannot encrypt should not start.
+    let tls = match tls.acceptor() {
+        Ok(tls) => tls,
+        Err(e) => return output::fail(e),
+    };
 
     // ANCHOR: config
     let config = WebSocketConfig::default()
@@ -145,7 +156,7 @@ async fn main() -> ExitCode {
     // ANCHOR_END: config
 
     let shutdown = server::shutdown_on_ctrl_c();
-    let listener = match server::bind(addr).await {
+    let listener = match server::bind_with(addr, tls).await {
         Ok(listener) => listener,
         Err(e) => return output::fail(format_args!("cannot listen on {addr}: {e}")),
     };
