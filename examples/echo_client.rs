@@ -19,6 +19,9 @@
 //! Limits: replies up to 16 MiB (`max_message_size`), matching the echo
 //! server, instead of the 64 MiB default.
 //!
+//! `wss://` URLs work too (chapter 10.6): the server's certificate is
+//! checked against the system's authorities, and `--ca-cert PEM` adds one.
+//!
 //! Docs: docs/02-tokio-tungstenite.md
 
 use std::process::ExitCode;
@@ -29,7 +32,7 @@ use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use websocket_tutorial::client::{self, DEFAULT_URL};
+use websocket_tutorial::client::{self, DEFAULT_URL, TrustArgs};
 use websocket_tutorial::close;
 use websocket_tutorial::output;
 
@@ -45,6 +48,8 @@ struct Args {
     /// The text to send.
     #[arg(default_value = "hello")]
     text: String,
+    #[command(flatten)]
+    trust: TrustArgs,
 }
 // ANCHOR_END: args
 
@@ -54,10 +59,15 @@ async fn main() -> ExitCode {
     let _log = output::init_logging();
     // `--help`, or a mistake in the arguments, ends the program here:
     // clap prints the usage or the error and exits with 0 or 2.
-    let Args { url, text } = Args::parse();
+    let Args { url, text, trust } = Args::parse();
 
     let config = WebSocketConfig::default().max_message_size(Some(16 << 20));
-    let mut ws = match client::connect(&url, config).await {
+    // For wss://: the system's authorities, and the one --ca-cert names.
+    let tls = match trust.connector() {
+        Ok(tls) => tls,
+        Err(e) => return output::fail(e),
+    };
+    let mut ws = match client::connect_with(&url, config, None, tls.as_ref()).await {
         Ok(ws) => ws,
         Err(e) => return output::fail(format_args!("cannot connect to {url}: {e}")),
     };

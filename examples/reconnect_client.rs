@@ -21,6 +21,10 @@
 //! Settings: `--base-ms 500 --cap-ms 30000 --max-attempts 10 --ping-ms 5000`
 //! (tests use milliseconds). Limits: messages up to 16 MiB (default 64 MiB).
 //!
+//! `wss://` URLs work too (chapter 10.6): the server's certificate is
+//! checked against the system's authorities, and `--ca-cert PEM` adds one,
+//! for every connection, reconnects included.
+//!
 //! Docs: docs/03-client-development.md
 
 use std::process::ExitCode;
@@ -29,12 +33,13 @@ use std::time::Duration;
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::{Instant, interval_at};
+use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::{info, warn};
 use websocket_tutorial::args;
-use websocket_tutorial::client::{self, Backoff, BackoffArgs, DEFAULT_URL, WsClient};
+use websocket_tutorial::client::{self, Backoff, BackoffArgs, DEFAULT_URL, TrustArgs, WsClient};
 use websocket_tutorial::close;
 use websocket_tutorial::output;
 
@@ -52,14 +57,22 @@ struct Args {
     #[arg(long = "ping-ms", value_name = "MS", default_value = "5000")]
     #[arg(value_parser = args::period)]
     ping_every: Duration,
+    #[command(flatten)]
+    trust: TrustArgs,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let _log = output::init_logging();
-    let Args { url, backoff, ping_every } = Args::parse();
+    let Args { url, backoff, ping_every, trust } = Args::parse();
     let backoff = Backoff::from(backoff);
     let config = WebSocketConfig::default().max_message_size(Some(16 << 20));
+    // Read once, before the first attempt: a CA file that cannot be read is
+    // a mistake to report now, not a reason to retry.
+    let tls = match trust.connector() {
+        Ok(tls) => tls,
+        Err(e) => return output::fail(e),
+    };
 
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -69,7 +82,7 @@ async fn main() -> ExitCode {
     loop {
         // Connect, or give up; Ctrl-C interrupts the waiting too.
         let ws = tokio::select! {
-            ws = connect_with_backoff(&url, config, &backoff) => ws,
+            ws = connect_with_backoff(&url, config, tls.as_ref(), &backoff) => ws,
             _ = &mut ctrl_c => return ExitCode::SUCCESS,
         };
         let Some(mut ws) = ws else {
@@ -99,17 +112,19 @@ async fn main() -> ExitCode {
 
 // ANCHOR: connect_with_backoff
 /// Tries to connect until it succeeds or `backoff` says to stop, logging
-/// every attempt and every delay.
+/// every attempt and every delay. Every attempt trusts what `tls` trusts
+/// (`--ca-cert`), for a `wss://` URL.
 async fn connect_with_backoff(
     url: &str,
     config: WebSocketConfig,
+    tls: Option<&Connector>,
     backoff: &Backoff,
 ) -> Option<WsClient> {
     let mut failed = 0;
     loop {
         let attempt = failed + 1;
         info!("attempt {attempt}: connecting to {url}");
-        match client::connect(url, config).await {
+        match client::connect_with(url, config, None, tls).await {
             Ok(ws) => return Some(ws),
             Err(e) => {
                 failed += 1;
