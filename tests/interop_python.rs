@@ -1,7 +1,8 @@
 //! Interoperability: a WebSocket client nobody here wrote, Python's
 //! `websockets` package, uses the servers exactly as their docs say, and our
 //! full client talks to a `websockets` server. The Python side lives in
-//! `tests/python/`.
+//! `tests/python/`. Over wss too (chapter 10.6): Python checks the servers'
+//! run-time certificates against the test's CA, and refuses them without it.
 //!
 //! Needs `python3` with `websockets` >= 15 (`pip install websockets`).
 //! Without it `cargo test` shows the tests as `ignored`, with the reason,
@@ -14,7 +15,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use common::{Component, Program, Server, run_trials, trial_needing};
+use common::{Certificates, Component, Program, Server, run_trials, trial_needing};
 use tokio::process::Command;
 
 /// The exit status the Python scripts use for "websockets is not available".
@@ -42,6 +43,16 @@ fn main() -> ExitCode {
             &python,
             "full_client_gets_every_echo_from_a_python_server",
             full_client_gets_every_echo_from_a_python_server,
+        ),
+        trial_needing(
+            &python,
+            "python_clients_chat_over_wss_trusting_only_the_test_ca",
+            python_clients_chat_over_wss_trusting_only_the_test_ca,
+        ),
+        trial_needing(
+            &python,
+            "python_refuses_a_certificate_it_has_no_ca_for_and_the_server_carries_on",
+            python_refuses_a_certificate_it_has_no_ca_for_and_the_server_carries_on,
         ),
     ];
     run_trials(include_str!("interop_python.rs"), trials)
@@ -102,26 +113,26 @@ async fn run_python(script: &str, args: &[&str]) -> Vec<String> {
 async fn python_client_gets_identical_echoes_and_a_clean_close() {
     let server = Server::start("echo_server", &[]).await;
     let lines = run_python("echo_check.py", &[&server.url]).await;
-    // One line per check, so a check the script skipped fails here too.
-    assert_eq!(
-        lines,
-        [
-            "text (5 bytes): identical",
-            "text (27 bytes): identical",
-            "text (0 bytes): identical",
-            "binary (0 bytes): identical",
-            "binary (1 bytes): identical",
-            "binary (125 bytes): identical",
-            "binary (126 bytes): identical",
-            "binary (65535 bytes): identical",
-            "binary (65536 bytes): identical",
-            "binary (1048576 bytes): identical",
-            "ping: pong received",
-            "close code: 1000",
-        ]
-    );
+    assert_eq!(lines, ECHO_CHECKS);
     server.stop().await;
 }
+
+/// What echo_check.py prints when every check passed: one line per check,
+/// so a check the script skipped fails too.
+const ECHO_CHECKS: [&str; 12] = [
+    "text (5 bytes): identical",
+    "text (27 bytes): identical",
+    "text (0 bytes): identical",
+    "binary (0 bytes): identical",
+    "binary (1 bytes): identical",
+    "binary (125 bytes): identical",
+    "binary (126 bytes): identical",
+    "binary (65535 bytes): identical",
+    "binary (65536 bytes): identical",
+    "binary (1048576 bytes): identical",
+    "ping: pong received",
+    "close code: 1000",
+];
 
 /// Ctrl-C on echo_server closes a Python client's connection with 1001
 /// (going away), and the server exits 0.
@@ -149,16 +160,51 @@ async fn ctrl_c_closes_a_python_client_with_1001() {
 async fn python_clients_chat_in_a_room() {
     let server = Server::start("chat_server", &[]).await;
     let lines = run_python("chat_check.py", &[&server.url]).await;
+    assert_eq!(lines, CHAT_CHECKS);
+    server.stop().await;
+}
+
+/// What chat_check.py prints when every check passed.
+const CHAT_CHECKS: [&str; 5] = [
+    "joined: alice and bob are in general",
+    "message seq 1 from alice: received by alice and bob",
+    "invalid JSON: answered with an Error event",
+    "message seq 2 from bob: received by alice and bob",
+    "close code: 1000 for both",
+];
+
+/// The chat of [`python_clients_chat_in_a_room`] over wss (chapter 10.6):
+/// chat_server has a certificate made for this run, and Python's clients
+/// check it against the run's CA and nothing else
+/// (`ssl.create_default_context(cafile=...)`).
+async fn python_clients_chat_over_wss_trusting_only_the_test_ca() {
+    let certificates = Certificates::new();
+    let server = Server::start("chat_server", &certificates.args()).await;
+    assert!(server.url.starts_with("wss://"), "{}", server.url);
+    let lines =
+        run_python("chat_check.py", &[&server.url, "--cafile", certificates.ca.arg()]).await;
+    assert_eq!(lines, CHAT_CHECKS);
+    server.stop().await;
+}
+
+/// Python's client, trusting the system's authorities as `websockets` does
+/// by default, refuses echo_server's certificate: none of them signed it.
+/// The refusal is about the issuer, not the name (the certificate names
+/// 127.0.0.1). The failed handshake ends that connection only: the next
+/// Python client, given the CA, gets every echo over wss.
+async fn python_refuses_a_certificate_it_has_no_ca_for_and_the_server_carries_on() {
+    let certificates = Certificates::new();
+    let mut server = Server::start("echo_server", &certificates.args()).await;
+    let lines = run_python("echo_check.py", &[&server.url, "--expect-untrusted"]).await;
     assert_eq!(
         lines,
-        [
-            "joined: alice and bob are in general",
-            "message seq 1 from alice: received by alice and bob",
-            "invalid JSON: answered with an Error event",
-            "message seq 2 from bob: received by alice and bob",
-            "close code: 1000 for both",
-        ]
+        ["certificate refused: CERTIFICATE_VERIFY_FAILED (unable to get local issuer certificate)"]
     );
+    server.program.wait_for_log(|line| line.contains("handshake failed")).await;
+
+    let lines =
+        run_python("echo_check.py", &[&server.url, "--cafile", certificates.ca.arg()]).await;
+    assert_eq!(lines, ECHO_CHECKS);
     server.stop().await;
 }
 

@@ -3,25 +3,27 @@
 chat_server exactly as its docs say. Run by tests/interop_python.rs.
 
     python3 tests/python/chat_check.py ws://127.0.0.1:PORT
+    python3 tests/python/chat_check.py wss://127.0.0.1:PORT --cafile ca.pem
 
 alice and bob join room `general`; alice says something and both receive it
 as a `Message` event with seq 1 and a timestamp the server set; bob sends
 invalid JSON and gets an `Error` event, and his connection stays open: his
 next message (which claims another username and an old timestamp) reaches
 both as seq 2, with his name and the server's time. Both close with 1000.
-One line per check.
+One line per check. With `--cafile`, a wss:// server's certificate is
+checked against that CA alone.
 
 Exit status: 0 when every check passed, 1 when one failed (the reason is on
 stderr), 77 when the `websockets` package (>= 15) is not available.
 """
 
+import argparse
 import json
 import re
-import sys
 from datetime import datetime, timezone
 
 # The import guard (exit 77), the deadline and the connection settings.
-from echo_check import DEADLINE, fail, open_connection
+from echo_check import DEADLINE, add_cafile_argument, fail, open_connection
 from websockets.exceptions import ConnectionClosed
 
 ROOM = "general"
@@ -70,8 +72,8 @@ def expect_message(ws, who, username, content, seq):
         fail(f"{who}: timestamp {stamp} is not the server's current time")
 
 
-def chat_checks(url):
-    with open_connection(url) as alice, open_connection(url) as bob:
+def chat_checks(url, cafile):
+    with open_connection(url, cafile) as alice, open_connection(url, cafile) as bob:
         send(alice, {"type": "Join", "room": ROOM, "username": "alice"})
         expect(alice, "alice", {"type": "Joined", "room": ROOM, "username": "alice"})
         send(bob, {"type": "Join", "room": ROOM, "username": "bob"})
@@ -115,10 +117,12 @@ def chat_checks(url):
 
 
 def main():
-    if len(sys.argv) != 2:
-        fail(f"usage: {sys.argv[0]} URL")
+    parser = argparse.ArgumentParser(description="Checks the tutorial's chat_server.")
+    parser.add_argument("url")
+    add_cafile_argument(parser)
+    args = parser.parse_args()
     try:
-        chat_checks(sys.argv[1])
+        chat_checks(args.url, args.cafile)
     except (ConnectionClosed, OSError) as e:  # TimeoutError is an OSError
         fail(f"{type(e).__name__}: {e}")
 

@@ -12,10 +12,21 @@ WebSocket client written by someone else. Run by tests/interop_python.rs.
         Connects, prints `connected`, waits for the server to close, prints
         `close code: N`.
 
+    python3 tests/python/echo_check.py wss://127.0.0.1:PORT --cafile ca.pem
+        Either of the above over TLS, trusting only the CA in ca.pem
+        (`ssl.create_default_context(cafile=...)`), not the system's.
+
+    python3 tests/python/echo_check.py wss://127.0.0.1:PORT --expect-untrusted
+        Connects trusting the system's authorities, as `websockets` does by
+        default, expects the TLS handshake to refuse the server's
+        certificate, and prints `certificate refused: REASON (DETAIL)`.
+
 Exit status: 0 when every check passed, 1 when one failed (the reason is on
 stderr), 77 when the `websockets` package (>= 15) is not available.
 """
 
+import argparse
+import ssl
 import sys
 
 UNAVAILABLE = 77
@@ -54,14 +65,35 @@ def pattern(size):
     return (block * (size // 256 + 1))[:size]
 
 
-def open_connection(url):
+def add_cafile_argument(parser):
+    parser.add_argument(
+        "--cafile",
+        metavar="PEM",
+        help="for a wss:// URL, trust only the CA certificate in this file",
+    )
+
+
+def open_connection(url, cafile=None):
+    """Connects to `url`. For a wss:// URL, without `cafile` the server's
+    certificate is checked against the system's authorities (websockets's
+    default); with one, against that CA alone."""
+    options = {}
+    if cafile is not None:
+        options["ssl"] = ssl.create_default_context(cafile=cafile)
     # max_size limits *incoming* messages; its default (1 MiB) is exactly our
     # largest echo, so leave room.
-    return connect(url, max_size=4 << 20, open_timeout=DEADLINE, close_timeout=DEADLINE, proxy=None)
+    return connect(
+        url,
+        max_size=4 << 20,
+        open_timeout=DEADLINE,
+        close_timeout=DEADLINE,
+        proxy=None,
+        **options,
+    )
 
 
-def echo_checks(url):
-    with open_connection(url) as ws:
+def echo_checks(url, cafile):
+    with open_connection(url, cafile) as ws:
         for text in TEXTS:
             ws.send(text)
             reply = ws.recv(timeout=DEADLINE)
@@ -92,8 +124,8 @@ def echo_checks(url):
             fail(f"server answered our 1000 with {ws.close_code}")
 
 
-def wait_for_close(url):
-    with open_connection(url) as ws:
+def wait_for_close(url, cafile):
+    with open_connection(url, cafile) as ws:
         print("connected", flush=True)
         try:
             while True:
@@ -107,14 +139,31 @@ def wait_for_close(url):
         print(f"close reason: {ws.close_reason}", flush=True)
 
 
-def main():
+def expect_untrusted(url):
     try:
-        if len(sys.argv) == 2:
-            echo_checks(sys.argv[1])
-        elif len(sys.argv) == 3 and sys.argv[2] == "--wait-for-close":
-            wait_for_close(sys.argv[1])
+        with open_connection(url):
+            fail("the server's certificate was trusted")
+    except ssl.SSLCertVerificationError as e:
+        print(f"certificate refused: {e.reason} ({e.verify_message})", flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description="Checks the tutorial's echo_server.")
+    parser.add_argument("url")
+    add_cafile_argument(parser)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--wait-for-close", action="store_true")
+    mode.add_argument("--expect-untrusted", action="store_true")
+    args = parser.parse_args()
+    if args.expect_untrusted and args.cafile is not None:
+        parser.error("--expect-untrusted checks the system's authorities: no --cafile")
+    try:
+        if args.expect_untrusted:
+            expect_untrusted(args.url)
+        elif args.wait_for_close:
+            wait_for_close(args.url, args.cafile)
         else:
-            fail(f"usage: {sys.argv[0]} URL [--wait-for-close]")
+            echo_checks(args.url, args.cafile)
     except (ConnectionClosed, OSError) as e:  # TimeoutError is an OSError
         fail(f"{type(e).__name__}: {e}")
 
