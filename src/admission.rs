@@ -41,8 +41,10 @@ use crate::token::{self, Secret};
 /// given. One address is often many people (a household, an office, a
 /// mobile carrier's NAT), and a person may have a few tabs open; 100 leaves
 /// them room while one attacker's address can take less than a tenth of the
-/// default 1,024 slots (`--max-connections`): it takes eleven addresses to
-/// fill a server, not one.
+/// 1,024 connections that echo_server, broadcast_server and data_pusher
+/// serve at once by default (`--max-connections`), and a hundredth of
+/// chat_server's 10,000: it takes eleven addresses to fill the one, a
+/// hundred and one the other, not one.
 pub const DEFAULT_MAX_PER_IP: usize = 100;
 
 // ANCHOR: admission
