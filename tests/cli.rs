@@ -13,7 +13,7 @@ use tokio::time::timeout;
 
 /// Every example: each has a `--help`, and each refuses a flag it does not
 /// know.
-const EXAMPLES: [&str; 12] = [
+const EXAMPLES: [&str; 13] = [
     "echo_client",
     "echo_server",
     "full_client",
@@ -26,6 +26,7 @@ const EXAMPLES: [&str; 12] = [
     "chat_client",
     "data_pusher",
     "make_token",
+    "autobahn_client",
 ];
 
 /// Runs `program` to its end and returns its exit code and its stderr.
@@ -138,6 +139,7 @@ async fn bad_values_are_usage_errors() {
         ("make_token", "--secret-file", None),
         ("chat_client", "--token", Some("Bearer abc")),
         ("chat_client", "--token", None),
+        ("autobahn_client", "--agent", Some("a&b")),
     ] {
         let mut args = vec![flag];
         args.extend(value);
