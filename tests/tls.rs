@@ -13,7 +13,8 @@ use tokio::time::timeout;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use websocket_tutorial::client;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use websocket_tutorial::client::{self, WsClient};
 
 /// Echoes one message over wss to the server at `addr`, checking its
 /// certificate against the test CA.
@@ -27,6 +28,15 @@ async fn echo_over_tls(certificates: &Certificates, addr: &str) {
     let reply = timeout(WAIT, ws.next()).await.expect("a reply in time");
     assert_eq!(reply.expect("a message").expect("no error"), Message::text("over TLS"));
     ws.close(None).await.expect("close");
+}
+
+/// Connects to `url` (`wss://`) the way the project's clients do with
+/// `--ca-cert`: `client::connect_with`, trusting the test CA.
+async fn connect_wss(certificates: &Certificates, url: &str) -> WsClient {
+    assert!(url.starts_with("wss://"), "{url}");
+    let trust = client::trust(&certificates.ca.path).expect("the test CA");
+    let connecting = client::connect_with(url, WebSocketConfig::default(), None, Some(&trust));
+    connecting.await.unwrap_or_else(|e| panic!("connect to {url}: {e}"))
 }
 
 #[tokio::test]
@@ -136,4 +146,101 @@ async fn a_ca_file_that_cannot_be_read_or_holds_no_certificate_is_named() {
         let stderr = client.stderr_text().await;
         assert!(stderr.contains(says) && stderr.contains(file), "{args:?}: {stderr}");
     }
+}
+
+/// broadcast_server and data_pusher take the same flags: each says wss in
+/// its first line, and a client that trusts the test CA gets what it
+/// serves, the sender's own message back from one, samples from the other.
+#[tokio::test]
+async fn broadcast_server_and_data_pusher_serve_wss() {
+    let certificates = Certificates::new();
+    let mut broadcast = Server::start("broadcast_server", &certificates.args()).await;
+    assert!(broadcast.url.starts_with("wss://"), "{}", broadcast.url);
+    let mut a = connect_wss(&certificates, &broadcast.url).await;
+    let mut b = connect_wss(&certificates, &broadcast.url).await;
+    // Both subscribed (the server logs a client once it is): both get it.
+    for _ in 0..2 {
+        broadcast.program.wait_for_log(|line| line.ends_with(": connected")).await;
+    }
+    a.send(Message::text("to everyone, over TLS")).await.expect("send");
+    assert_eq!(recv_text(&mut a).await, "to everyone, over TLS");
+    assert_eq!(recv_text(&mut b).await, "to everyone, over TLS");
+    close_cleanly(&mut a).await;
+    close_cleanly(&mut b).await;
+    broadcast.stop().await;
+
+    let mut args = vec!["--interval-ms", "50"];
+    args.extend(certificates.args());
+    let pusher = Server::start("data_pusher", &args).await;
+    assert!(pusher.url.starts_with("wss://"), "{}", pusher.url);
+    let mut watcher = connect_wss(&certificates, &pusher.url).await;
+    for _ in 0..2 {
+        let sample = recv_text(&mut watcher).await;
+        assert!(sample.starts_with(r#"{"seq":"#), "a sample: {sample}");
+    }
+    close_cleanly(&mut watcher).await;
+    pusher.stop().await;
+}
+
+/// echo_client and reconnect_client take --ca-cert too. echo_client gets
+/// its echo over wss, and without the flag refuses the test's certificate;
+/// reconnect_client trusts the CA on every connection, the one after the
+/// server's restart included.
+#[tokio::test]
+async fn echo_client_and_reconnect_client_talk_over_wss_with_the_ca_they_are_given() {
+    let certificates = Certificates::new();
+    let ca = ["--ca-cert", certificates.ca.arg()];
+    let echo = Server::start("echo_server", &certificates.args()).await;
+    let mut client = Program::start("echo_client", &[&echo.url, "over TLS", ca[0], ca[1]]);
+    assert_eq!(client.remaining_lines().await, ["over TLS"]);
+    assert_eq!(client.exit_code().await, 0);
+    let mut untrusting = Program::start("echo_client", &[&echo.url, "over TLS"]);
+    assert_eq!(untrusting.exit_code().await, 1);
+    let stderr = untrusting.stderr_text().await;
+    assert!(stderr.contains("cannot connect") && stderr.contains("certificate"), "{stderr}");
+
+    let mut client = Program::start(
+        "reconnect_client",
+        &[&echo.url, "--base-ms", "20", "--cap-ms", "200", "--max-attempts", "0", ca[0], ca[1]],
+    );
+    client.wait_for(|l| l == "< hello (connection 1)").await;
+    // The same address, a new process: a new TLS handshake to trust.
+    let addr = echo.addr.clone();
+    echo.stop().await;
+    client.wait_for_log(|l| log_message(l).starts_with("connection lost")).await;
+    let echo = Server::start_on("echo_server", &addr, &certificates.args()).await;
+    client.wait_for(|l| l == "< hello (connection 2)").await;
+    client.interrupt();
+    assert_eq!(client.exit_code().await, 0);
+    echo.stop().await;
+}
+
+/// A clean close after a broken rule holds over TLS too: a message over
+/// chat_server's 64 KiB limit gets the 1009 close frame, and then the end
+/// of the stream, TLS's close_notify and the FIN, not a reset and not a TLS
+/// stream cut short. (The server ends the TLS session and reads away the
+/// rest of the message, as on plain TCP; closing on the unread rest, the
+/// client's next read fails instead.)
+#[tokio::test]
+async fn over_tls_a_message_over_the_limit_gets_1009_and_then_a_clean_end() {
+    let certificates = Certificates::new();
+    let server = Server::start("chat_server", &certificates.args()).await;
+    let mut ws = connect_wss(&certificates, &server.url).await;
+    // 1 MiB: far over the limit, so most of it is still unread when the
+    // server refuses it, and within what the server reads away (4 MiB).
+    let _ = ws.send(Message::text("x".repeat(1 << 20))).await;
+    assert_eq!(expect_close(&mut ws).await, CloseCode::Size);
+    let end = timeout(WAIT, ws.next()).await.expect("the end in time");
+    assert!(end.is_none(), "the end of the stream after the close frame, not {end:?}");
+    drop(ws);
+
+    // The server is unharmed: the next client joins a room.
+    let mut next = connect_wss(&certificates, &server.url).await;
+    next.send(Message::text(r#"{"type":"Join","room":"general","username":"bob"}"#))
+        .await
+        .expect("send");
+    let joined = recv_text(&mut next).await;
+    assert!(joined.contains(r#""type":"Joined""#), "{joined}");
+    close_cleanly(&mut next).await;
+    server.stop().await;
 }
