@@ -190,8 +190,9 @@ async fn python_clients_chat_over_wss_trusting_only_the_test_ca() {
 /// Python's client, trusting the system's authorities as `websockets` does
 /// by default, refuses echo_server's certificate: none of them signed it.
 /// The refusal is about the issuer, not the name (the certificate names
-/// 127.0.0.1). The failed handshake ends that connection only: the next
-/// Python client, given the CA, gets every echo over wss.
+/// 127.0.0.1), and the server logs the TLS alert Python sent. The failed
+/// handshake ends that connection only: the next Python client, given the
+/// CA, gets every echo over wss.
 async fn python_refuses_a_certificate_it_has_no_ca_for_and_the_server_carries_on() {
     let certificates = Certificates::new();
     let mut server = Server::start("echo_server", &certificates.args()).await;
@@ -200,7 +201,9 @@ async fn python_refuses_a_certificate_it_has_no_ca_for_and_the_server_carries_on
         lines,
         ["certificate refused: CERTIFICATE_VERIFY_FAILED (unable to get local issuer certificate)"]
     );
-    server.program.wait_for_log(|line| line.contains("handshake failed")).await;
+    // The alert Python sent as it hung up: it knows no CA that signed it.
+    let alert = "handshake failed error=received fatal alert: UnknownCA";
+    server.program.wait_for_log(|line| line.ends_with(alert)).await;
 
     let lines =
         run_python("echo_check.py", &[&server.url, "--cafile", certificates.ca.arg()]).await;
