@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
 use common::{
-    Component, Cut, Proxy, Server, TempFile, WAIT, connect, log_message, recv, run_trials,
-    trial_needing,
+    Certificates, Component, Cut, Proxy, Server, TempFile, WAIT, connect, log_message, recv,
+    run_trials, trial_needing,
 };
 use futures_util::{SinkExt, StreamExt};
 use libtest_mimic::Trial;
@@ -106,8 +106,13 @@ fn main() -> std::process::ExitCode {
             "page_sends_its_token_in_the_url_from_the_field_or_its_own_query",
             page_sends_its_token_in_the_url_from_the_field_or_its_own_query,
         ),
-        Trial::test("base64_decodes_the_standard_alphabet", || {
-            base64_decodes_the_standard_alphabet();
+        trial_needing(
+            &chromium,
+            "page_chats_over_wss_with_a_certificate_chromium_is_told_to_trust",
+            page_chats_over_wss_with_a_certificate_chromium_is_told_to_trust,
+        ),
+        Trial::test("base64_encodes_and_decodes_the_standard_alphabet", || {
+            base64_encodes_and_decodes_the_standard_alphabet();
             Ok(())
         }),
     ];
@@ -686,6 +691,53 @@ async fn page_sends_its_token_in_the_url_from_the_field_or_its_own_query() {
     server.stop().await;
 }
 
+/// wss from a browser (chapter 10.6): chat_server serves a certificate made
+/// for this run. Chromium checks it against the system's authorities, none
+/// of which signed it, so a page's WebSocket to it never opens, and the
+/// server logs the TLS alert Chromium sent. A Chromium told the SHA-256 of
+/// the certificate's key (`--ignore-certificate-errors-spki-list`, how one
+/// trusts a certificate without installing a CA) connects two chat pages
+/// over wss, and they chat.
+async fn page_chats_over_wss_with_a_certificate_chromium_is_told_to_trust() {
+    let certificates = Certificates::new();
+    let mut server = Server::start("chat_server", &certificates.args()).await;
+    assert!(server.url.starts_with("wss://"), "{}", server.url);
+
+    let untrusting = Browser::launch().await;
+    let page = untrusting.open_chat(&server.url).await;
+    let open = format!(
+        "new Promise((done) => {{
+            const socket = new WebSocket({});
+            socket.onopen = () => {{ socket.close(); done('open'); }};
+            socket.onclose = (e) => done('closed ' + e.code);
+        }})",
+        json!(server.url)
+    );
+    assert_eq!(page.eval(&open).await, "closed 1006", "the certificate is refused");
+    // The alert Chromium sent as it hung up: it refused the certificate.
+    let alert = "handshake failed error=received fatal alert: CertificateUnknown";
+    server.program.wait_for_log(|line| line.ends_with(alert)).await;
+    drop(untrusting);
+
+    let spki = encode_base64(&certificates.server_spki_sha256());
+    let browser =
+        Browser::launch_with(&[&format!("--ignore-certificate-errors-spki-list={spki}")]).await;
+    let alice = browser.open_chat(&server.url).await;
+    alice.connect("alice", "general").await;
+    let bob = browser.open_chat(&server.url).await;
+    bob.connect("bob", "general").await;
+    alice.wait_for_entry("alice sees bob join", |e| e.is_event("general", "bob joined")).await;
+    alice.fill("#message", "sealed in TLS").await;
+    alice.click("#send").await;
+    bob.wait_for_entry("bob hears alice", |e| e.is_message("alice", "sealed in TLS")).await;
+    bob.fill("#message", "same here").await;
+    bob.click("#send").await;
+    alice.wait_for_entry("alice hears bob", |e| e.is_message("bob", "same here")).await;
+    alice.assert_no_errors().await;
+    bob.assert_no_errors().await;
+    server.stop().await;
+}
+
 fn event(msg: &Message) -> ServerEvent {
     ServerEvent::try_from(msg).unwrap_or_else(|e| panic!("not a server event: {msg:?}: {e}"))
 }
@@ -927,6 +979,11 @@ struct Browser {
 impl Browser {
     /// Starts Chromium (the trial has checked that there is one).
     async fn launch() -> Browser {
+        Browser::launch_with(&[]).await
+    }
+
+    /// Like [`Browser::launch`], with extra command-line flags.
+    async fn launch_with(flags: &[&str]) -> Browser {
         let binary = chromium_binary().unwrap_or_else(|why| panic!("chromium {why}"));
 
         // A fresh profile per browser: tests running side by side must not
@@ -948,6 +1005,7 @@ impl Browser {
                 "--disable-sync",
                 "--remote-debugging-port=0",
             ])
+            .args(flags)
             .arg(format!("--user-data-dir={}", profile.display()))
             .arg("about:blank")
             .stdin(Stdio::null())
@@ -1183,8 +1241,9 @@ fn file_url(path: &Path) -> String {
     url
 }
 
-/// Standard base64 (CDP sends screenshots that way); small enough to write
-/// here rather than add a crate for one test.
+/// Standard base64 (CDP sends screenshots that way, and Chromium takes key
+/// hashes that way); small enough to write here rather than add a crate for
+/// one test.
 fn decode_base64(text: &str) -> Vec<u8> {
     fn value(c: u8) -> u32 {
         match c {
@@ -1204,10 +1263,35 @@ fn decode_base64(text: &str) -> Vec<u8> {
     bytes
 }
 
-/// The screenshot decoder handles padding and the whole alphabet.
-fn base64_decodes_the_standard_alphabet() {
-    assert_eq!(decode_base64("TWFu"), b"Man");
-    assert_eq!(decode_base64("TWE="), b"Ma");
-    assert_eq!(decode_base64("TQ=="), b"M");
-    assert_eq!(decode_base64("+/8A"), [0xfb, 0xff, 0x00]);
+/// Standard base64, padded, the inverse of [`decode_base64`].
+fn encode_base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut text = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                text.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                text.push('=');
+            }
+        }
+    }
+    text
+}
+
+/// The screenshot decoder and the key hash encoder handle padding and the
+/// whole alphabet.
+fn base64_encodes_and_decodes_the_standard_alphabet() {
+    let pairs: [(&[u8], &str); 5] = [
+        (b"Man", "TWFu"),
+        (b"Ma", "TWE="),
+        (b"M", "TQ=="),
+        (b"", ""),
+        (&[0xfb, 0xff, 0x00], "+/8A"),
+    ];
+    for (bytes, text) in pairs {
+        assert_eq!(encode_base64(bytes), text);
+        assert_eq!(decode_base64(text), bytes);
+    }
 }

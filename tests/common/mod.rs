@@ -847,4 +847,15 @@ impl Certificates {
         .with_no_client_auth();
         tokio_rustls::TlsConnector::from(Arc::new(config))
     }
+
+    /// The SHA-256 of the server certificate's public key, as its DER
+    /// SubjectPublicKeyInfo: what a key pin names, and what Chromium's
+    /// `--ignore-certificate-errors-spki-list` takes (in base64).
+    pub fn server_spki_sha256(&self) -> Vec<u8> {
+        use rcgen::{KeyPair, PublicKeyData};
+        let pem = std::fs::read_to_string(&self.key.path).expect("read the server key");
+        let key = KeyPair::from_pem(&pem).expect("the server key");
+        let spki = key.subject_public_key_info();
+        ring::digest::digest(&ring::digest::SHA256, &spki).as_ref().to_vec()
+    }
 }
