@@ -139,6 +139,10 @@ async fn bad_values_are_usage_errors() {
         ("make_token", "--secret-file", None),
         ("chat_client", "--token", Some("Bearer abc")),
         ("chat_client", "--token", None),
+        ("broadcast_server", "--tls-cert", None),
+        ("data_pusher", "--tls-key", None),
+        ("echo_client", "--ca-cert", None),
+        ("reconnect_client", "--ca-cert", None),
         ("autobahn_client", "--agent", Some("a&b")),
     ] {
         let mut args = vec![flag];

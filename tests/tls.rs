@@ -104,6 +104,15 @@ async fn unreadable_empty_or_missing_certificate_files_are_one_line_naming_the_f
     // One flag without the other is a usage error: clap's exit code 2.
     let mut server = Program::start("chat_server", &["127.0.0.1:0", "--tls-cert", missing]);
     assert_eq!(server.exit_code().await, 2);
+    // Every server reads the files the same way, before it listens.
+    for name in ["echo_server", "broadcast_server", "data_pusher"] {
+        let args = ["127.0.0.1:0", "--tls-cert", missing, "--tls-key", certificates.key.arg()];
+        let mut server = Program::start(name, &args);
+        assert_eq!(server.remaining_lines().await, Vec::<String>::new(), "{name}: no stdout");
+        assert_eq!(server.exit_code().await, 1, "{name}");
+        let stderr = server.stderr_text().await;
+        assert!(stderr.contains("cannot read the certificate file") && stderr.contains(missing));
+    }
 }
 
 #[tokio::test]
@@ -139,12 +148,17 @@ async fn the_clients_talk_over_wss_trusting_the_ca_they_are_given() {
 #[tokio::test]
 async fn a_ca_file_that_cannot_be_read_or_holds_no_certificate_is_named() {
     let empty = TempFile::new("");
+    let clients = ["full_client", "chat_client", "echo_client", "reconnect_client"];
     for (file, says) in [("/nonexistent/ca.pem", "cannot read"), (empty.arg(), "no PEM")] {
-        let args = ["wss://127.0.0.1:9443", "--ca-cert", file];
-        let mut client = Program::start("full_client", &args);
-        assert_eq!(client.exit_code().await, 1, "{args:?}");
-        let stderr = client.stderr_text().await;
-        assert!(stderr.contains(says) && stderr.contains(file), "{args:?}: {stderr}");
+        for name in clients {
+            // Read before any connection: nothing listens at this URL, and
+            // reconnect_client does not retry a file it cannot use.
+            let args = ["wss://127.0.0.1:9443", "--ca-cert", file];
+            let mut client = Program::start(name, &args);
+            assert_eq!(client.exit_code().await, 1, "{name} {args:?}");
+            let stderr = client.stderr_text().await;
+            assert!(stderr.contains(says) && stderr.contains(file), "{name} {args:?}: {stderr}");
+        }
     }
 }
 
