@@ -77,18 +77,16 @@ def open_connection(url, cafile=None):
     """Connects to `url`. For a wss:// URL, without `cafile` the server's
     certificate is checked against the system's authorities (websockets's
     default); with one, against that CA alone."""
-    options = {}
-    if cafile is not None:
-        options["ssl"] = ssl.create_default_context(cafile=cafile)
+    context = None if cafile is None else ssl.create_default_context(cafile=cafile)
     # max_size limits *incoming* messages; its default (1 MiB) is exactly our
     # largest echo, so leave room.
     return connect(
         url,
+        ssl=context,
         max_size=4 << 20,
         open_timeout=DEADLINE,
         close_timeout=DEADLINE,
         proxy=None,
-        **options,
     )
 
 
