@@ -77,7 +77,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, error, info, warn};
 use websocket_tutorial::admission::Admission;
-use websocket_tutorial::error::{self, is_disconnect};
+use websocket_tutorial::error::is_disconnect;
 use websocket_tutorial::heartbeat::{Beat, HeartbeatArgs};
 use websocket_tutorial::server::{self, WsStream};
 use websocket_tutorial::tls::TlsArgs;
@@ -191,15 +191,23 @@ async fn client(
     let ending = read_loop(&mut stream, &hub, &ping, heartbeat, &shutdown, &done).await;
     done.cancel();
     match writer.await {
-        // A client that broke a rule (a message over 64 KiB, invalid UTF-8)
-        // or fell silent is told why with a close code; that needs both
+        // A client that fell silent or broke a rule (a message over 64 KiB,
+        // invalid UTF-8) is told why with a close code; that needs both
         // halves again.
         Ok(sink) => {
-            if let Some((code, reason)) = ending
+            if let Some(owed) = ending
                 && let Ok(mut ws) = stream.reunite(sink)
             {
-                info!(code = u16::from(code), %reason, "closing");
-                close::handshake(&mut ws, code, &reason).await;
+                match owed {
+                    Owed::PingTimeout => {
+                        let (code, reason) = (CloseCode::Error, "ping timeout");
+                        info!(code = u16::from(code), %reason, "closing");
+                        close::handshake(&mut ws, code, reason).await;
+                    }
+                    // As every server answers a broken rule: the code, then
+                    // a clean end of the stream, not a reset (chapter 10.4).
+                    Owed::ReadFailed(e) => server::close_after_error(&mut ws, &e).await,
+                }
             }
         }
         Err(e) => error!(error = %e, "writer task failed"),
@@ -211,8 +219,8 @@ async fn client(
 // ANCHOR: read_loop
 /// Publishes every text and binary message the client sends, and keeps
 /// the heartbeat, until the client leaves or falls silent, the writer ends,
-/// or the server shuts down. Returns the close code and reason we owe the
-/// client, if the connection ended for one.
+/// or the server shuts down. Returns what we owe the client, if the
+/// connection ended for a reason it should be told.
 async fn read_loop(
     stream: &mut SplitStream<WsStream>,
     hub: &Sender<Message>,
@@ -220,7 +228,7 @@ async fn read_loop(
     timing: HeartbeatArgs,
     shutdown: &CancellationToken,
     done: &CancellationToken,
-) -> Option<(CloseCode, String)> {
+) -> Option<Owed> {
     let _done_on_exit = done.clone().drop_guard(); // even if this panics
     // Any frame from the client, a pong included, proves it alive; the one
     // timer fires at the next ping or at the end of the allowed silence.
@@ -250,7 +258,7 @@ async fn read_loop(
                 match beat {
                     // Only the writer writes: it sends the ping.
                     Beat::Ping => ping.notify_one(),
-                    Beat::Dead => return Some((CloseCode::Error, "ping timeout".into())),
+                    Beat::Dead => return Some(Owed::PingTimeout),
                     Beat::Wait => {}
                 }
                 continue;
@@ -274,11 +282,20 @@ async fn read_loop(
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
             Some(Ok(Message::Close(_))) => {}
             None => return None,
-            // For example 1009 for a message over 64 KiB; nothing to say to
-            // a peer that is simply gone.
-            Some(Err(e)) => return error::close_code(&e).map(|code| (code, e.to_string())),
+            // For example a message over 64 KiB (1009), or a peer that is
+            // simply gone (nothing to say).
+            Some(Err(e)) => return Some(Owed::ReadFailed(e)),
         }
     }
+}
+
+/// Why a connection ended, when its client is owed a close frame.
+enum Owed {
+    /// It fell silent: 1011 and the close handshake.
+    PingTimeout,
+    /// A read failed: a broken rule gets its close code, a vanished peer
+    /// nothing (`server::close_after_error` tells them apart).
+    ReadFailed(tungstenite::Error),
 }
 // ANCHOR_END: read_loop
 

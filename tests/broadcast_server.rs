@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{
     Server, assert_silent_client_is_dropped, assert_waits_for_the_slot, close_cleanly, connect,
-    expect_close, local_addr, logged_for, recv, recv_text,
+    expect_clean_end, expect_close, local_addr, logged_for, recv, recv_text,
 };
 use futures_util::SinkExt;
 use tokio::task::JoinSet;
@@ -87,7 +87,7 @@ async fn disconnects_do_not_disturb_the_others() {
     server.stop().await;
 }
 
-/// A message over the 64 KiB limit closes its sender's connection with 1009 (too big), and only that one.
+/// A message over the 64 KiB limit closes its sender's connection with 1009 (too big), then ends it cleanly, and only that one.
 #[tokio::test]
 async fn an_oversized_message_closes_only_its_sender() {
     let mut server = Server::start(NAME, &[]).await;
@@ -97,6 +97,7 @@ async fn an_oversized_message_closes_only_its_sender() {
 
     offender.send(Message::text("x".repeat(65 * 1024))).await.expect("send");
     assert_eq!(expect_close(&mut offender).await, CloseCode::Size);
+    expect_clean_end(&mut offender).await;
 
     other.send(Message::text("unaffected")).await.expect("send");
     assert_eq!(recv_text(&mut other).await, "unaffected");

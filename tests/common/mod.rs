@@ -375,6 +375,14 @@ pub async fn expect_close(ws: &mut WsClient) -> CloseCode {
     code.expect("close frame carries a code")
 }
 
+/// After the server's close frame for a broken rule, the end of the stream,
+/// not a reset: the server shut its side and drained what we still sent
+/// (chapter 10.4).
+pub async fn expect_clean_end(ws: &mut WsClient) {
+    let end = timeout(WAIT, ws.next()).await.expect("the end of the stream in time");
+    assert!(end.is_none(), "the end of the stream after the close frame, not {end:?}");
+}
+
 /// Closes from the client side with 1000 and expects the server's answer.
 pub async fn close_cleanly(ws: &mut WsClient) {
     ws.send(Message::Close(None)).await.expect("send close");
