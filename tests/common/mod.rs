@@ -147,10 +147,19 @@ impl Program {
 
     /// The next line on stdout, within [`WAIT`]; `None` at end of output.
     pub async fn next_line(&mut self) -> Option<String> {
-        match timeout(WAIT, self.stdout.recv()).await {
-            Ok(line) => line,
-            Err(_) => panic!("no output line within {WAIT:?}"),
-        }
+        self.next_line_within(WAIT)
+            .await
+            .unwrap_or_else(|_| panic!("no output line within {WAIT:?}"))
+    }
+
+    /// The next line on stdout, `Ok(None)` at end of output, or `Err` when
+    /// none came within `wait`: for a caller that has more to say about a
+    /// silence than [`Program::next_line`] can.
+    pub async fn next_line_within(
+        &mut self,
+        wait: Duration,
+    ) -> Result<Option<String>, tokio::time::error::Elapsed> {
+        timeout(wait, self.stdout.recv()).await
     }
 
     /// Reads stdout until a line satisfies `pred`, and returns that line

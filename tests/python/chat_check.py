@@ -18,12 +18,14 @@ stderr), 77 when the `websockets` package (>= 15) is not available.
 """
 
 import argparse
+import asyncio
 import json
 import re
 from datetime import datetime, timezone
 
 # The import guard (exit 77), the deadline and the connection settings.
-from echo_check import DEADLINE, add_cafile_argument, fail, open_connection
+from echo_check import add_cafile_argument, fail, open_connection
+from echo_check import receive as receive_frame
 from websockets.exceptions import ConnectionClosed
 
 ROOM = "general"
@@ -32,13 +34,13 @@ RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:
 MESSAGE_FIELDS = {"type", "room", "username", "content", "timestamp", "seq"}
 
 
-def send(ws, command):
-    ws.send(json.dumps(command))
+async def send(ws, command):
+    await ws.send(json.dumps(command))
 
 
-def receive(ws, who):
+async def receive(ws, who):
     """The next event for `who`, which must be a JSON text frame."""
-    frame = ws.recv(timeout=DEADLINE)
+    frame = await receive_frame(ws)
     if not isinstance(frame, str):
         fail(f"{who} got a binary frame, expected a JSON text frame")
     try:
@@ -47,15 +49,15 @@ def receive(ws, who):
         fail(f"{who} got a frame that is not JSON ({e}): {frame!r}")
 
 
-def expect(ws, who, expected):
-    event = receive(ws, who)
+async def expect(ws, who, expected):
+    event = await receive(ws, who)
     if event != expected:
         fail(f"{who} expected {expected}, got {event}")
 
 
-def expect_message(ws, who, username, content, seq):
+async def expect_message(ws, who, username, content, seq):
     """A `Message` event with a timestamp the server set just now."""
-    event = receive(ws, who)
+    event = await receive(ws, who)
     if set(event) != MESSAGE_FIELDS:
         fail(f"{who}: a Message event has the fields {sorted(MESSAGE_FIELDS)}, got {event}")
     wanted = {"type": "Message", "room": ROOM, "username": username, "content": content, "seq": seq}
@@ -72,30 +74,30 @@ def expect_message(ws, who, username, content, seq):
         fail(f"{who}: timestamp {stamp} is not the server's current time")
 
 
-def chat_checks(url, cafile):
-    with open_connection(url, cafile) as alice, open_connection(url, cafile) as bob:
-        send(alice, {"type": "Join", "room": ROOM, "username": "alice"})
-        expect(alice, "alice", {"type": "Joined", "room": ROOM, "username": "alice"})
-        send(bob, {"type": "Join", "room": ROOM, "username": "bob"})
+async def chat_checks(url, cafile):
+    async with open_connection(url, cafile) as alice, open_connection(url, cafile) as bob:
+        await send(alice, {"type": "Join", "room": ROOM, "username": "alice"})
+        await expect(alice, "alice", {"type": "Joined", "room": ROOM, "username": "alice"})
+        await send(bob, {"type": "Join", "room": ROOM, "username": "bob"})
         for ws, who in [(alice, "alice"), (bob, "bob")]:
-            expect(ws, who, {"type": "Joined", "room": ROOM, "username": "bob"})
+            await expect(ws, who, {"type": "Joined", "room": ROOM, "username": "bob"})
         print("joined: alice and bob are in general", flush=True)
 
         content = "hello from alice ✓"
-        send(alice, {"type": "Message", "room": ROOM, "content": content})
+        await send(alice, {"type": "Message", "room": ROOM, "content": content})
         for ws, who in [(alice, "alice"), (bob, "bob")]:
-            expect_message(ws, who, "alice", content, 1)
+            await expect_message(ws, who, "alice", content, 1)
         print("message seq 1 from alice: received by alice and bob", flush=True)
 
-        bob.send("this is not JSON")
-        event = receive(bob, "bob")
+        await bob.send("this is not JSON")
+        event = await receive(bob, "bob")
         if event.get("type") != "Error" or not isinstance(event.get("message"), str):
             fail(f"invalid JSON should get an Error event, got {event}")
         print("invalid JSON: answered with an Error event", flush=True)
 
         # The server, not the client, decides who spoke and when: the extra
         # fields are ignored.
-        send(
+        await send(
             bob,
             {
                 "type": "Message",
@@ -106,11 +108,11 @@ def chat_checks(url, cafile):
             },
         )
         for ws, who in [(alice, "alice"), (bob, "bob")]:
-            expect_message(ws, who, "bob", "still here", 2)
+            await expect_message(ws, who, "bob", "still here", 2)
         print("message seq 2 from bob: received by alice and bob", flush=True)
 
         for ws, who in [(bob, "bob"), (alice, "alice")]:
-            ws.close()  # code 1000; returns once the close handshake is done
+            await ws.close()  # code 1000; returns once the close handshake is done
             if ws.close_code != 1000:
                 fail(f"server answered {who}'s 1000 with {ws.close_code}")
         print("close code: 1000 for both", flush=True)
@@ -122,7 +124,7 @@ def main():
     add_cafile_argument(parser)
     args = parser.parse_args()
     try:
-        chat_checks(args.url, args.cafile)
+        asyncio.run(chat_checks(args.url, args.cafile))
     except (ConnectionClosed, OSError) as e:  # TimeoutError is an OSError
         fail(f"{type(e).__name__}: {e}")
 
