@@ -105,7 +105,7 @@ use websocket_tutorial::admission::{Admission, Authenticated};
 use websocket_tutorial::cluster::{self, Cluster};
 use websocket_tutorial::error::{self, is_disconnect};
 use websocket_tutorial::heartbeat::{Beat, HeartbeatArgs};
-use websocket_tutorial::outbox::{Outgoing, frame_len};
+use websocket_tutorial::outbox::Outgoing;
 use websocket_tutorial::output;
 use websocket_tutorial::protocol::{
     ClientMessage, MAX_CONTENT_BYTES, MAX_NAME_CHARS, MAX_ROOMS_PER_CLIENT, ServerEvent,
@@ -399,7 +399,7 @@ async fn serve_client(
             batch = outgoing.next_batch() => {
                 // The budget comes back only once the batch is written: a
                 // client that stops reading stops making room.
-                let bytes = batch.iter().map(frame_len).sum();
+                let bytes = batch.frame_bytes();
                 // Boxed: a write's state (some 500 bytes) is needed only
                 // while a write is under way, and inline it would be part of
                 // every connection's memory for the connection's whole life.
