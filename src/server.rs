@@ -28,7 +28,7 @@ use tokio_tungstenite::{WebSocketStream, accept_hdr_async_with_config};
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, Span, error, info, info_span, warn};
+use tracing::{Instrument, Span, debug, error, info, info_span, warn};
 
 use crate::admission::{Admission, Authenticated, PerIp, Refusal};
 use crate::close;
@@ -213,6 +213,10 @@ pub async fn serve<H, F>(
     let limit = Arc::new(Semaphore::new(max_connections));
     let Listener { tcp: listener, tls } = listener;
     let tracker = TaskTracker::new();
+    // What every connection keeps from its first moment to its last, before
+    // any message: its handler's state (chapter 8.4). `RUST_LOG=debug`
+    // shows it, and tests/sizes.rs keeps it from growing unnoticed.
+    debug!(bytes = size_of::<F>(), "every connection holds its handler's future");
 
     loop {
         // Wait for one of: a free slot and a new connection, or shutdown.
