@@ -29,13 +29,14 @@
 //! | `chat-cluster` | two chat_server nodes with `--redis`, one redis-server | `chat` across the cluster: members take turns between the nodes (500 each), so do publishers (10 each), and every member receives every message, from both nodes, in `seq` order |
 //! | `chat-stalled` | chat_server | `chat` with 5 of the 1,000 members stalled: they join, then never read again (with small socket buffers, so they back up fast) |
 //! | `idle` | chat_server | 10,000 connections, each joins one of 100 rooms, then all sit idle |
+//! | `idle-tls` | chat_server with `--tls-cert`, `--tls-key` | `idle` over `wss://` (rustls on both sides), with a CA and a certificate for 127.0.0.1 made at run time (rcgen), which the clients trust |
 //! | `join-storm-1k`, `join-storm-10k` | chat_server | 1,000 or 10,000 connected clients all send Join for one room at the same moment |
 //!
-//! With `--compare`, the scenarios except `chat-stalled` and `chat-cluster`
-//! also run against `benches/compare/node/server.js` and
-//! `benches/compare/python/server.py`, which speak the same protocols (`bash
-//! benches/compare/setup.sh` installs their packages first; if it fails,
-//! those rows say so and are skipped).
+//! With `--compare`, the scenarios except `chat-stalled`, `chat-cluster` and
+//! `idle-tls` (those servers serve no TLS) also run against
+//! `benches/compare/node/server.js` and `benches/compare/python/server.py`,
+//! which speak the same protocols (`bash benches/compare/setup.sh` installs
+//! their packages first; if it fails, those rows say so and are skipped).
 //!
 //! `chat-cluster` starts a redis-server of its own (Debian's, on a free
 //! loopback port, persistence off), as the cluster tests do. Without
@@ -47,15 +48,17 @@
 //! - **rate**: what the server achieved in the measured phase. echo:
 //!   messages echoed per second; broadcast and chat: deliveries per second (a
 //!   delivery is one message arriving at one client) from the first message
-//!   sent to the last one received; idle: connections set up (connected and
-//!   joined) per second; join storms: joins confirmed per second. broadcast
-//!   and the chat scenarios offer a fixed load, 200 msg/s to about 1,000 clients: a server
-//!   that keeps up shows about 200,000 deliv/s, and less means it fell behind
-//!   and took longer to deliver everything (its latencies show by how much).
+//!   sent to the last one received; idle, idle-tls: connections set up
+//!   (connected, over TLS in idle-tls, and joined) per second; join storms:
+//!   joins confirmed per second. broadcast and the chat scenarios offer a
+//!   fixed load, 200 msg/s to about 1,000 clients: a server that keeps up
+//!   shows about 200,000 deliv/s, and less means it fell behind and took
+//!   longer to deliver everything (its latencies show by how much).
 //! - **p50 ms, p99 ms**: latency from send to receipt, from a timestamp the
 //!   sender puts in the content (nanoseconds since one `Instant` in this
-//!   process, so there is no clock skew). echo: the round trip. idle and join
-//!   storms: from sending Join to receiving one's own Joined.
+//!   process, so there is no clock skew). echo: the round trip. idle,
+//!   idle-tls and join storms: from sending Join to receiving one's own
+//!   Joined.
 //! - **CPU µs/delivery**: the server's user + system CPU time
 //!   (`/proc/PID/stat`) during the measured phase, divided by the deliveries
 //!   in that phase; in chat-cluster, both nodes' and redis-server's together.
@@ -65,12 +68,13 @@
 //!   `/proc/PID/status`; chat-cluster: the nodes' and redis-server's, which
 //!   holds the room's history) divided by the connections: after connecting
 //!   minus before (echo, broadcast), after every Joined announcement has
-//!   arrived (idle: the number to quote), or at the end of the measured phase
-//!   (chat scenarios, storms: it includes whatever is queued then).
+//!   arrived (idle, idle-tls: the numbers to quote), or at the end of the
+//!   measured phase (chat scenarios, storms: it includes whatever is queued
+//!   then).
 //! - **lost**: deliveries that should have happened and did not. broadcast
 //!   counts what the server says a receiver missed (`[server] you missed N
 //!   messages`); join storms count joiners that got neither their own Joined
-//!   nor an eviction; idle counts missing Joined announcements.
+//!   nor an eviction; idle and idle-tls count missing Joined announcements.
 //! - **evicted**: clients the server closed with 1008 (too slow).
 //! - **check**: `FAIL` when a correctness check failed (something lost,
 //!   out of order, a client that reads continuously evicted, an unexpected
@@ -86,7 +90,9 @@
 //!   its cores (two, on the reference machine): latencies include the
 //!   generator's scheduling, and rates are what server and generator manage
 //!   together. Compare servers' numbers are affected in the same way.
-//! - A network: loopback only, no TLS, no packet loss, no real round trips.
+//! - A network: loopback only, no packet loss, no real round trips, and no
+//!   TLS except in idle-tls (whose CPU per connection includes the TLS
+//!   handshake).
 //! - Variance: each number comes from one run. Between our runs, CPU per
 //!   delivery moved by up to 20 %, p99 latency and connection rates by up to
 //!   a factor of 5 (the generator's scheduling): run it more than once before
@@ -99,10 +105,10 @@
 //! ## The tiny run
 //!
 //! Without `--bench` (that is, under `cargo test`), every scenario runs at a
-//! toy scale (20 chat members, 50 messages, 200 idle connections, storms of
-//! 50 and 200) against the examples built in the test profile, in a few
-//! seconds once they are built, and exits non-zero if a correctness check
-//! failed. Its last line counts the rows: `load: 7 passed, 0 failed, 1
+//! toy scale (20 chat members, 50 messages, 200 idle connections, plain
+//! and over TLS, storms of 50 and 200) against the examples built in the
+//! test profile, in a few seconds once they are built, and exits non-zero if a correctness check
+//! failed. Its last line counts the rows: `load: 8 passed, 0 failed, 1
 //! skipped` (a skipped row, chat-cluster without redis-server, is not a
 //! pass). Its numbers mean nothing.
 
@@ -131,7 +137,7 @@ use server::{Impl, Paths};
 const USAGE: &str = "\
 usage: cargo bench --bench load -- [--only NAME[,NAME]] [--compare] [--out DIR] [--docs]
   --only NAMES  run only these scenarios: echo, broadcast, chat, chat-cluster,
-                chat-stalled, idle, join-storm-1k, join-storm-10k
+                chat-stalled, idle, idle-tls, join-storm-1k, join-storm-10k
   --compare     also run the Node (ws) and Python (websockets) servers
   --out DIR     where results.json and chart.svg go (default target/bench;
                 target/bench/tiny for the tiny run)

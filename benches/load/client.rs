@@ -1,8 +1,10 @@
-//! The load generator's building blocks: connecting many clients, the
-//! timestamped content publishers send, parsing what arrives without a JSON
-//! parser, and the few synchronisation pieces the scenarios share.
+//! The load generator's building blocks: connecting many clients (over
+//! TLS too, with certificates made for the run), the timestamped content
+//! publishers send, parsing what arrives without a JSON parser, and the few
+//! synchronisation pieces the scenarios share.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -11,15 +13,32 @@ use futures_util::{Stream, StreamExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Notify;
 use tokio::time::timeout;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore, crypto};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
-/// A client connection of the generator.
-pub type Ws = WebSocketStream<TcpStream>;
+/// What a generator client runs on: plain TCP (`ws://`), or TLS over TCP
+/// (`wss://`, idle-tls).
+///
+/// The TLS side is boxed, as in the servers' `tls::Stream` (src/tls.rs):
+/// an `Either` is as large as its larger side, and rustls's client stream
+/// is 1,104 bytes, which every plain client would otherwise carry (11 MB
+/// more in the generator for 10,000 idle clients, on the machine the server
+/// shares). Boxed, a plain client's WebSocket is 320 bytes, as it was on a
+/// bare `TcpStream`. (tokio-tungstenite's own `MaybeTlsStream` does not
+/// box.)
+pub type ClientStream = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
 
-/// TCP connect plus WebSocket handshake, per client.
+/// A client connection of the generator.
+pub type Ws = WebSocketStream<ClientStream>;
+
+/// TCP connect plus WebSocket handshake (and TLS handshake, over wss://), per
+/// client.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------
@@ -43,14 +62,18 @@ pub fn micros_since(sent_ns: u64) -> u32 {
 // ---------------------------------------------------------------------------
 // Connecting
 
-/// Connects one client to `ws://addr/`.
+/// Connects one client to `ws://addr/`, or to `wss://addr/` through `tls`.
 ///
 /// `small_buffers` makes a client that stops reading back up into the server
 /// within seconds: a 4 KiB receive buffer and a 536-byte maximum segment
 /// size, both announced in the TCP handshake, so set before connecting. (On
 /// loopback the server's kernel would otherwise buffer megabytes for it; see
 /// `connect_with_small_buffers` in `tests/common/mod.rs`.)
-pub async fn connect(addr: SocketAddr, small_buffers: bool) -> Result<Ws, String> {
+pub async fn connect(
+    addr: SocketAddr,
+    small_buffers: bool,
+    tls: Option<&TlsConnector>,
+) -> Result<Ws, String> {
     let attempt = async {
         let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
         if small_buffers {
@@ -66,7 +89,19 @@ pub async fn connect(addr: SocketAddr, small_buffers: bool) -> Result<Ws, String
         // default: 1.3 GB for 10,000 clients. 8 KiB is plenty for frames of
         // a few hundred bytes.
         let config = WebSocketConfig::default().read_buffer_size(8 * 1024);
-        let url = format!("ws://{addr}/");
+        let (url, stream) = match tls {
+            None => (format!("ws://{addr}/"), Either::Left(stream)),
+            Some(tls) => {
+                // The name rustls checks the certificate against: an IP
+                // address, as the URL has one (see `Certificates`).
+                let name = ServerName::IpAddress(addr.ip().into());
+                let stream = tls
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+                (format!("wss://{addr}/"), Either::Right(Box::new(stream)))
+            }
+        };
         tokio_tungstenite::client_async_with_config(url, stream, Some(config))
             .await
             .map(|(ws, _response)| ws)
@@ -80,19 +115,20 @@ pub async fn connect(addr: SocketAddr, small_buffers: bool) -> Result<Ws, String
 /// Connects `n` clients, at most `in_flight` handshakes at a time: a burst of
 /// thousands of SYNs overflows the listen backlog, and the kernel then waits
 /// a second before retrying each one. Client `i` connects to
-/// `addrs[i % addrs.len()]` (a cluster's nodes take turns). Returned in
-/// order, so index `i` is client `i`.
+/// `addrs[i % addrs.len()]` (a cluster's nodes take turns), over TLS if
+/// `tls` is given. Returned in order, so index `i` is client `i`.
 pub async fn connect_many(
     addrs: &[SocketAddr],
     n: usize,
     in_flight: usize,
     small_buffers: bool,
+    tls: Option<&TlsConnector>,
 ) -> Result<Vec<Ws>, String> {
     if addrs.is_empty() {
         return Err("no address to connect to".into());
     }
     let results: Vec<Result<Ws, String>> = futures_util::stream::iter(0..n)
-        .map(|i| connect(addrs[i % addrs.len()], small_buffers))
+        .map(|i| connect(addrs[i % addrs.len()], small_buffers, tls))
         .buffered(in_flight.max(1))
         .collect()
         .await;
@@ -101,6 +137,86 @@ pub async fn connect_many(
         return Err(format!("{failed} of {n} connections failed; the first: {first}"));
     }
     Ok(results.into_iter().flatten().collect())
+}
+
+// ---------------------------------------------------------------------------
+// TLS
+
+/// A CA made for this run and a certificate it signed for 127.0.0.1 and
+/// localhost, as the TLS tests make theirs (`Certificates` in
+/// `tests/common/mod.rs`): the server reads the certificate and its key from
+/// PEM files (`--tls-cert`, `--tls-key`), and the generator trusts that CA
+/// and nothing else, so a client connects only if the server really serves
+/// this certificate. The files are in a directory of their own under the
+/// system's temporary directory, removed when this is dropped.
+pub struct Certificates {
+    dir: PathBuf,
+    /// The server's certificate, PEM.
+    pub cert: PathBuf,
+    /// Its private key, PEM.
+    pub key: PathBuf,
+    connector: TlsConnector,
+}
+
+impl Certificates {
+    pub fn new() -> Result<Certificates, String> {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+        let failed = |what: &str, e: rcgen::Error| format!("cannot make {what}: {e}");
+        let mut ca_params =
+            CertificateParams::new(Vec::<String>::new()).map_err(|e| failed("a CA", e))?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(DnType::CommonName, "websocket-tutorial load CA");
+        let ca_key = KeyPair::generate().map_err(|e| failed("a CA key", e))?;
+        let ca = CertifiedIssuer::self_signed(ca_params, ca_key).map_err(|e| failed("a CA", e))?;
+        // rcgen makes "127.0.0.1" an IP address entry, which is what a
+        // client connecting to wss://127.0.0.1:PORT checks.
+        let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+        let key = KeyPair::generate().map_err(|e| failed("a server key", e))?;
+        let params = CertificateParams::new(names).map_err(|e| failed("a certificate", e))?;
+        let cert = params.signed_by(&key, &ca).map_err(|e| failed("a certificate", e))?;
+
+        // The CA goes to the client in memory; only the server needs files.
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.der().clone()).map_err(|e| format!("cannot trust the run's CA: {e}"))?;
+        // ring, chosen explicitly, as the servers do (src/tls.rs).
+        let config =
+            ClientConfig::builder_with_provider(Arc::new(crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| format!("TLS versions: {e}"))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("load-bench-tls-{}-{n}", std::process::id()));
+        let certificates = Certificates {
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+            dir,
+            connector: TlsConnector::from(Arc::new(config)),
+        };
+        // From here on, a failure drops `certificates`, which removes the
+        // directory again.
+        let write = |path: &PathBuf, pem: String| {
+            std::fs::write(path, pem).map_err(|e| format!("write {}: {e}", path.display()))
+        };
+        std::fs::create_dir_all(&certificates.dir)
+            .map_err(|e| format!("create {}: {e}", certificates.dir.display()))?;
+        write(&certificates.cert, cert.pem())?;
+        write(&certificates.key, key.serialize_pem())?;
+        Ok(certificates)
+    }
+
+    /// A TLS connector that trusts only this run's CA.
+    pub fn connector(&self) -> &TlsConnector {
+        &self.connector
+    }
+}
+
+impl Drop for Certificates {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 // ---------------------------------------------------------------------------

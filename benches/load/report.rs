@@ -22,7 +22,8 @@ pub struct Row {
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
     pub cpu_us_per_delivery: Option<f64>,
-    /// idle only: server CPU per connection set up (handshake and join).
+    /// idle and idle-tls only: server CPU per connection set up (handshakes
+    /// and join).
     pub cpu_us_per_connection: Option<f64>,
     pub kib_per_connection: Option<f64>,
     pub lost: Option<u64>,

@@ -19,29 +19,31 @@ use tokio::time::{Instant, Interval, interval, interval_at, timeout};
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
 use crate::client::{
-    self, ClientStats, CountOnce, Countdown, Gate, Probe, Ws, connect_many, json_str, json_u64,
-    micros_since, now_ns, parse_stamp, stamp,
+    self, Certificates, ClientStats, CountOnce, Countdown, Gate, Probe, Ws, connect_many, json_str,
+    json_u64, micros_since, now_ns, parse_stamp, stamp,
 };
 use crate::report::Row;
 use crate::server::{Impl, Mode, Paths, Redis, Server};
 
 /// The scenarios, in the order they run.
-pub const NAMES: [&str; 8] = [
+pub const NAMES: [&str; 9] = [
     "echo",
     "broadcast",
     "chat",
     "chat-cluster",
     "chat-stalled",
     "idle",
+    "idle-tls",
     "join-storm-1k",
     "join-storm-10k",
 ];
 
 /// Whether `--compare` also runs the Node and Python servers for `scenario`.
-/// chat-stalled checks our eviction policy and chat-cluster our Redis
-/// engine (`--redis`), which the compare servers do not have.
+/// chat-stalled checks our eviction policy, chat-cluster our Redis engine
+/// (`--redis`), and idle-tls our TLS (`--tls-cert`, `--tls-key`), which the
+/// compare servers do not have.
 pub fn compared(scenario: &str) -> bool {
-    !matches!(scenario, "chat-stalled" | "chat-cluster")
+    !matches!(scenario, "chat-stalled" | "chat-cluster" | "idle-tls")
 }
 
 /// chat-cluster's chat_server nodes, sharing one redis-server.
@@ -157,7 +159,8 @@ pub async fn run(scenario: &str, implementation: Impl, ctx: &Ctx) -> Row {
         "chat" => chat(ctx, implementation, &mut row, 0, 1).await,
         "chat-cluster" => chat(ctx, implementation, &mut row, 0, CLUSTER_NODES).await,
         "chat-stalled" => chat(ctx, implementation, &mut row, s.stalled, 1).await,
-        "idle" => idle(ctx, implementation, &mut row).await,
+        "idle" => idle(ctx, implementation, &mut row, Transport::Plain).await,
+        "idle-tls" => idle(ctx, implementation, &mut row, Transport::Tls).await,
         "join-storm-1k" => storm(ctx, implementation, &mut row, s.storm_small).await,
         "join-storm-10k" => storm(ctx, implementation, &mut row, s.storm_big).await,
         other => Err(format!("no scenario {other}")),
@@ -180,7 +183,7 @@ async fn echo(ctx: &Ctx, implementation: Impl, row: &mut Row) -> Result<(), Stri
     need_open_files(ctx, n)?;
     let server = start(ctx, implementation, Mode::Echo, &[], row).await?;
     let rss_before = server.rss_kib()?;
-    let clients = connect_many(&[server.addr], n, s.in_flight, false).await?;
+    let clients = connect_many(&[server.addr], n, s.in_flight, false, None).await?;
     row.connections = n;
     row.kib_per_connection = kib_per(rss_before, server.rss_kib()?, n);
 
@@ -287,8 +290,8 @@ async fn broadcast(ctx: &Ctx, implementation: Impl, row: &mut Row) -> Result<(),
     need_open_files(ctx, n + 1)?;
     let server = start(ctx, implementation, Mode::Broadcast, &[], row).await?;
     let rss_before = server.rss_kib()?;
-    let subscribers = connect_many(&[server.addr], n, s.in_flight, false).await?;
-    let publisher = client::connect(server.addr, false).await?;
+    let subscribers = connect_many(&[server.addr], n, s.in_flight, false, None).await?;
+    let publisher = client::connect(server.addr, false, None).await?;
     row.connections = n + 1;
     row.kib_per_connection = kib_per(rss_before, server.rss_kib()?, n + 1);
 
@@ -415,7 +418,7 @@ fn missed_notice(text: &str) -> Option<u64> {
 }
 
 // ---------------------------------------------------------------------------
-// chat, chat-stalled, idle, join storms: the chat server
+// chat, chat-stalled, idle, idle-tls, join storms: the chat server
 
 struct ChatShared {
     /// Opened when every member should send its Join.
@@ -694,8 +697,8 @@ async fn chat(
     let pids: Vec<u32> =
         servers.iter().map(|server| server.pid).chain(redis.as_ref().map(|r| r.pid)).collect();
     let rss_before = rss_kib(&pids)?;
-    let reading = connect_many(&addrs, readers, s.in_flight, false).await?;
-    let stalling = connect_many(&addrs, stalled, s.in_flight, true).await?;
+    let reading = connect_many(&addrs, readers, s.in_flight, false, None).await?;
+    let stalling = connect_many(&addrs, stalled, s.in_flight, true, None).await?;
     row.connections = members;
 
     let shared = Arc::new(ChatShared::new(members, readers, stalled, s.chat_publishers, planned));
@@ -835,6 +838,15 @@ async fn chat(
     Ok(())
 }
 
+/// How idle's clients reach the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// `ws://` (idle).
+    Plain,
+    /// `wss://`, TLS with rustls on both sides (idle-tls).
+    Tls,
+}
+
 /// idle: 10,000 connections, each joins one of 100 rooms, then all sit idle;
 /// measures the server's memory per connection.
 ///
@@ -843,12 +855,42 @@ async fn chat(
 /// what a connection costs. 100 rooms of 100 keep the Joined announcements
 /// small (each room's joins cost 100 x 101 / 2 deliveries; one room of
 /// 10,000 would be the join storm scenario, not an idle one).
-async fn idle(ctx: &Ctx, implementation: Impl, row: &mut Row) -> Result<(), String> {
+///
+/// idle-tls (`Transport::Tls`) is the same over `wss://`, so that the two
+/// rows side by side say what TLS adds to an idle connection: rustls's
+/// state and buffers in the server, and the TLS handshake's CPU.
+async fn idle(
+    ctx: &Ctx,
+    implementation: Impl,
+    row: &mut Row,
+    transport: Transport,
+) -> Result<(), String> {
     let s = &ctx.scale;
     let n = s.idle_connections;
     need_open_files(ctx, n)?;
-    let settings = [("max-connections", "20000".to_string())];
+    let mut settings = vec![("max-connections", "20000".to_string())];
+    // Made for this run; the files go when `certificates` does, at the end
+    // of the scenario (the server reads them once, before it listens).
+    let certificates = match transport {
+        Transport::Plain => None,
+        Transport::Tls => Some(Certificates::new()?),
+    };
+    if let Some(certificates) = &certificates {
+        settings.push(("tls-cert", certificates.cert.display().to_string()));
+        settings.push(("tls-key", certificates.key.display().to_string()));
+    }
     let server = start(ctx, implementation, Mode::Chat, &settings, row).await?;
+    // A server that dropped the TLS settings as unknown (see Server::start)
+    // serves ws://, and this row would measure the wrong thing.
+    if server.tls != certificates.is_some() {
+        let scheme = |tls| if tls { "wss://" } else { "ws://" };
+        return Err(format!(
+            "the server serves {}, and this scenario needs {}",
+            scheme(server.tls),
+            scheme(certificates.is_some())
+        ));
+    }
+    let tls = certificates.as_ref().map(Certificates::connector);
     let rss_before = server.rss_kib()?;
 
     // Every member of a room hears every later join: room r with k members
@@ -866,7 +908,7 @@ async fn idle(ctx: &Ctx, implementation: Impl, row: &mut Row) -> Result<(), Stri
 
     let window = Window::open(&[server.pid], &shared.deliveries)?;
     let started = Instant::now();
-    let clients = connect_many(&[server.addr], n, s.in_flight, false).await?;
+    let clients = connect_many(&[server.addr], n, s.in_flight, false, tls).await?;
     row.connections = n;
     let mut tasks = JoinSet::new();
     for (i, ws) in clients.into_iter().enumerate() {
@@ -898,10 +940,14 @@ async fn idle(ctx: &Ctx, implementation: Impl, row: &mut Row) -> Result<(), Stri
     row.evicted = Some(evictions(&stats));
     let cpu_per_connection = measured.cpu_secs * 1e6 / n as f64;
     row.cpu_us_per_connection = Some(cpu_per_connection);
+    let (over, handshakes) = match transport {
+        Transport::Plain => ("", "handshake"),
+        Transport::Tls => (" over TLS (rustls)", "TLS and WebSocket handshakes"),
+    };
     row.notes.push(format!(
-        "{n} connections in {rooms} rooms; server RSS {rss_before} KiB -> {rss_after} KiB; \
-         {cpu_per_connection:.0} us CPU per connection (handshake + join); latency = Join to \
-         own Joined"
+        "{n} connections in {rooms} rooms{over}; server RSS {rss_before} KiB -> {rss_after} \
+         KiB; {cpu_per_connection:.0} us CPU per connection ({handshakes} + join); latency = \
+         Join to own Joined"
     ));
     if row.evicted > Some(0) {
         row.problem("idle members were evicted".into());
@@ -920,7 +966,7 @@ async fn storm(ctx: &Ctx, implementation: Impl, row: &mut Row, n: usize) -> Resu
     let settings = [("max-connections", "20000".to_string())];
     let server = start(ctx, implementation, Mode::Chat, &settings, row).await?;
     let rss_before = server.rss_kib()?;
-    let clients = connect_many(&[server.addr], n, s.in_flight, false).await?;
+    let clients = connect_many(&[server.addr], n, s.in_flight, false, None).await?;
     row.connections = n;
 
     let shared = Arc::new(ChatShared::new(n, n, 0, 0, 0));

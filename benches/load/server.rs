@@ -4,7 +4,9 @@
 //!
 //! Every server takes its address as its first argument (we pass
 //! `127.0.0.1:0`, a free port) and prints `listening on ws://IP:PORT` as its
-//! first line; SIGINT makes it close every connection with 1001 and exit 0.
+//! first line (`wss://` when our chat server serves TLS, with `--tls-cert`
+//! and `--tls-key`); SIGINT makes it close every connection with 1001 and
+//! exit 0.
 //! Its stdout and stderr are drained all the time: our servers print a line
 //! per connection, and a pipe nobody reads fills up and blocks the server.
 
@@ -122,6 +124,8 @@ pub struct Server {
     child: Child,
     pub pid: u32,
     pub addr: SocketAddr,
+    /// It serves `wss://`: its first line said so.
+    pub tls: bool,
     /// Settings this server did not know, so that it ran without them.
     pub unknown_settings: Vec<String>,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
@@ -204,17 +208,24 @@ impl Server {
         let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         let mut first = String::new();
         let read = timeout(START_TIMEOUT, stdout.read_line(&mut first)).await;
-        let addr = first
-            .trim_end()
-            .strip_prefix("listening on ws://")
-            .and_then(|addr| addr.parse::<SocketAddr>().ok())
-            .filter(|addr| addr.port() != 0);
-        if let (Ok(Ok(_)), Some(addr)) = (&read, addr) {
+        // `listening on ws://IP:PORT`, or `wss://` when it serves TLS.
+        let listening = first.trim_end().strip_prefix("listening on ").and_then(|url| {
+            let (scheme, addr) = url.split_once("://")?;
+            let tls = match scheme {
+                "ws" => false,
+                "wss" => true,
+                _ => return None,
+            };
+            let addr = addr.parse::<SocketAddr>().ok().filter(|addr| addr.port() != 0)?;
+            Some((addr, tls))
+        });
+        if let (Ok(Ok(_)), Some((addr, tls))) = (&read, listening) {
             // From now on, stdout is read and thrown away.
             tokio::spawn(async move {
                 let _ = tokio::io::copy_buf(&mut stdout, &mut tokio::io::sink()).await;
             });
-            return Ok(Server { child, pid, addr, unknown_settings: Vec::new(), stderr_tail });
+            let unknown_settings = Vec::new();
+            return Ok(Server { child, pid, addr, tls, unknown_settings, stderr_tail });
         }
 
         // No listening line: say why, with the exit status and stderr.
@@ -239,8 +250,8 @@ impl Server {
             Ok(_) => format!("{:?}", first.trim_end()),
         };
         Err(StartError::Other(format!(
-            "{described} did not print `listening on ws://IP:PORT` (first line: {first}; \
-             {status}; stderr: {stderr})"
+            "{described} did not print `listening on ws://IP:PORT` or `wss://` (first line: \
+             {first}; {status}; stderr: {stderr})"
         )))
     }
 
