@@ -95,7 +95,7 @@ use websocket_tutorial::Error;
 use websocket_tutorial::client::{self, Backoff, BackoffArgs, DEFAULT_URL, TrustArgs, WsClient};
 use websocket_tutorial::close::{self, CLOSE_TIMEOUT};
 use websocket_tutorial::output;
-use websocket_tutorial::protocol::{ClientMessage, MAX_CONTENT_BYTES, ServerEvent};
+use websocket_tutorial::protocol::{ClientMessage, ErrorCode, MAX_CONTENT_BYTES, ServerEvent};
 use websocket_tutorial::token;
 
 const FIRST_ROOM: &str = "general";
@@ -654,8 +654,10 @@ impl Rooms {
                 *shown = (*shown).max(*last);
                 Follow::Show
             }
-            ServerEvent::Error { room: Some(room), message } if self.rejoining.contains(room) => {
-                match refusal(message) {
+            ServerEvent::Error { room: Some(room), code, message }
+                if self.rejoining.contains(room) =>
+            {
+                match refusal(*code) {
                     Refusal::StartedOver => {
                         self.shown.remove(room);
                         Follow::StartedOver(room.clone())
@@ -699,14 +701,6 @@ enum Follow {
 }
 
 // ANCHOR: refusal
-// The server says why it refused a join in words only, the `message` of
-// its `Error` (from `RoomError` in src/rooms.rs). These are the words this
-// client acts on, in one place; the tests run the real server, so a change
-// of wording there fails them.
-const SINCE_AHEAD: &str = "is ahead of the room's last message";
-const NAME_TAKEN: &str = "that name is taken in that room";
-const UNAVAILABLE: &str = "the chat is temporarily unavailable";
-
 /// What a refused rejoin means for this client.
 enum Refusal {
     /// Our `since` is ahead of the room's last message: the room started
@@ -721,13 +715,13 @@ enum Refusal {
     Final,
 }
 
-fn refusal(message: &str) -> Refusal {
-    if message.contains(SINCE_AHEAD) {
-        Refusal::StartedOver
-    } else if message.contains(NAME_TAKEN) || message.contains(UNAVAILABLE) {
-        Refusal::NotYet
-    } else {
-        Refusal::Final
+/// Decided by the refusal's `code` alone: its `message` is for the person
+/// reading, and its words may change.
+fn refusal(code: ErrorCode) -> Refusal {
+    match code {
+        ErrorCode::SinceAhead => Refusal::StartedOver,
+        ErrorCode::NameTaken | ErrorCode::Unavailable => Refusal::NotYet,
+        _ => Refusal::Final,
     }
 }
 // ANCHOR_END: refusal
@@ -754,8 +748,8 @@ fn show(event: &ServerEvent) -> io::Result<()> {
             format!("[{now}] #{room} * members: {}", usernames.join(", "))
         }
         ServerEvent::Pong => "pong".to_string(),
-        ServerEvent::Error { room: Some(room), message } => format!("! #{room}: {message}"),
-        ServerEvent::Error { room: None, message } => format!("! error: {message}"),
+        ServerEvent::Error { room: Some(room), message, .. } => format!("! #{room}: {message}"),
+        ServerEvent::Error { room: None, message, .. } => format!("! error: {message}"),
     };
     output::line(text)
 }

@@ -108,7 +108,7 @@ use websocket_tutorial::heartbeat::{Beat, HeartbeatArgs};
 use websocket_tutorial::outbox::Outgoing;
 use websocket_tutorial::output;
 use websocket_tutorial::protocol::{
-    ClientMessage, MAX_CONTENT_BYTES, MAX_NAME_CHARS, MAX_ROOMS_PER_CLIENT, ServerEvent,
+    ClientMessage, ErrorCode, MAX_ROOMS_PER_CLIENT, ServerEvent, check_content, check_name,
 };
 use websocket_tutorial::rate::{RateLimit, Verdict};
 use websocket_tutorial::rooms::{self, Member, RoomError, RoomManager};
@@ -507,7 +507,7 @@ async fn on_frame(
     match rate.check(Instant::now()) {
         Verdict::Allowed => match command {
             Ok(command) => handle(command, me, user, chat).await,
-            Err(e) => reply_error(me, room_in(&msg).as_deref(), e),
+            Err(e) => reply_error(me, room_in(&msg).as_deref(), ErrorCode::Invalid, e),
         },
         Verdict::Refused => {
             let room = command.ok().and_then(|c| room_of(&c).map(str::to_string));
@@ -516,6 +516,7 @@ async fn on_frame(
             reply_error(
                 me,
                 room.as_deref(),
+                ErrorCode::RateLimited,
                 format!(
                     "rate limit: at most {limit} commands per second; refused, try again in {wait} ms"
                 ),
@@ -537,42 +538,43 @@ async fn handle(command: ClientMessage, me: &Member, user: Option<&str>, chat: &
     match command {
         ClientMessage::Join { room, username, since } => {
             if let Err(e) = check_name("username", &username).and(check_name("room", &room)) {
-                return reply_error(me, Some(&room), e);
+                return reply_error(me, Some(&room), ErrorCode::BadName, e);
             }
             if let Some(user) = user.filter(|user| *user != username) {
                 let refusal = format!("your token is for {user:?}: join as {user:?}");
-                return reply_error(me, Some(&room), refusal);
+                return reply_error(me, Some(&room), ErrorCode::NotYourName, refusal);
             }
             if me.rooms().len() >= MAX_ROOMS_PER_CLIENT {
                 let refusal = format!("at most {MAX_ROOMS_PER_CLIENT} rooms");
-                return reply_error(me, Some(&room), refusal);
+                return reply_error(me, Some(&room), ErrorCode::TooManyRooms, refusal);
             }
             // Joining announces it to the room, and replays what a
             // resuming client missed, in the same step.
             if let Err(e) = join(chat, me, &room, &username, since).await {
-                reply_error(me, Some(&room), format!("cannot join {room:?}: {e}"));
+                reply_error(me, Some(&room), e.code(), format!("cannot join {room:?}: {e}"));
             }
         }
         ClientMessage::Leave { room } => {
             // The remaining members and the leaver itself hear of it.
             if let Err(e) = leave(chat, me, &room).await {
-                reply_error(me, Some(&room), format!("cannot leave {room:?}: {e}"));
+                reply_error(me, Some(&room), e.code(), format!("cannot leave {room:?}: {e}"));
             }
         }
         ClientMessage::Message { room, content } => {
-            if content.is_empty() || content.len() > MAX_CONTENT_BYTES {
-                let refusal = format!("content must be 1 to {MAX_CONTENT_BYTES} bytes");
-                return reply_error(me, Some(&room), refusal);
+            if let Err(e) = check_content(&content) {
+                return reply_error(me, Some(&room), ErrorCode::BadContent, e);
             }
             if let Err(e) = say(chat, me, &room, content).await {
-                reply_error(me, Some(&room), format!("cannot send to {room:?}: {e}"));
+                reply_error(me, Some(&room), e.code(), format!("cannot send to {room:?}: {e}"));
             }
         }
         ClientMessage::Members { room } => match members(chat, me, &room).await {
             Ok(usernames) => {
                 me.send(ServerEvent::Members { room, usernames }.to_message());
             }
-            Err(e) => reply_error(me, Some(&room), format!("cannot list {room:?}: {e}")),
+            Err(e) => {
+                reply_error(me, Some(&room), e.code(), format!("cannot list {room:?}: {e}"));
+            }
         },
         ClientMessage::Ping => {
             me.send(ServerEvent::Pong.to_message());
@@ -647,18 +649,9 @@ fn room_in(msg: &Message) -> Option<String> {
     value.get("room")?.as_str().map(str::to_string)
 }
 
-fn check_name(what: &str, name: &str) -> Result<(), String> {
-    let chars = name.chars().count();
-    if chars == 0 || chars > MAX_NAME_CHARS || name.trim().is_empty() {
-        return Err(format!("{what} must be 1 to {MAX_NAME_CHARS} characters"));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(format!("{what} must not contain control characters"));
-    }
-    Ok(())
-}
-
-fn reply_error(me: &Member, room: Option<&str>, message: impl ToString) {
+/// Refuses a command: an `Error` event with the code a program acts on and
+/// the message a person reads.
+fn reply_error(me: &Member, room: Option<&str>, code: ErrorCode, message: impl ToString) {
     let room = room.map(str::to_string);
-    me.send(ServerEvent::Error { room, message: message.to_string() }.to_message());
+    me.send(ServerEvent::Error { room, code, message: message.to_string() }.to_message());
 }

@@ -31,7 +31,7 @@ use clap::Parser;
 use tokio_tungstenite::tungstenite::Message;
 use websocket_tutorial::ProtocolError;
 use websocket_tutorial::output;
-use websocket_tutorial::protocol::{ClientMessage, ServerEvent, frame_kind};
+use websocket_tutorial::protocol::{ClientMessage, ErrorCode, ServerEvent, frame_kind};
 
 /// A tour of the JSON protocol, in-process: no network, no options.
 #[derive(Parser)]
@@ -164,6 +164,7 @@ fn server_event_round_trip(out: &mut impl Write) -> io::Result<()> {
         // How a server answers a malformed command: the connection stays open.
         ServerEvent::Error {
             room: None,
+            code: ErrorCode::Invalid,
             message: "invalid JSON message: missing field `username`".into(),
         },
     ];

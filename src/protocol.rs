@@ -82,14 +82,58 @@ pub enum ServerEvent {
     Pong,
     /// A command was refused; the connection stays open. `room` names the
     /// room the refused command was about, so a client can tell which one
-    /// failed; it is absent (not `null`) when no room is concerned.
+    /// failed; it is absent (not `null`) when no room is concerned. `code`
+    /// says why, for a program to act on; `message` says it for people, and
+    /// its words may change.
     Error {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         room: Option<String>,
+        code: ErrorCode,
         message: String,
     },
 }
 // ANCHOR_END: server_event
+
+// ANCHOR: error_code
+/// Why the chat server refused a command: the `code` of an `Error` event,
+/// `"name_taken"` on the wire. A code keeps its meaning; a newer server may
+/// add codes, and a client reads one it does not know as `Other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not a command: invalid JSON, an unknown `type`, a field missing or
+    /// of the wrong type, or a binary frame.
+    Invalid,
+    /// A username or room name breaks the rules: 1 to [`MAX_NAME_CHARS`]
+    /// characters, not only spaces, no control characters.
+    BadName,
+    /// Message content empty, or over [`MAX_CONTENT_BYTES`].
+    BadContent,
+    /// Already in [`MAX_ROOMS_PER_CLIENT`] rooms.
+    TooManyRooms,
+    /// With tokens: a join under another name than the token's.
+    NotYourName,
+    /// Another member of the room has that name. It may be this client's
+    /// own earlier connection, not yet noticed gone: ask again later.
+    NameTaken,
+    /// Already a member of the room.
+    AlreadyJoined,
+    /// A join's `since` is ahead of the room's last message: the room
+    /// started over (the server restarted, or the room emptied). Join
+    /// again without `since`.
+    SinceAhead,
+    /// Not a member of the room.
+    NotMember,
+    /// Over the rate limit: the message says when to try again.
+    RateLimited,
+    /// The chat cannot decide just now (a cluster node without Redis):
+    /// try again shortly.
+    Unavailable,
+    /// A code this program does not know, from a newer server.
+    #[serde(other)]
+    Other,
+}
+// ANCHOR_END: error_code
 
 // The chat server's limits on what a client sends (chapter 6.1). A client
 // may check them too, to refuse a line at once instead of sending it only to
@@ -101,6 +145,31 @@ pub const MAX_NAME_CHARS: usize = 32;
 pub const MAX_CONTENT_BYTES: usize = 4 * 1024;
 /// How many rooms one connection may be in at once.
 pub const MAX_ROOMS_PER_CLIENT: usize = 16;
+
+// ANCHOR: checks
+/// Checks a username or a room name (`what` says which, for the message):
+/// 1 to [`MAX_NAME_CHARS`] characters, not only spaces, no control
+/// characters (a newline in a name would forge a line in a log or a
+/// terminal).
+pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+    let chars = name.chars().count();
+    if chars == 0 || chars > MAX_NAME_CHARS || name.trim().is_empty() {
+        return Err(format!("{what} must be 1 to {MAX_NAME_CHARS} characters"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(format!("{what} must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// Checks a message's content: 1 to [`MAX_CONTENT_BYTES`] bytes.
+pub fn check_content(content: &str) -> Result<(), String> {
+    if content.is_empty() || content.len() > MAX_CONTENT_BYTES {
+        return Err(format!("content must be 1 to {MAX_CONTENT_BYTES} bytes"));
+    }
+    Ok(())
+}
+// ANCHOR_END: checks
 
 // ANCHOR: from_message
 /// Serialises `value` into a text [`Message`]. The result is cheap to clone
@@ -244,18 +313,47 @@ mod tests {
             ),
             (ServerEvent::Pong, r#"{"type":"Pong"}"#),
             (
-                ServerEvent::Error { room: None, message: "no".into() },
-                r#"{"type":"Error","message":"no"}"#,
+                ServerEvent::Error { room: None, code: ErrorCode::Invalid, message: "no".into() },
+                r#"{"type":"Error","code":"invalid","message":"no"}"#,
             ),
             (
-                ServerEvent::Error { room: Some("r".into()), message: "no".into() },
-                r#"{"type":"Error","room":"r","message":"no"}"#,
+                ServerEvent::Error {
+                    room: Some("r".into()),
+                    code: ErrorCode::NameTaken,
+                    message: "no".into(),
+                },
+                r#"{"type":"Error","room":"r","code":"name_taken","message":"no"}"#,
             ),
         ];
         for (event, expected) in cases {
             assert_eq!(event.to_message().to_text().unwrap(), expected);
             assert_eq!(ServerEvent::try_from(&Message::text(expected)).unwrap(), event);
         }
+    }
+
+    #[test]
+    fn names_and_content_are_checked_by_the_rules_of_chapter_6_1() {
+        assert_eq!(check_name("username", "alice"), Ok(()));
+        assert_eq!(
+            check_name("room", &"é".repeat(MAX_NAME_CHARS)),
+            Ok(()),
+            "characters, not bytes"
+        );
+        for bad in ["", "   ", "a\nb", "tab\there", &"x".repeat(MAX_NAME_CHARS + 1)] {
+            let refused = check_name("username", bad).unwrap_err();
+            assert!(refused.starts_with("username must"), "{bad:?}: {refused}");
+        }
+        assert_eq!(check_content("hi"), Ok(()));
+        assert_eq!(check_content(&"x".repeat(MAX_CONTENT_BYTES)), Ok(()));
+        assert!(check_content("").is_err());
+        assert!(check_content(&"x".repeat(MAX_CONTENT_BYTES + 1)).is_err());
+    }
+
+    #[test]
+    fn an_error_code_a_client_does_not_know_is_other() {
+        let newer = r#"{"type":"Error","code":"solar_flare","message":"try later"}"#;
+        let event = ServerEvent::try_from(&Message::text(newer)).unwrap();
+        assert!(matches!(event, ServerEvent::Error { code: ErrorCode::Other, .. }));
     }
 
     #[test]

@@ -51,7 +51,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::outbox::{self, Outbox, Outgoing, PushError};
-use crate::protocol::ServerEvent;
+use crate::protocol::{ErrorCode, ServerEvent};
 
 /// Identifies one connected client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -109,6 +109,22 @@ impl std::fmt::Display for RoomError {
 }
 
 impl std::error::Error for RoomError {}
+
+impl RoomError {
+    /// The code a client acts on when this refusal reaches it in an `Error`
+    /// event.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            // Said only to a client that has already gone (evicted): it is
+            // in no room any more.
+            RoomError::Gone | RoomError::NotJoined => ErrorCode::NotMember,
+            RoomError::AlreadyJoined => ErrorCode::AlreadyJoined,
+            RoomError::NameTaken => ErrorCode::NameTaken,
+            RoomError::SinceAhead { .. } => ErrorCode::SinceAhead,
+            RoomError::Unavailable => ErrorCode::Unavailable,
+        }
+    }
+}
 
 // ANCHOR: config
 /// How a [`RoomManager`] bounds outboxes and announces presence.

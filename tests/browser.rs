@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
+use common::stub::{self, StubServer, confirm_join, expect_join, refusal, tell};
 use common::{
     Certificates, Component, Cut, Proxy, Server, TempFile, WAIT, connect, log_message, recv,
     run_trials, trial_needing,
@@ -37,7 +38,7 @@ use tokio::sync::Mutex;
 use tokio::time::{Instant, sleep, timeout};
 use tokio_tungstenite::tungstenite::Message;
 use websocket_tutorial::client::WsClient;
-use websocket_tutorial::protocol::{ClientMessage, ServerEvent};
+use websocket_tutorial::protocol::{ClientMessage, ErrorCode, ServerEvent};
 
 /// The pages run in a time zone that is not UTC and has a half-hour offset,
 /// so showing the server's UTC time unconverted cannot pass.
@@ -95,6 +96,11 @@ fn main() -> std::process::ExitCode {
             &chromium,
             "page_rejoins_once_the_server_frees_its_name",
             page_rejoins_once_the_server_frees_its_name,
+        ),
+        trial_needing(
+            &chromium,
+            "page_decides_a_refused_rejoin_by_its_code_not_its_words",
+            page_decides_a_refused_rejoin_by_its_code_not_its_words,
         ),
         trial_needing(
             &chromium,
@@ -610,6 +616,75 @@ async fn page_rejoins_once_the_server_frees_its_name() {
     alice.assert_no_errors().await;
 
     server.stop().await;
+}
+
+/// The page decides what a refused rejoin means by the refusal's code
+/// alone, whatever its words: here a server of the test's own words its
+/// refusals in German. `since_ahead`: the page says the room restarted and
+/// joins again from its start (`since` 0). `name_taken`: it keeps the room
+/// and asks again after a pause. Another code is final, even in the very
+/// words this project's server uses for "since ahead": the page shows the
+/// refusal and forgets the room, and its next command is the user's.
+async fn page_decides_a_refused_rejoin_by_its_code_not_its_words() {
+    let browser = Browser::launch().await;
+    let stub = StubServer::start().await;
+    let alice = browser.open_chat(&stub.url).await;
+    let serve_first_join = async {
+        let mut ws = stub.accept().await;
+        assert_eq!(expect_join(&mut ws, "general", "alice").await, None, "live only");
+        confirm_join(&mut ws, "general", "alice").await;
+        ws
+    };
+    let ((), mut ws) = tokio::join!(alice.connect("alice", "general"), serve_first_join);
+    tell(&mut ws, stub::message("general", "bob", "m5", 5)).await;
+    alice.wait_for_entry("alice sees bob's message", |e| e.is_message("bob", "m5")).await;
+
+    // Dropped: the page comes back and asks for what followed message 5.
+    // The room started over.
+    drop(ws);
+    let mut ws = stub.accept().await;
+    assert_eq!(expect_join(&mut ws, "general", "alice").await, Some(5));
+    tell(&mut ws, refusal("general", ErrorCode::SinceAhead, "Der Raum hat neu begonnen")).await;
+    assert_eq!(expect_join(&mut ws, "general", "alice").await, Some(0), "from the start");
+    confirm_join(&mut ws, "general", "alice").await;
+    let restarted = |e: &Entry| shown_as(e) == RESTARTED;
+    alice.wait_for_entry("the page says the room restarted", restarted).await;
+
+    // Dropped again; its name is still held: the page asks again.
+    drop(ws);
+    let mut ws = stub.accept().await;
+    assert_eq!(expect_join(&mut ws, "general", "alice").await, Some(0));
+    tell(&mut ws, refusal("general", ErrorCode::NameTaken, "Dieser Name ist vergeben")).await;
+    assert_eq!(expect_join(&mut ws, "general", "alice").await, Some(0), "asks again");
+    confirm_join(&mut ws, "general", "alice").await;
+    let expected =
+        ["bob: m5", RESTARTED, "note: the name alice is still held here; joining again…"];
+    alice
+        .wait_until_entries("the page says its name was held", |entries| {
+            log_of(entries, "general") == expected
+        })
+        .await;
+    alice.wait_until("general is joined again", "rooms.get('general')?.joined === true").await;
+
+    // Another code is final, whatever its words.
+    drop(ws);
+    let mut ws = stub.accept().await;
+    assert_eq!(expect_join(&mut ws, "general", "alice").await, Some(0));
+    let words = "since 9 is ahead of the room's last message, seq 0";
+    tell(&mut ws, refusal("general", ErrorCode::BadName, words)).await;
+    alice.wait_until("the page forgets general", "!rooms.has('general')").await;
+    let shown = format!(
+        "document.querySelector('#error-text').textContent === {}",
+        json!(format!("#general: {words}"))
+    );
+    alice.wait_until("the page shows the refusal", &shown).await;
+    alice.fill("#room", "other").await;
+    alice.click("#join").await;
+    let next = stub::next_command(&mut ws).await;
+    assert!(
+        matches!(&next, ClientMessage::Join { room, .. } if room == "other"),
+        "no Join of general after a final refusal; the next command is the user's: {next:?}"
+    );
 }
 
 /// Cross-site WebSocket hijacking, from a real browser (chapter 10.1): the

@@ -3,12 +3,13 @@
 
 mod common;
 
+use common::stub::{StubServer, confirm_join, expect_join, message, next_frame, refusal, tell};
 use common::{Cut, Program, Proxy, Server, TempFile, WAIT};
 use futures_util::SinkExt;
 use tokio::io::AsyncWriteExt;
 use tokio::time::timeout;
 use websocket_tutorial::client::WsClient;
-use websocket_tutorial::protocol::{ClientMessage, MAX_CONTENT_BYTES, ServerEvent};
+use websocket_tutorial::protocol::{ClientMessage, ErrorCode, MAX_CONTENT_BYTES, ServerEvent};
 
 /// Starts a chat client for `username` and waits until it has joined
 /// `general` (its own `joined` line).
@@ -515,4 +516,65 @@ async fn a_token_goes_with_every_connection_reconnects_included() {
     alice.write_stdin("/quit\n").await;
     assert_eq!(alice.exit_code().await, 0);
     server.stop().await;
+}
+
+/// The client decides what a refused rejoin means by the refusal's code
+/// alone, whatever its words: here a server words its refusals in German.
+/// `since_ahead`: the client joins again from the room's start (`since` 0)
+/// and says that the room started over. `name_taken`: it asks again after a
+/// pause. And a refusal with another code, even in the very words the
+/// server of this project uses for "since ahead", is final: the room is
+/// given up and no Join follows.
+#[tokio::test]
+async fn a_refused_rejoin_is_decided_by_its_code_not_its_words() {
+    let stub = StubServer::start().await;
+    let mut args = QUICK.to_vec();
+    args.extend([stub.url.as_str(), "alice"]);
+    let mut alice = Program::start("chat_client", &args);
+
+    let mut ws = stub.accept().await;
+    assert_eq!(expect_join(&mut ws, "general", "alice").await, None, "a first join: live only");
+    confirm_join(&mut ws, "general", "alice").await;
+    tell(&mut ws, message("general", "bob", "m5", 5)).await;
+    alice.wait_for(|l| l.ends_with("#general <bob> m5")).await;
+
+    // The connection drops; the client comes back and asks for what it
+    // missed after message 5. The room started over.
+    drop(ws);
+    let mut ws = stub.accept().await;
+    assert_eq!(expect_join(&mut ws, "general", "alice").await, Some(5));
+    tell(&mut ws, refusal("general", ErrorCode::SinceAhead, "Der Raum hat neu begonnen")).await;
+    let again = expect_join(&mut ws, "general", "alice").await;
+    assert_eq!(again, Some(0), "joins again from the start");
+    confirm_join(&mut ws, "general", "alice").await;
+    alice
+        .wait_for(|l| {
+            l.ends_with(
+                "#general * the room started over from message 1: what it holds now follows",
+            )
+        })
+        .await;
+
+    // Dropped again; this time its name is still held: it asks again.
+    drop(ws);
+    let mut ws = stub.accept().await;
+    assert_eq!(expect_join(&mut ws, "general", "alice").await, Some(0));
+    tell(&mut ws, refusal("general", ErrorCode::NameTaken, "Dieser Name ist vergeben")).await;
+    let again = expect_join(&mut ws, "general", "alice").await;
+    assert_eq!(again, Some(0), "asks again after a pause");
+    confirm_join(&mut ws, "general", "alice").await;
+    alice.wait_for(|l| l.ends_with("#general * alice joined")).await;
+
+    // Another code is final, whatever the words say.
+    drop(ws);
+    let mut ws = stub.accept().await;
+    assert_eq!(expect_join(&mut ws, "general", "alice").await, Some(0));
+    let words = "since 9 is ahead of the room's last message, seq 0";
+    tell(&mut ws, refusal("general", ErrorCode::BadName, words)).await;
+    alice.wait_for(|l| l.ends_with(&format!("! #general: {words}"))).await;
+    alice.write_stdin("/quit\n").await;
+    let next = next_frame(&mut ws).await;
+    assert!(next.is_close(), "no Join after a final refusal, only the close: {next:?}");
+    ws.flush().await.expect("answer the client's close"); // tungstenite queued the answer
+    assert_eq!(alice.exit_code().await, 0);
 }

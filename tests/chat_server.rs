@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
 use websocket_tutorial::client::WsClient;
-use websocket_tutorial::protocol::{ClientMessage, ServerEvent};
+use websocket_tutorial::protocol::{ClientMessage, ErrorCode, ServerEvent};
 
 /// A chat client speaking the JSON protocol.
 struct Chat {
@@ -64,13 +64,24 @@ impl Chat {
 
     /// The next event, which must be an `Error`; returns its text.
     async fn error(&mut self) -> String {
-        self.error_about().await.1
+        self.refused().await.2
+    }
+
+    /// The next event, which must be an `Error`; returns its code.
+    async fn code(&mut self) -> ErrorCode {
+        self.refused().await.1
     }
 
     /// The next event, which must be an `Error`; returns its room and text.
     async fn error_about(&mut self) -> (Option<String>, String) {
+        let (room, _, message) = self.refused().await;
+        (room, message)
+    }
+
+    /// The next event, which must be an `Error`: its room, code and text.
+    async fn refused(&mut self) -> (Option<String>, ErrorCode, String) {
         match self.event().await {
-            ServerEvent::Error { room, message } => (room, message),
+            ServerEvent::Error { room, code, message } => (room, code, message),
             other => panic!("expected an Error event, got {other:?}"),
         }
     }
@@ -192,14 +203,15 @@ async fn a_bad_since_is_an_error_with_the_room_and_the_join_does_not_happen() {
 
     let mut bob = Chat::connect(&server).await;
     bob.join_since("general", "bob", 2).await;
-    let (room, error) = bob.error_about().await;
-    assert_eq!(room.as_deref(), Some("general"));
+    let (room, code, error) = bob.refused().await;
+    assert_eq!((room.as_deref(), code), (Some("general"), ErrorCode::SinceAhead));
     assert!(error.contains("ahead"), "{error}");
     for since in ["-1", "\"1\"", "1.5"] {
         let join =
             format!(r#"{{"type":"Join","room":"general","username":"bob","since":{since}}}"#);
         bob.send_raw(Message::text(join)).await;
-        assert_eq!(bob.error_about().await.0.as_deref(), Some("general"), "since {since}");
+        let (room, code, _) = bob.refused().await;
+        assert_eq!((room.as_deref(), code), (Some("general"), ErrorCode::Invalid), "{since}");
     }
     alice.expect_nothing_pending().await; // no Joined was announced
     bob.join_since("general", "bob", 1).await; // still connected, and may join
@@ -224,8 +236,8 @@ async fn members_are_listed_to_members_and_refused_to_others() {
     let usernames = vec!["adam".to_string(), "zoe".to_string()];
     assert_eq!(adam.event().await, ServerEvent::Members { room: "general".into(), usernames });
     carol.send(ClientMessage::Members { room: "general".into() }).await;
-    let (room, error) = carol.error_about().await;
-    assert_eq!(room.as_deref(), Some("general"));
+    let (room, code, error) = carol.refused().await;
+    assert_eq!((room.as_deref(), code), (Some("general"), ErrorCode::NotMember));
     assert!(error.contains("not in that room"), "{error}");
     server.stop().await;
 }
@@ -315,42 +327,46 @@ async fn every_rule_is_answered_with_an_error_event_and_the_connection_stays_ope
     let server = Server::start("chat_server", &[]).await;
     let mut c = Chat::connect(&server).await;
 
+    // Each refusal has its code, for a program, and words, for a person.
     c.send_raw(Message::text("this is not json")).await;
-    let (room, error) = c.error_about().await;
+    let (room, code, error) = c.refused().await;
     assert!(error.contains("invalid JSON"));
-    assert_eq!(room, None, "no room is concerned");
+    assert_eq!((room, code), (None, ErrorCode::Invalid), "no room is concerned");
     c.send_raw(Message::text(r#"{"type":"Shout","room":"x"}"#)).await;
-    assert!(c.error().await.contains("invalid JSON"));
+    assert_eq!(c.refused().await.1, ErrorCode::Invalid);
     c.send_raw(Message::binary(vec![1, 2, 3])).await;
-    assert!(c.error().await.contains("binary"));
+    let (_, code, error) = c.refused().await;
+    assert!(error.contains("binary") && code == ErrorCode::Invalid, "{code:?} {error}");
 
     c.say("general", "not a member yet").await;
-    let (room, error) = c.error_about().await;
+    let (room, code, error) = c.refused().await;
     assert_eq!(room.as_deref(), Some("general"), "an Error names the room it is about");
     assert!(error.contains("not in that room"), "{error}");
+    assert_eq!(code, ErrorCode::NotMember);
     c.join("general", "").await;
     assert!(c.error().await.contains("username"));
     c.join("general", &"x".repeat(33)).await;
-    assert!(c.error().await.contains("username"));
+    assert_eq!(c.code().await, ErrorCode::BadName);
     c.join("", "alice").await;
-    assert!(c.error().await.contains("room"));
+    let (_, code, error) = c.refused().await;
+    assert!(error.contains("room") && code == ErrorCode::BadName, "{code:?} {error}");
     c.send(ClientMessage::Leave { room: "general".into() }).await;
-    assert!(c.error().await.contains("not in that room"));
+    assert_eq!(c.code().await, ErrorCode::NotMember);
 
     // 32 characters (not bytes) is allowed.
     let name = "é".repeat(32);
     c.join_ok("general", &name).await;
     c.join("general", &name).await;
-    assert!(c.error().await.contains("already"));
+    assert_eq!(c.code().await, ErrorCode::AlreadyJoined);
     let mut twin = Chat::connect(&server).await;
     twin.join("general", &name).await;
-    let (room, error) = twin.error_about().await;
+    let (room, code, error) = twin.refused().await;
     assert!(error.contains("name is taken"), "names are unique in a room");
-    assert_eq!(room.as_deref(), Some("general"));
+    assert_eq!((room.as_deref(), code), (Some("general"), ErrorCode::NameTaken));
     twin.join_ok("elsewhere", &name).await;
 
     c.say("general", "").await;
-    assert!(c.error().await.contains("content"));
+    assert_eq!(c.code().await, ErrorCode::BadContent);
     c.say("general", &"y".repeat(4097)).await;
     assert!(c.error().await.contains("content"));
     c.say("general", &"y".repeat(4096)).await;
@@ -691,8 +707,8 @@ async fn a_flooder_is_rate_limited_and_readers_keep_every_message() {
             Ok(msg) => match ServerEvent::try_from(&msg).expect("a server event") {
                 ServerEvent::Joined { .. } => {}
                 ServerEvent::Message { .. } => accepted += 1,
-                ServerEvent::Error { room, message } => {
-                    assert_eq!(room.as_deref(), Some("general"));
+                ServerEvent::Error { room, code, message } => {
+                    assert_eq!((room.as_deref(), code), (Some("general"), ErrorCode::RateLimited));
                     assert!(message.starts_with("rate limit"), "{message}");
                     refusals += 1;
                 }

@@ -24,7 +24,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use websocket_tutorial::client::WsClient;
-use websocket_tutorial::protocol::{ClientMessage, ServerEvent};
+use websocket_tutorial::protocol::{ClientMessage, ErrorCode, ServerEvent};
 
 fn main() -> ExitCode {
     let redis = redis_component();
@@ -200,8 +200,14 @@ impl Chat {
 
     /// The next event, which must be an `Error`; returns its room and text.
     async fn error(&mut self) -> (Option<String>, String) {
+        let (room, _, message) = self.refused().await;
+        (room, message)
+    }
+
+    /// The next event, which must be an `Error`: its room, code and text.
+    async fn refused(&mut self) -> (Option<String>, ErrorCode, String) {
         match self.event().await {
-            ServerEvent::Error { room, message } => (room, message),
+            ServerEvent::Error { room, code, message } => (room, code, message),
             other => panic!("{}: expected an Error event, got {other:?}", self.name),
         }
     }
@@ -471,8 +477,9 @@ async fn while_redis_is_lost_messages_are_refused_and_after_it_returns_rooms_rec
     redis.stop().await;
     for chat in [&mut alice, &mut bob] {
         chat.say("general", "while Redis is gone").await;
-        let (room, error) = chat.error().await;
+        let (room, code, error) = chat.refused().await;
         assert_eq!(room.as_deref(), Some("general"), "{}: {error}", chat.name);
+        assert_eq!(code, ErrorCode::Unavailable, "{}: {error}", chat.name);
         assert!(error.contains("temporarily unavailable"), "{}: {error}", chat.name);
         chat.expect_nothing_pending().await; // still open, and nothing else came
     }
@@ -641,7 +648,7 @@ async fn a_client_moved_to_the_other_node_gets_every_missed_message_once() {
         alice.join_since("general", last_seen).await;
         match alice.event().await {
             event if event == joined("general", "alice") => break,
-            ServerEvent::Error { room, message } if message.contains("taken") => {
+            ServerEvent::Error { room, code: ErrorCode::NameTaken, message } => {
                 assert_eq!(room.as_deref(), Some("general"), "{message}");
             }
             other => panic!("alice expected Joined or the name taken, got {other:?}"),

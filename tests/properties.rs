@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 use websocket_tutorial::codec::{self, Frame, FrameType};
 use websocket_tutorial::error::{CodecError, ProtocolError};
-use websocket_tutorial::protocol::{ClientMessage, ServerEvent};
+use websocket_tutorial::protocol::{ClientMessage, ErrorCode, ServerEvent};
 
 // ---- the binary codec (src/codec.rs) -------------------------------------
 
@@ -162,6 +162,23 @@ fn string() -> impl Strategy<Value = String> {
     prop_oneof![any::<String>(), "[a-z]{0,8}", Just("\"\\\n\u{0}\u{7f}\u{2028}é😀".to_string())]
 }
 
+fn error_code() -> impl Strategy<Value = ErrorCode> {
+    prop::sample::select(vec![
+        ErrorCode::Invalid,
+        ErrorCode::BadName,
+        ErrorCode::BadContent,
+        ErrorCode::TooManyRooms,
+        ErrorCode::NotYourName,
+        ErrorCode::NameTaken,
+        ErrorCode::AlreadyJoined,
+        ErrorCode::SinceAhead,
+        ErrorCode::NotMember,
+        ErrorCode::RateLimited,
+        ErrorCode::Unavailable,
+        ErrorCode::Other,
+    ])
+}
+
 fn client_message() -> impl Strategy<Value = ClientMessage> {
     prop_oneof![
         (string(), string(), any::<Option<u64>>())
@@ -195,8 +212,8 @@ fn server_event() -> impl Strategy<Value = ServerEvent> {
         (string(), prop::collection::vec(string(), 0..5))
             .prop_map(|(room, usernames)| ServerEvent::Members { room, usernames }),
         Just(ServerEvent::Pong),
-        (any::<Option<String>>(), string())
-            .prop_map(|(room, message)| ServerEvent::Error { room, message }),
+        (any::<Option<String>>(), error_code(), string())
+            .prop_map(|(room, code, message)| ServerEvent::Error { room, code, message }),
     ]
 }
 

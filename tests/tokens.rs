@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{StatusCode, header};
 use websocket_tutorial::client::WsClient;
-use websocket_tutorial::protocol::{ClientMessage, ServerEvent};
+use websocket_tutorial::protocol::{ClientMessage, ErrorCode, ServerEvent};
 use websocket_tutorial::token::{Claims, Secret};
 
 const SECRET: &str = "correct horse battery staple";
@@ -134,8 +134,8 @@ async fn a_join_under_another_name_than_the_tokens_sub_gets_an_error_with_the_ro
     let (server, _file) = server().await;
     let mut alice = handshake(&server.url, Via::Header(token("alice"))).await.expect("alice");
     match join(&mut alice, "general", "bob").await {
-        ServerEvent::Error { room, message } => {
-            assert_eq!(room.as_deref(), Some("general"));
+        ServerEvent::Error { room, code, message } => {
+            assert_eq!((room.as_deref(), code), (Some("general"), ErrorCode::NotYourName));
             assert!(message.contains("alice"), "{message}");
         }
         other => panic!("expected an Error, got {other:?}"),
