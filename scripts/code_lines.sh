@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The size budget of the tutorial's code, in code lines: lines that are not
+# blank and not only a comment (`//`, `///`, `//!`). A learner reads these
+# files whole, so each has a budget (issue "Teach in layers"): every example
+# named below, and every library file in src/, whose unit tests (from
+# `#[cfg(test)]` on) do not count.
+#
+#   scripts/code_lines.sh           print the table
+#   scripts/code_lines.sh --check   also exit 1 when a file is over its budget
+#
+# A file listed that does not exist is "missing", and --check counts it as
+# over budget too.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+check=false
+case "${1:-}" in
+    --check) check=true ;;
+    "") ;;
+    *) echo "usage: scripts/code_lines.sh [--check]" >&2; exit 2 ;;
+esac
+
+# Code lines of a file; with `lib`, only those before `#[cfg(test)]`.
+count() {
+    awk -v lib="$2" '
+        lib == "lib" && /^[[:space:]]*#\[cfg\(test\)\]/ { exit }
+        /^[[:space:]]*$/ { next }
+        /^[[:space:]]*\/\// { next }
+        { n++ }
+        END { print n + 0 }
+    ' "$1"
+}
+
+# file and budget: the full examples of the chapters' main lessons, then
+# every library file.
+budgets=(
+    examples/echo_server.rs 80
+    examples/broadcast_server.rs 150
+    examples/data_pusher.rs 130
+    examples/chat_server.rs 220
+    examples/chat_client.rs 250
+)
+for lib in src/*.rs; do
+    budgets+=("$lib" 500)
+done
+
+over=0
+printf '%-32s %6s %6s  %s\n' file lines budget ""
+for ((i = 0; i < ${#budgets[@]}; i += 2)); do
+    file=${budgets[i]} budget=${budgets[i + 1]}
+    if [ ! -f "$file" ]; then
+        printf '%-32s %6s %6s  %s\n' "$file" - "$budget" missing
+        over=$((over + 1))
+        continue
+    fi
+    kind=example
+    [[ $file == src/* ]] && kind=lib
+    lines=$(count "$file" "$kind")
+    status=ok
+    if [ "$lines" -gt "$budget" ]; then
+        status="over by $((lines - budget))"
+        over=$((over + 1))
+    fi
+    printf '%-32s %6s %6s  %s\n' "$file" "$lines" "$budget" "$status"
+done
+echo "code lines: $over of $((${#budgets[@]} / 2)) files over their budget"
+if $check && [ "$over" -gt 0 ]; then
+    exit 1
+fi
