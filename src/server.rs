@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
@@ -87,14 +87,29 @@ pub async fn bind(addr: SocketAddr) -> io::Result<Listener> {
 /// ([`crate::tls::TlsArgs::acceptor`]): the line is then
 /// `listening on wss://IP:PORT`.
 pub async fn bind_with(addr: SocketAddr, tls: Option<TlsAcceptor>) -> io::Result<Listener> {
-    let tcp = TcpListener::bind(addr).await?;
     let scheme = if tls.is_some() { "wss" } else { "ws" };
+    let tcp = listen_as(addr, scheme).await?;
+    Ok(Listener { tcp, tls })
+}
+
+// ANCHOR: listen
+/// Binds `addr` (`IP:PORT`, or a name to look up) and prints
+/// `listening on ws://IP:PORT` with the real port, so that port 0 works and
+/// a script (or a test) can read the port from the first line: the plain
+/// TCP listener of a first version, whose accept loop is its own.
+pub async fn listen(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
+    listen_as(addr, "ws").await
+}
+
+async fn listen_as(addr: impl ToSocketAddrs, scheme: &str) -> io::Result<TcpListener> {
+    let tcp = TcpListener::bind(addr).await?;
     // The line is out before we accept anyone. It is the only thing a
     // server writes to stdout, and if stdout is gone (its reader quit) the
     // server is still worth running: the error is ignored, not a panic.
     let _ = output::line(format_args!("listening on {scheme}://{}", tcp.local_addr()?));
-    Ok(Listener { tcp, tls })
+    Ok(tcp)
 }
+// ANCHOR_END: listen
 
 /// A token that is cancelled when the process receives Ctrl-C (SIGINT).
 ///

@@ -13,7 +13,9 @@ use tokio::time::timeout;
 
 /// Every example: each has a `--help`, and each refuses a flag it does not
 /// know.
-const EXAMPLES: [&str; 13] = [
+const EXAMPLES: [&str; 15] = [
+    "echo_client_first",
+    "echo_server_first",
     "echo_client",
     "echo_server",
     "full_client",

@@ -17,35 +17,49 @@ use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+/// The echo servers of chapter 2.2: the first version, and what it grows
+/// into. Each test below that names neither holds for both.
+const ECHO_SERVERS: [&str; 2] = ["echo_server_first", "echo_server"];
+
+/// The clients of chapter 2.1, the same way.
+const ECHO_CLIENTS: [&str; 2] = ["echo_client_first", "echo_client"];
+
 /// Text and binary messages come back unchanged, up to 1 MiB, and the
 /// client's close is answered with the server's.
 #[tokio::test]
 async fn echo_server_returns_text_and_binary_unchanged() {
-    let server = Server::start("echo_server", &[]).await;
-    let mut ws = connect(&server.url).await;
-    for msg in [
-        Message::text("hello"),
-        Message::text("héllo wörld ✓"),
-        Message::text(""),
-        Message::binary(vec![0u8, 1, 2, 255]),
-        Message::binary((0..1_048_576).map(|i| (i % 251) as u8).collect::<Vec<u8>>()),
-        Message::text("x".repeat(1_048_576)),
-    ] {
-        ws.send(msg.clone()).await.expect("send");
-        assert_eq!(recv(&mut ws).await, msg);
+    for name in ECHO_SERVERS {
+        let server = Server::start(name, &[]).await;
+        let mut ws = connect(&server.url).await;
+        for msg in [
+            Message::text("hello"),
+            Message::text("héllo wörld ✓"),
+            Message::text(""),
+            Message::binary(vec![0u8, 1, 2, 255]),
+            Message::binary((0..1_048_576).map(|i| (i % 251) as u8).collect::<Vec<u8>>()),
+            Message::text("x".repeat(1_048_576)),
+        ] {
+            ws.send(msg.clone()).await.expect("send");
+            assert_eq!(recv(&mut ws).await, msg, "{name}");
+        }
+        close_cleanly(&mut ws).await;
+        server.stop().await;
     }
-    close_cleanly(&mut ws).await;
-    server.stop().await;
 }
 
-/// The basic client prints the echo of its text and exits 0.
+/// The basic clients print the echo of their text and exit 0, against
+/// either server.
 #[tokio::test]
 async fn echo_client_prints_the_echo() {
-    let server = Server::start("echo_server", &[]).await;
-    let mut client = Program::start("echo_client", &[&server.url, "hi there"]);
-    assert_eq!(client.next_line().await.as_deref(), Some("hi there"));
-    assert_eq!(client.exit_code().await, 0);
-    server.stop().await;
+    for server_name in ECHO_SERVERS {
+        let server = Server::start(server_name, &[]).await;
+        for name in ECHO_CLIENTS {
+            let mut client = Program::start(name, &[&server.url, "hi there"]);
+            assert_eq!(client.next_line().await.as_deref(), Some("hi there"), "{name}");
+            assert_eq!(client.exit_code().await, 0, "{name} against {server_name}");
+        }
+        server.stop().await;
+    }
 }
 
 /// A refused connection is one clear line on stderr and exit code 1.
@@ -53,12 +67,14 @@ async fn echo_client_prints_the_echo() {
 async fn echo_client_reports_a_refused_connection() {
     let nothing = common::refused_port();
     let url = format!("ws://127.0.0.1:{}", nothing.port);
-    let mut client = Program::start("echo_client", &[&url, "hi"]);
-    assert_eq!(client.exit_code().await, 1);
-    let stderr = client.stderr_text().await;
-    assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
-    assert!(stderr.starts_with(&format!("error: cannot connect to {url}")), "{stderr}");
-    assert!(stderr.contains("refused"), "{stderr}");
+    for name in ECHO_CLIENTS {
+        let mut client = Program::start(name, &[&url, "hi"]);
+        assert_eq!(client.exit_code().await, 1, "{name}");
+        let stderr = client.stderr_text().await;
+        assert_eq!(stderr.lines().count(), 1, "{name}: one line: {stderr:?}");
+        assert!(stderr.starts_with(&format!("error: cannot connect to {url}")), "{stderr}");
+        assert!(stderr.contains("refused"), "{name}: {stderr}");
+    }
 }
 
 /// The full client sends each stdin line, prints each echo, and at end of
@@ -208,14 +224,20 @@ async fn reconnect_client_backs_off_to_the_cap_and_gives_up() {
 /// the middle of a frame leave the server serving the next client.
 #[tokio::test]
 async fn bad_peers_do_not_disturb_the_server() {
-    let server = Server::start("echo_server", &[]).await;
+    for name in ECHO_SERVERS {
+        bad_peers_do_not_disturb(name).await;
+    }
+}
+
+async fn bad_peers_do_not_disturb(name: &str) {
+    let server = Server::start(name, &[]).await;
 
     // Garbage instead of an HTTP request: the server answers and hangs up.
     let mut garbage = TcpStream::connect(&server.addr).await.expect("connect");
     garbage.write_all(b"\x00\xffnot http at all\r\n\r\n").await.expect("write");
     let mut buf = Vec::new();
     let read = timeout(WAIT, garbage.read_to_end(&mut buf)).await.expect("server hangs up");
-    assert!(read.is_ok());
+    assert!(read.is_ok(), "{name}");
 
     // Half a handshake, left open: must not block anyone else.
     let mut half = TcpStream::connect(&server.addr).await.expect("connect");
@@ -233,13 +255,14 @@ async fn bad_peers_do_not_disturb_the_server() {
     // The next client is served normally, while `half` is still open.
     let mut ws = connect(&server.url).await;
     ws.send(Message::text("still alive")).await.expect("send");
-    assert_eq!(recv(&mut ws).await, Message::text("still alive"));
+    assert_eq!(recv(&mut ws).await, Message::text("still alive"), "{name}");
     close_cleanly(&mut ws).await;
 
     // Shutdown does not wait for the half-finished handshake either.
     let started = std::time::Instant::now();
     server.stop().await;
-    assert!(started.elapsed() < Duration::from_secs(4), "shutdown waited {:?}", started.elapsed());
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(4), "{name}: shutdown waited {took:?}");
     drop(half);
 }
 
@@ -258,20 +281,22 @@ async fn echo_server_closes_with_1009_over_its_limit() {
 /// promptly.
 #[tokio::test]
 async fn ctrl_c_closes_connections_with_1001_and_exits_0() {
-    let server = Server::start("echo_server", &[]).await;
-    let mut a = connect(&server.url).await;
-    let mut b = connect(&server.url).await;
-    a.send(Message::text("x")).await.expect("send");
-    recv(&mut a).await; // the server has surely accepted `a` now
-    b.send(Message::text("y")).await.expect("send");
-    recv(&mut b).await;
-    server.program.interrupt();
-    assert_eq!(expect_close(&mut a).await, CloseCode::Away);
-    assert_eq!(expect_close(&mut b).await, CloseCode::Away);
-    let mut program = server.program;
-    let started = std::time::Instant::now();
-    assert_eq!(program.exit_code().await, 0);
-    assert!(started.elapsed() < Duration::from_secs(5), "exits promptly");
+    for name in ECHO_SERVERS {
+        let server = Server::start(name, &[]).await;
+        let mut a = connect(&server.url).await;
+        let mut b = connect(&server.url).await;
+        a.send(Message::text("x")).await.expect("send");
+        recv(&mut a).await; // the server has surely accepted `a` now
+        b.send(Message::text("y")).await.expect("send");
+        recv(&mut b).await;
+        server.program.interrupt();
+        assert_eq!(expect_close(&mut a).await, CloseCode::Away, "{name}");
+        assert_eq!(expect_close(&mut b).await, CloseCode::Away, "{name}");
+        let mut program = server.program;
+        let started = std::time::Instant::now();
+        assert_eq!(program.exit_code().await, 0, "{name}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{name} exits promptly");
+    }
 }
 
 /// The reconnecting client's heartbeat notices a server that has gone

@@ -126,13 +126,15 @@ async fn run_python(script: &str, args: &[&str]) -> Vec<String> {
 
 /// Python's client gets every text (ASCII, non-ASCII, empty) and binary
 /// message (0 bytes to 1 MiB, across each frame-length encoding) back from
-/// echo_server byte for byte and as the same frame type, its ping answered,
-/// and its close answered with 1000.
+/// echo_server, and from its first version, byte for byte and as the same
+/// frame type, its ping answered, and its close answered with 1000.
 async fn python_client_gets_identical_echoes_and_a_clean_close() {
-    let server = Server::start("echo_server", &[]).await;
-    let lines = run_python("echo_check.py", &[&server.url]).await;
-    assert_eq!(lines, ECHO_CHECKS);
-    server.stop().await;
+    for name in ["echo_server_first", "echo_server"] {
+        let server = Server::start(name, &[]).await;
+        let lines = run_python("echo_check.py", &[&server.url]).await;
+        assert_eq!(lines, ECHO_CHECKS, "{name}");
+        server.stop().await;
+    }
 }
 
 /// What echo_check.py prints when every check passed: one line per check,
