@@ -13,7 +13,7 @@ use tokio::time::timeout;
 
 /// Every example: each has a `--help`, and each refuses a flag it does not
 /// know.
-const EXAMPLES: [&str; 15] = [
+const EXAMPLES: [&str; 16] = [
     "echo_client_first",
     "echo_server_first",
     "echo_client",
@@ -28,6 +28,7 @@ const EXAMPLES: [&str; 15] = [
     "chat_client",
     "data_pusher",
     "make_token",
+    "make_cert",
     "autobahn_client",
 ];
 

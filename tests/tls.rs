@@ -257,3 +257,42 @@ async fn over_tls_a_message_over_the_limit_gets_1009_and_then_a_clean_end() {
     close_cleanly(&mut next).await;
     server.stop().await;
 }
+
+/// Chapter 10.6's steps, as a reader follows them: `make_cert DIR` writes
+/// a CA, a certificate for 127.0.0.1 and its key (the key readable by its
+/// owner only); chat_server serves wss:// with them, and chat_client,
+/// trusting that CA, joins and chats. A second run refuses to overwrite.
+#[tokio::test]
+async fn make_cert_makes_what_a_wss_server_and_its_clients_need() {
+    let dir = std::env::temp_dir().join(format!("make-cert-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let dir_arg = dir.to_str().expect("a UTF-8 temporary directory");
+    let mut made = Program::start("make_cert", &[dir_arg]);
+    let files = made.remaining_lines().await;
+    assert_eq!(made.exit_code().await, 0, "{}", made.stderr_text().await);
+    let [ca, cert, key] = ["ca.pem", "cert.pem", "key.pem"].map(|f| dir.join(f));
+    let expected: Vec<String> =
+        [&ca, &cert, &key].iter().map(|p| p.display().to_string()).collect();
+    assert_eq!(files, expected, "it prints the paths it wrote");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
+    assert_eq!(mode & 0o077, 0, "the key is readable by its owner only: {mode:o}");
+
+    let (cert, key, ca) =
+        (cert.display().to_string(), key.display().to_string(), ca.display().to_string());
+    let server = Server::start("chat_server", &["--tls-cert", &cert, "--tls-key", &key]).await;
+    assert!(server.url.starts_with("wss://"), "{}", server.url);
+    let mut alice = Program::start("chat_client", &[&server.url, "alice", "--ca-cert", &ca]);
+    alice.wait_for(|l| l.ends_with("#general * alice joined")).await;
+    alice.write_stdin("over TLS\n").await;
+    alice.wait_for(|l| l.ends_with("#general <alice> over TLS")).await;
+    alice.write_stdin("/quit\n").await;
+    assert_eq!(alice.exit_code().await, 0);
+    server.stop().await;
+
+    let mut again = Program::start("make_cert", &[dir_arg]);
+    assert_eq!(again.exit_code().await, 1);
+    let stderr = again.stderr_text().await;
+    assert!(stderr.contains("exists already") && stderr.contains("ca.pem"), "{stderr}");
+    std::fs::remove_dir_all(&dir).expect("remove the test's directory");
+}
