@@ -28,8 +28,9 @@
 //! Rules: a username is 1 to 32 characters and unique within a room, a room
 //! name is 1 to 32 characters, content 1 byte to 4 KiB, at most 16 rooms per
 //! connection. Invalid JSON, a binary frame, a message to a room you have
-//! not joined, or a broken rule gets `{"type":"Error","message":"..."}`
-//! (with `"room"` when the command was about a room) and the connection
+//! not joined, or a broken rule gets `{"type":"Error","code":"...","message":"..."}`
+//! (with `"room"` when the command was about a room; the code says which
+//! rule, for a program, the message says it for people) and the connection
 //! stays open. So does a `since` ahead of the room's last `seq`, and that
 //! join does not happen: a client that resumes from a number the room
 //! never reached (the server restarted, or the room emptied and started

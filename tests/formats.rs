@@ -110,7 +110,7 @@ async fn json_demo_round_trips_server_events() {
             "# 4. A ServerEvent round trip (what the chat server sends)",
             r#"  text frame: {"type":"Message","room":"general","username":"alice","content":"hi","timestamp":"2026-11-25T19:50:35.123Z","seq":1}"#,
             "  decoded back equal: true",
-            r#"  text frame: {"type":"Error","message":"invalid JSON message: missing field `username`"}"#,
+            r#"  text frame: {"type":"Error","code":"invalid","message":"invalid JSON message: missing field `username`"}"#,
             "  decoded back equal: true",
         ],
     );
