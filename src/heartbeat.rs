@@ -16,6 +16,9 @@
 //! serves both jobs: it fires at the next ping or at the end of the allowed
 //! silence, whichever comes first, and a frame from the client only notes
 //! the time ([`Heartbeat::heard`]), with no timer to move for every frame.
+//! [`Heartbeat::due`] is that timer's arm of a connection's `select!`, written
+//! once: it waits, asks, resets the timer, and returns only when a ping is
+//! due or the client is gone.
 //!
 //! ```
 //! # use std::time::Duration;
@@ -29,15 +32,17 @@
 //! assert_eq!(heartbeat.on_wake(start + Duration::from_secs(15)), Beat::Dead);
 //! ```
 
+use std::pin::Pin;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::args;
 
 /// A server's heartbeat settings, as every server takes them on its command
-/// line (`#[command(flatten)] heartbeat: HeartbeatArgs`): `--ping-ms`
-/// (5000) and `--pong-timeout-ms` (10000).
+/// line (`#[command(flatten)] heartbeat: HeartbeatArgs`, or within
+/// [`crate::server::Deadlines`]): `--ping-ms` (5000) and `--pong-timeout-ms`
+/// (10000).
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub struct HeartbeatArgs {
     /// Heartbeat interval, in milliseconds.
@@ -115,6 +120,42 @@ impl Heartbeat {
     }
 }
 
+// ANCHOR: due
+/// What [`Heartbeat::due`] found due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// Send a ping now.
+    Ping,
+    /// The client has been silent too long: close with 1011 `ping timeout`.
+    Dead,
+}
+
+impl Heartbeat {
+    /// The heartbeat's arm of a connection's `select!` loop: waits for
+    /// `timer` (the connection's one heartbeat timer, a pinned
+    /// `sleep_until(heartbeat.next_wake())`), asks [`Heartbeat::on_wake`]
+    /// what is due, and resets the timer to the next wake. A wake with
+    /// nothing due (the client was heard since the timer was set) only
+    /// moves the timer; so this returns only when a ping is due or the
+    /// client is gone.
+    ///
+    /// Cancel-safe, as a `select!` arm must be: dropped while it waits (another
+    /// arm won), it has changed nothing.
+    pub async fn due(&mut self, mut timer: Pin<&mut Sleep>) -> Due {
+        loop {
+            timer.as_mut().await;
+            let beat = self.on_wake(Instant::now());
+            timer.as_mut().reset(self.next_wake());
+            match beat {
+                Beat::Ping => return Due::Ping,
+                Beat::Dead => return Due::Dead,
+                Beat::Wait => {}
+            }
+        }
+    }
+}
+// ANCHOR_END: due
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,5 +216,54 @@ mod tests {
         let mut heartbeat = Heartbeat::new(t0, PING, Duration::ZERO);
         assert_eq!(heartbeat.next_wake(), t0 + ms(100));
         assert_eq!(heartbeat.on_wake(t0 + ms(100)), Beat::Dead);
+    }
+
+    /// An instant `ago` before now (the monotonic clock has run for longer
+    /// than these tests look back).
+    fn before_now(ago: Duration) -> Instant {
+        Instant::now().checked_sub(ago).expect("the clock has run that long")
+    }
+
+    // `due` is tested with timers set in the past, which fire at once, and
+    // with margins of seconds, so that a busy machine cannot change what is
+    // due: no test waits for time to pass.
+
+    #[tokio::test]
+    async fn due_says_ping_and_sets_the_timer_to_the_next_wake() {
+        // Started 1.5 s ago, a ping every second: the first one is overdue.
+        let t0 = before_now(Duration::from_millis(1500));
+        let mut heartbeat = Heartbeat::new(t0, Duration::from_secs(1), Duration::from_secs(60));
+        let mut timer = std::pin::pin!(tokio::time::sleep_until(heartbeat.next_wake()));
+        assert_eq!(heartbeat.due(timer.as_mut()).await, Due::Ping);
+        assert_eq!(timer.deadline(), heartbeat.next_wake());
+        assert!(timer.deadline() > Instant::now(), "the next ping is a second away");
+    }
+
+    #[tokio::test]
+    async fn due_says_dead_after_too_much_silence() {
+        let t0 = before_now(Duration::from_secs(20));
+        let mut heartbeat = Heartbeat::new(t0, Duration::from_secs(5), Duration::from_secs(10));
+        let mut timer = std::pin::pin!(tokio::time::sleep_until(heartbeat.next_wake()));
+        assert_eq!(heartbeat.due(timer.as_mut()).await, Due::Dead);
+    }
+
+    #[tokio::test]
+    async fn due_only_moves_the_timer_when_the_client_was_heard_since_it_was_set() {
+        use futures_util::FutureExt;
+
+        // A ping every 10 s, 5 s of silence after it: started 16 s ago,
+        // pinged at 10 s (the next ping is due at 20 s), and the timer was
+        // set for the end of the silence, 15 s. The pong came at 12 s: at
+        // 16 s nothing is due, and the next wake is the ping at 20 s.
+        let t0 = before_now(Duration::from_secs(16));
+        let mut heartbeat = Heartbeat::new(t0, Duration::from_secs(10), Duration::from_secs(5));
+        assert_eq!(heartbeat.on_wake(t0 + Duration::from_secs(10)), Beat::Ping);
+        let mut timer = std::pin::pin!(tokio::time::sleep_until(heartbeat.next_wake()));
+        assert_eq!(timer.deadline(), t0 + Duration::from_secs(15));
+        heartbeat.heard(t0 + Duration::from_secs(12));
+        // Polled once: the timer fires, nothing is due, the timer moves to
+        // 20 s, and `due` waits on.
+        assert_eq!(heartbeat.due(timer.as_mut()).now_or_never(), None);
+        assert_eq!(timer.deadline(), t0 + Duration::from_secs(20));
     }
 }
