@@ -1,5 +1,7 @@
-//! What every server example shares: binding, the accept loop with a
-//! connection cap, graceful shutdown, and closing a connection properly.
+//! What every server example shares: its command line ([`ServerArgs`],
+//! [`Deadlines`]), its start-up ([`run`]: TLS files, Ctrl-C, bind, serve),
+//! the accept loop with a connection cap, graceful shutdown, and closing a
+//! connection properly.
 //!
 //! The pattern is *detect, tell, wait* (the one tokio's graceful-shutdown
 //! example teaches):
@@ -13,17 +15,19 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::handshake::server::{Callback, Request, Response};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{WebSocketStream, accept_hdr_async_with_config};
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
@@ -31,10 +35,10 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, Span, debug, error, info, info_span, warn};
 
 use crate::admission::{Admission, Authenticated, PerIp, Refusal};
-use crate::close;
 use crate::error::{self, AddressError, Error};
-use crate::output;
-use crate::tls::Stream;
+use crate::heartbeat::HeartbeatArgs;
+use crate::tls::{Stream, TlsArgs};
+use crate::{args, close, output};
 
 /// The address servers listen on when none is given.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9001";
@@ -67,6 +71,51 @@ pub fn parse_max_connections(text: &str) -> Result<usize, String> {
 
 /// How long shutdown waits for all connections to finish closing.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Connections a server serves at once when `--max-connections` is not
+/// given.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+// ANCHOR: server_args
+/// What every server takes on its command line besides its own settings
+/// (`#[command(flatten)] server: ServerArgs`), and what [`run`] needs: the
+/// address, `--max-connections`, and chapter 10's `--allow-origin`,
+/// `--max-per-ip` ([`Admission`]) and `--tls-cert`/`--tls-key`
+/// ([`TlsArgs`]).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServerArgs {
+    /// The address to listen on, IP:PORT; port 0 picks a free port.
+    #[arg(default_value = DEFAULT_ADDR, value_parser = parse_addr)]
+    pub addr: SocketAddr,
+    /// Connections served at once; more wait for a free slot.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    #[arg(value_parser = parse_max_connections)]
+    pub max_connections: usize,
+    #[command(flatten)]
+    pub admission: Admission,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+// ANCHOR_END: server_args
+
+// ANCHOR: deadlines
+/// How long a connection waits for its client, in each direction, as a
+/// server that writes with a deadline takes it on its command line
+/// (`#[command(flatten)] deadlines: Deadlines`): the heartbeat's `--ping-ms`
+/// and `--pong-timeout-ms`, and `--send-timeout-ms`. Milliseconds on the
+/// command line; a `Copy` for every connection.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct Deadlines {
+    /// When to ping the client, and how long its silence may last.
+    #[command(flatten)]
+    pub heartbeat: HeartbeatArgs,
+    /// The longest one send may wait for the client to take it, in
+    /// milliseconds.
+    #[arg(long = "send-timeout-ms", value_name = "MS", default_value = "5000")]
+    #[arg(value_parser = args::period)]
+    pub send_timeout: Duration,
+}
+// ANCHOR_END: deadlines
 
 /// A server-side WebSocket, over plain TCP or over TLS ([`Stream`]).
 pub type WsStream = WebSocketStream<Stream>;
@@ -141,6 +190,38 @@ pub fn shutdown_on_ctrl_c() -> CancellationToken {
     });
     token
 }
+
+// ANCHOR: run
+/// Runs a server from its command line to its exit code, the same way for
+/// every server: reads the TLS files of `--tls-cert`/`--tls-key` (a server
+/// that cannot encrypt should not start), installs the Ctrl-C handler
+/// ([`shutdown_on_ctrl_c`]), binds and prints `listening on ws://IP:PORT`
+/// (`wss://` with TLS), then [`serve`]s every connection with `handler`
+/// until Ctrl-C. Returns 0 after a graceful shutdown; 1, with one `error:`
+/// line, when a TLS file or the address cannot be used.
+///
+/// A handler is not told who its client is: no server run here takes
+/// tokens. One that does (chat_server) calls [`serve`] itself.
+pub async fn run<H, F>(args: ServerArgs, config: WebSocketConfig, handler: H) -> ExitCode
+where
+    H: Fn(WsStream, CancellationToken) -> F + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let ServerArgs { addr, max_connections, admission, tls } = args;
+    let tls = match tls.acceptor() {
+        Ok(tls) => tls,
+        Err(e) => return output::fail(e),
+    };
+    let shutdown = shutdown_on_ctrl_c();
+    let listener = match bind_with(addr, tls).await {
+        Ok(listener) => listener,
+        Err(e) => return output::fail(format_args!("cannot listen on {addr}: {e}")),
+    };
+    let handler = move |ws, shutdown, _user| handler(ws, shutdown);
+    serve(listener, config, max_connections, admission, shutdown, handler).await;
+    ExitCode::SUCCESS
+}
+// ANCHOR_END: run
 
 // ANCHOR: accept
 /// Upgrades an accepted TCP connection to a WebSocket.
@@ -233,27 +314,7 @@ pub async fn serve<H, F>(
     // shows it, and tests/sizes.rs keeps it from growing unnoticed.
     debug!(bytes = size_of::<F>(), "every connection holds its handler's future");
 
-    loop {
-        // Wait for one of: a free slot and a new connection, or shutdown.
-        let (permit, accepted) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            Ok(permit) = limit.clone().acquire_owned() => {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    accepted = listener.accept() => (permit, accepted),
-                }
-            }
-        };
-        let (stream, peer) = match accepted {
-            Ok(conn) => conn,
-            // Typically EMFILE (out of file descriptors): back off briefly
-            // rather than spin, and keep serving the connections we have.
-            Err(e) => {
-                error!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+    while let Some((permit, stream, peer)) = next_connection(&listener, &limit, &shutdown).await {
         let (handler, shutdown, connections) = (handler.clone(), shutdown.clone(), tracker.clone());
         // Taken now, so that handshakes under way count too; `None` when the
         // address has no room, and the handshake is answered with 429.
@@ -309,6 +370,67 @@ pub async fn serve<H, F>(
 }
 // ANCHOR_END: serve
 
+// ANCHOR: next_connection
+/// Waits for a free slot, then for a new connection; `None` once `shutdown`
+/// is cancelled. The slot, a permit of the `limit` semaphore, is taken
+/// *before* `accept()`: with every slot in use, nobody is accepted, and new
+/// clients wait in the kernel's listen backlog instead of costing memory.
+/// The permit goes with the connection, and back when it ends.
+async fn next_connection(
+    listener: &TcpListener,
+    limit: &Arc<Semaphore>,
+    shutdown: &CancellationToken,
+) -> Option<(OwnedSemaphorePermit, TcpStream, SocketAddr)> {
+    loop {
+        // (`Err` only from a closed semaphore, and this one never closes.)
+        let permit = shutdown.run_until_cancelled(limit.clone().acquire_owned()).await?.ok()?;
+        match shutdown.run_until_cancelled(listener.accept()).await? {
+            Ok((stream, peer)) => return Some((permit, stream, peer)),
+            // Typically EMFILE (out of file descriptors): back off briefly
+            // rather than spin, and keep serving the connections we have.
+            Err(e) => {
+                error!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+// ANCHOR_END: next_connection
+
+// ANCHOR: ending
+/// How a connection ended, and so what its client is still owed.
+#[derive(Debug)]
+pub enum Ending {
+    /// Nothing is owed: the client closed (tungstenite has answered its
+    /// close frame) or vanished, or the close handshake is over.
+    Done,
+    /// We end it: a close frame with this code and reason, then the close
+    /// handshake (1001 at shutdown, 1008 too slow, 1011 ping timeout).
+    Close(CloseCode, &'static str),
+    /// A read failed: a client that broke a rule is told which, one that is
+    /// simply gone is let go ([`close_after_error`]).
+    ReadFailed(tungstenite::Error),
+    /// A send failed: there is no telling a client we cannot write to.
+    SendFailed(tungstenite::Error),
+}
+
+impl Ending {
+    /// Gives the client what it is owed, and says so in the log (inside
+    /// the connection's span, so the line names the client).
+    pub async fn close(self, ws: &mut WsStream) {
+        match self {
+            Ending::Done => {}
+            Ending::Close(code, reason) => {
+                info!(code = u16::from(code), %reason, "closing");
+                close::handshake(ws, code, reason).await;
+            }
+            Ending::ReadFailed(e) => close_after_error(ws, &e).await,
+            Ending::SendFailed(e) => log_send_failure(&e),
+        }
+    }
+}
+// ANCHOR_END: ending
+
 // ANCHOR: close_after_error
 /// Ends a connection whose read failed: a peer that broke a rule is told why
 /// with the matching close code, and reads it and then the end of the
@@ -323,8 +445,19 @@ pub async fn close_after_error(ws: &mut WsStream, err: &tungstenite::Error) {
 }
 // ANCHOR_END: close_after_error
 
+/// Logs a failed send as a warning, unless it only means that the client
+/// went away ([`error::is_disconnect`]): a server sees those all day.
+pub fn log_send_failure(err: &tungstenite::Error) {
+    if !error::is_disconnect(err) {
+        warn!(error = %err, "send failed");
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
     use super::*;
 
     #[test]
@@ -369,5 +502,178 @@ mod tests {
         let past = (Semaphore::MAX_PERMITS as u128 + 1).to_string();
         assert!(parse_max_connections(&past).unwrap_err().starts_with("must be at most"));
         assert!(parse_max_connections("-1").is_err());
+    }
+
+    /// `ServerArgs` and `Deadlines` as a server's `Args` flattens them.
+    #[derive(clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        deadlines: Deadlines,
+    }
+
+    fn flags(given: &[&str]) -> Result<Flags, clap::Error> {
+        clap::Parser::try_parse_from(std::iter::once("server").chain(given.iter().copied()))
+    }
+
+    #[test]
+    fn without_flags_a_server_listens_on_the_default_address_in_plain_text_for_anyone() {
+        let Flags { server, deadlines } = flags(&[]).unwrap();
+        assert_eq!(server.addr, parse_addr(DEFAULT_ADDR).unwrap());
+        assert_eq!(server.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert!(server.admission.allowed_origins.is_empty());
+        assert_eq!(server.admission.max_per_ip, crate::admission::DEFAULT_MAX_PER_IP);
+        assert!(server.admission.tokens.is_none());
+        assert!(server.tls.tls_cert.is_none() && server.tls.tls_key.is_none());
+        assert_eq!(deadlines.heartbeat.ping_every, Duration::from_millis(5000));
+        assert_eq!(deadlines.heartbeat.pong_timeout, Duration::from_millis(10_000));
+        assert_eq!(deadlines.send_timeout, Duration::from_millis(5000));
+    }
+
+    #[test]
+    fn every_shared_flag_is_taken_and_checked() {
+        let Flags { server, deadlines } = flags(&[
+            "127.0.0.1:0",
+            "--max-connections",
+            "7",
+            "--allow-origin",
+            "https://Chat.example.com/",
+            "--max-per-ip",
+            "3",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--ping-ms",
+            "50",
+            "--pong-timeout-ms",
+            "0",
+            "--send-timeout-ms",
+            "20",
+        ])
+        .unwrap();
+        assert_eq!(server.addr.port(), 0);
+        assert_eq!(server.max_connections, 7);
+        assert_eq!(server.admission.allowed_origins, ["https://chat.example.com"]);
+        assert_eq!(server.admission.max_per_ip, 3);
+        assert_eq!(server.tls.tls_key.as_deref(), Some(std::path::Path::new("k.pem")));
+        assert_eq!(deadlines.heartbeat.ping_every, Duration::from_millis(50));
+        assert_eq!(deadlines.heartbeat.pong_timeout, Duration::ZERO);
+        assert_eq!(deadlines.send_timeout, Duration::from_millis(20));
+        for bad in [
+            &["9002"][..],
+            &["--max-connections", "0"],
+            &["--tls-cert", "c.pem"],
+            &["--send-timeout-ms", "0"],
+            &["--ping-ms", "0"],
+        ] {
+            assert!(flags(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn run_with_a_certificate_it_cannot_read_fails_before_it_binds() {
+        let missing = std::env::temp_dir().join(format!("no-such-cert-{}", std::process::id()));
+        let mut server = flags(&["127.0.0.1:0"]).unwrap().server;
+        server.tls = TlsArgs { tls_cert: Some(missing.clone()), tls_key: Some(missing) };
+        // Past the certificate, it would serve until Ctrl-C: the deadline
+        // would pass, and the test fail.
+        let running = run(server, WebSocketConfig::default(), |_ws, _shutdown| async {});
+        let code = timeout(Duration::from_secs(10), running).await;
+        assert_eq!(code.ok(), Some(ExitCode::FAILURE));
+    }
+
+    /// A TCP connection to `listener`, from a client's socket that is kept
+    /// open.
+    async fn connect(listener: &TcpListener) -> TcpStream {
+        TcpStream::connect(listener.local_addr().unwrap()).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_connection_waits_for_a_free_slot_and_shutdown_ends_the_wait() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let limit = Arc::new(Semaphore::new(1));
+        let shutdown = CancellationToken::new();
+        let _first_client = connect(&listener).await;
+        let (first, _, _) = next_connection(&listener, &limit, &shutdown).await.unwrap();
+
+        // The second client is in the backlog, but the one slot is taken:
+        // it is not accepted, however often we ask.
+        let second_client = connect(&listener).await;
+        let mut next = std::pin::pin!(next_connection(&listener, &limit, &shutdown));
+        assert!(futures_util::poll!(next.as_mut()).is_pending());
+        assert!(futures_util::poll!(next.as_mut()).is_pending());
+        // The first connection ends: its slot is the second one's.
+        drop(first);
+        let (_second, _, peer) = next.await.unwrap();
+        assert_eq!(peer, second_client.local_addr().unwrap());
+
+        // Shutdown ends a wait for a slot and a wait for a connection alike.
+        let free = Arc::new(Semaphore::new(1));
+        let mut waiting_for_a_client = std::pin::pin!(next_connection(&listener, &free, &shutdown));
+        let mut waiting_for_a_slot = std::pin::pin!(next_connection(&listener, &limit, &shutdown));
+        assert!(futures_util::poll!(waiting_for_a_client.as_mut()).is_pending());
+        assert!(futures_util::poll!(waiting_for_a_slot.as_mut()).is_pending());
+        shutdown.cancel();
+        assert!(waiting_for_a_client.await.is_none());
+        assert!(waiting_for_a_slot.await.is_none());
+    }
+
+    /// A WebSocket served as `serve` would (`accept`), and its client.
+    async fn connected_pair(config: WebSocketConfig) -> (WsStream, WebSocketStream<TcpStream>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/", listener.local_addr().unwrap());
+        let (client, server) = tokio::join!(
+            async { tokio_tungstenite::client_async(url, connect(&listener).await).await },
+            async {
+                let (stream, _) = listener.accept().await.unwrap();
+                #[allow(clippy::result_large_err)]
+                let check = |_: &Request, response: Response| Ok(response);
+                accept(stream, None, config, check).await
+            },
+        );
+        (server.unwrap(), client.unwrap().0)
+    }
+
+    /// What the client reads next, skipping pings: the close frame's code
+    /// and reason, or `None` when the stream ends without one. Then the
+    /// client is gone, so that nobody waits for it.
+    async fn close_frame_read(mut client: WebSocketStream<TcpStream>) -> Option<(u16, String)> {
+        while let Some(Ok(msg)) = client.next().await {
+            match msg {
+                Message::Close(Some(frame)) => {
+                    return Some((frame.code.into(), frame.reason.to_string()));
+                }
+                Message::Ping(_) => continue,
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    #[tokio::test]
+    async fn an_ending_gives_the_client_the_close_frame_it_is_owed() {
+        let (mut ws, client) = connected_pair(WebSocketConfig::default()).await;
+        let closing = Ending::Close(CloseCode::Policy, "too slow: a write timed out");
+        let (_, frame) = tokio::join!(closing.close(&mut ws), close_frame_read(client));
+        assert_eq!(frame, Some((1008, "too slow: a write timed out".into())));
+
+        // A message over the limit: the read fails, and the client is told.
+        let config = WebSocketConfig::default().max_message_size(Some(16));
+        let (mut ws, mut client) = connected_pair(config).await;
+        client.send(Message::text("more than sixteen bytes")).await.unwrap();
+        let failed = ws.next().await.unwrap().unwrap_err();
+        let ending = Ending::ReadFailed(failed);
+        let (_, frame) = tokio::join!(ending.close(&mut ws), close_frame_read(client));
+        assert_eq!(frame.map(|(code, _)| code), Some(1009));
+
+        // Nothing owed: no close frame, whatever else.
+        for ending in [Ending::Done, Ending::SendFailed(tungstenite::Error::ConnectionClosed)] {
+            let (mut ws, client) = connected_pair(WebSocketConfig::default()).await;
+            ending.close(&mut ws).await;
+            drop(ws);
+            assert_eq!(close_frame_read(client).await, None);
+        }
     }
 }
