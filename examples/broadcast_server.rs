@@ -58,30 +58,30 @@
 //!
 //! Docs: docs/04-server-development.md
 
-use std::net::SocketAddr;
 use std::pin::pin;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
 use clap::builder::RangedU64ValueParser;
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{
+    SinkExt, StreamExt,
+    stream::{SplitSink, SplitStream},
+};
 use tokio::sync::Notify;
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-use tokio::sync::broadcast::{self, Receiver, Sender};
+use tokio::sync::broadcast::{
+    self, Receiver, Sender,
+    error::{RecvError, TryRecvError},
+};
 use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, Span, error, info, warn};
-use websocket_tutorial::admission::Admission;
-use websocket_tutorial::error::is_disconnect;
-use websocket_tutorial::heartbeat::{Beat, HeartbeatArgs};
-use websocket_tutorial::server::{self, WsStream};
-use websocket_tutorial::tls::TlsArgs;
-use websocket_tutorial::{close, output};
+use tracing::{Instrument, Span, error, info};
+use websocket_tutorial::heartbeat::{Due, HeartbeatArgs};
+use websocket_tutorial::output;
+use websocket_tutorial::server::{self, Ending, ServerArgs, WsStream};
 
 /// The channel allocates `capacity` slots up front; keep a typo from
 /// asking for gigabytes.
@@ -93,40 +93,22 @@ const BATCH: usize = 64;
 #[derive(Parser)]
 #[command(allow_negative_numbers = true)] // `--capacity -1`: a bad value, not a flag
 struct Args {
-    /// The address to listen on, IP:PORT; port 0 picks a free port.
-    #[arg(default_value = server::DEFAULT_ADDR, value_parser = server::parse_addr)]
-    addr: SocketAddr,
+    #[command(flatten)]
+    server: ServerArgs,
     /// Messages kept for a client that falls behind (tokio rounds it up to
     /// a power of two).
-    #[arg(
-        long,
-        value_name = "N",
-        default_value_t = 128,
-        value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_CAPACITY)
-    )]
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    #[arg(value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_CAPACITY))]
     capacity: usize,
-    /// Connections served at once; more wait for a free slot.
-    #[arg(long, value_name = "N", default_value_t = 1024)]
-    #[arg(value_parser = server::parse_max_connections)]
-    max_connections: usize,
-    #[command(flatten)]
-    admission: Admission,
     #[command(flatten)]
     heartbeat: HeartbeatArgs,
-    #[command(flatten)]
-    tls: TlsArgs,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let _log = output::init_logging();
     // --help or a mistake: clap exits 0 or 2
-    let Args { addr, capacity, max_connections, admission, heartbeat, tls } = Args::parse();
-    // Read before binding: a server that cannot encrypt should not start.
-    let tls = match tls.acceptor() {
-        Ok(tls) => tls,
-        Err(e) => return output::fail(e),
-    };
+    let Args { server, capacity, heartbeat } = Args::parse();
 
     // ANCHOR: config
     let config = WebSocketConfig::default()
@@ -143,21 +125,9 @@ async fn main() -> ExitCode {
     let (hub, _) = broadcast::channel::<Message>(capacity);
     // ANCHOR_END: channel
 
-    let shutdown = server::shutdown_on_ctrl_c();
-    let listener = match server::bind_with(addr, tls).await {
-        Ok(listener) => listener,
-        Err(e) => return output::fail(format_args!("cannot listen on {addr}: {e}")),
-    };
-    server::serve(
-        listener,
-        config,
-        max_connections,
-        admission,
-        shutdown,
-        move |ws, shutdown, _user| client(ws, shutdown, hub.clone(), heartbeat),
-    )
-    .await;
-    ExitCode::SUCCESS
+    // Until Ctrl-C, as every server (chapter 2.2).
+    server::run(server, config, move |ws, shutdown| client(ws, shutdown, hub.clone(), heartbeat))
+        .await
 }
 
 // ANCHOR: client
@@ -169,11 +139,6 @@ async fn client(
     hub: Sender<Message>,
     heartbeat: HeartbeatArgs,
 ) {
-    // Subscribe before saying "connected", so that anyone who waits for that
-    // line knows this client will see every message published from then on.
-    let rx = hub.subscribe();
-    info!("connected");
-
     let (sink, mut stream) = ws.split();
     // Cancelled as soon as either half ends, so the other one stops too: a
     // dead writer must not leave a reader publishing for nobody, and a
@@ -181,33 +146,23 @@ async fn client(
     let done = CancellationToken::new();
     // The reader keeps the heartbeat, and pulls this when a ping is due.
     let ping = Arc::new(Notify::new());
-    // The writer logs inside this connection's span too (a spawned task
-    // does not inherit it by itself).
-    let writer = tokio::spawn(
-        write_loop(sink, rx, ping.clone(), shutdown.clone(), done.clone())
-            .instrument(Span::current()),
-    );
+    // The writer subscribes here, before we say "connected", so that anyone
+    // who waits for that line knows this client will see every message
+    // published from then on. It logs inside this connection's span too (a
+    // spawned task does not inherit it by itself).
+    let writer = write_loop(sink, hub.subscribe(), ping.clone(), done.clone());
+    let writer = tokio::spawn(writer.instrument(Span::current()));
+    info!("connected");
 
+    // The reader's end cancels `done`, and so ends the writer.
     let ending = read_loop(&mut stream, &hub, &ping, heartbeat, &shutdown, &done).await;
-    done.cancel();
     match writer.await {
         // A client that fell silent or broke a rule (a message over 64 KiB,
-        // invalid UTF-8) is told why with a close code; that needs both
-        // halves again.
+        // invalid UTF-8), and every client at shutdown, is told why with a
+        // close code, as by every server; that needs both halves again.
         Ok(sink) => {
-            if let Some(owed) = ending
-                && let Ok(mut ws) = stream.reunite(sink)
-            {
-                match owed {
-                    Owed::PingTimeout => {
-                        let (code, reason) = (CloseCode::Error, "ping timeout");
-                        info!(code = u16::from(code), %reason, "closing");
-                        close::handshake(&mut ws, code, reason).await;
-                    }
-                    // As every server answers a broken rule: the code, then
-                    // a clean end of the stream, not a reset (chapter 10.4).
-                    Owed::ReadFailed(e) => server::close_after_error(&mut ws, &e).await,
-                }
+            if let Ok(mut ws) = stream.reunite(sink) {
+                ending.close(&mut ws).await;
             }
         }
         Err(e) => error!(error = %e, "writer task failed"),
@@ -219,8 +174,7 @@ async fn client(
 // ANCHOR: read_loop
 /// Publishes every text and binary message the client sends, and keeps
 /// the heartbeat, until the client leaves or falls silent, the writer ends,
-/// or the server shuts down. Returns what we owe the client, if the
-/// connection ended for a reason it should be told.
+/// or the server shuts down. Returns what we owe the client.
 async fn read_loop(
     stream: &mut SplitStream<WsStream>,
     hub: &Sender<Message>,
@@ -228,7 +182,7 @@ async fn read_loop(
     timing: HeartbeatArgs,
     shutdown: &CancellationToken,
     done: &CancellationToken,
-) -> Option<Owed> {
+) -> Ending {
     let _done_on_exit = done.clone().drop_guard(); // even if this panics
     // Any frame from the client, a pong included, proves it alive; the one
     // timer fires at the next ping or at the end of the allowed silence.
@@ -236,106 +190,78 @@ async fn read_loop(
     let mut heartbeat_timer = pin!(sleep_until(heartbeat.next_wake()));
     loop {
         // Wait for one of: shutdown, the writer ending, the next message, or
-        // the heartbeat. `biased`: at shutdown the writer sends our close
-        // frame and then ends, so both tokens fire; shutdown must win, so
-        // that we read the client's answer and the close handshake
-        // completes. The client comes before the heartbeat, so that a frame
-        // already here counts before the silence is judged.
-        let msg = tokio::select! {
+        // the heartbeat. `biased`: in this order. The client comes before
+        // the heartbeat, so that a frame already here counts before the
+        // silence is judged.
+        tokio::select! {
             biased;
-            _ = shutdown.cancelled() => {
-                close::wait_for_reply(stream).await;
-                return None;
-            }
-            _ = done.cancelled() => return None,
+            // The close handshake (1001) needs both halves: `client` does it.
+            _ = shutdown.cancelled() => return Ending::Close(CloseCode::Away, "server shutting down"),
+            _ = done.cancelled() => return Ending::Done,
             msg = stream.next() => {
                 heartbeat.heard(Instant::now());
-                msg
-            }
-            _ = &mut heartbeat_timer => {
-                let beat = heartbeat.on_wake(Instant::now());
-                heartbeat_timer.as_mut().reset(heartbeat.next_wake());
-                match beat {
-                    // Only the writer writes: it sends the ping.
-                    Beat::Ping => ping.notify_one(),
-                    Beat::Dead => return Some(Owed::PingTimeout),
-                    Beat::Wait => {}
+                match msg {
+                    Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
+                        // Never blocks: a slow receiver falls behind on its
+                        // own. Fails only when nobody is subscribed, which
+                        // cannot be the case while this client's own writer
+                        // is.
+                        let _ = hub.send(msg);
+                        // Fairness: a burst already in our read buffer would
+                        // otherwise be published message after message,
+                        // overrunning the channel before any writer runs, so
+                        // that clients that read fine would be told they
+                        // missed messages. Yielding lets the writers we just
+                        // woke forward it first.
+                        tokio::task::yield_now().await;
+                    }
+                    // tungstenite answers pings and the client's close frame
+                    // by itself; after a close the stream ends on the next
+                    // read.
+                    Some(Ok(_)) => {}
+                    None => return Ending::Done,
+                    // For example a message over 64 KiB (1009), or a peer
+                    // that is simply gone (nothing to say).
+                    Some(Err(e)) => return Ending::ReadFailed(e),
                 }
-                continue;
             }
-        };
-        match msg {
-            Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
-                // Never blocks: a slow receiver falls behind on its own.
-                // Fails only when nobody is subscribed, which cannot be the
-                // case while this client's own writer is.
-                let _ = hub.send(msg);
-                // Fairness: a burst already in our read buffer would
-                // otherwise be published message after message, overrunning
-                // the channel before any writer runs, so that clients that
-                // read fine would be told they missed messages. Yielding
-                // lets the writers we just woke forward it first.
-                tokio::task::yield_now().await;
-            }
-            // tungstenite answers pings and the client's close frame by
-            // itself; after a close the stream ends on the next read.
-            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-            Some(Ok(Message::Close(_))) => {}
-            None => return None,
-            // For example a message over 64 KiB (1009), or a peer that is
-            // simply gone (nothing to say).
-            Some(Err(e)) => return Some(Owed::ReadFailed(e)),
+            due = heartbeat.due(heartbeat_timer.as_mut()) => match due {
+                // Only the writer writes: it sends the ping.
+                Due::Ping => ping.notify_one(),
+                Due::Dead => return Ending::Close(CloseCode::Error, "ping timeout"),
+            },
         }
     }
-}
-
-/// Why a connection ended, when its client is owed a close frame.
-enum Owed {
-    /// It fell silent: 1011 and the close handshake.
-    PingTimeout,
-    /// A read failed: a broken rule gets its close code, a vanished peer
-    /// nothing (`server::close_after_error` tells them apart).
-    ReadFailed(tungstenite::Error),
 }
 // ANCHOR_END: read_loop
 
 // ANCHOR: write_loop
 /// The only task that writes to this client's socket. Forwards what the
 /// channel delivers, and the pings the reader asks for, until the reader
-/// ends, writing fails, or the server shuts down (then it sends close 1001).
-/// Hands the sink back, so that the caller can still close the connection
-/// with a code.
+/// ends or writing fails. Hands the sink back, so that the caller can still
+/// close the connection with a code.
 async fn write_loop(
     mut sink: SplitSink<WsStream, Message>,
     mut rx: Receiver<Message>,
     ping: Arc<Notify>,
-    shutdown: CancellationToken,
     done: CancellationToken,
 ) -> SplitSink<WsStream, Message> {
     let _done_on_exit = done.clone().drop_guard(); // even if this panics
     loop {
-        // Wait for one of: the reader ending, shutdown, or a batch written.
-        // The write is raced too: a client that stopped reading must not
-        // keep this task from noticing either.
+        // Wait for one of: the reader ending, or a batch written. The write
+        // is raced too: a client that stopped reading must not keep this
+        // task from noticing.
         let written = tokio::select! {
             biased;
             _ = done.cancelled() => break,
-            _ = shutdown.cancelled() => {
-                close::send(&mut sink, CloseCode::Away, "server shutting down").await;
-                break;
-            }
             written = write_batch(&mut sink, &mut rx, &ping) => written,
         };
         match written {
-            Ok(true) => {}
-            Ok(false) => break, // the channel is gone: nothing more to send
-            Err(e) => {
-                if !is_disconnect(&e) {
-                    warn!(error = %e, "send failed");
-                }
-                break;
-            }
+            Ok(true) => continue,
+            Ok(false) => {} // the channel is gone: nothing more to send
+            Err(e) => server::log_send_failure(&e),
         }
+        break;
     }
     sink
 }

@@ -45,7 +45,8 @@
 //! Settings: `--interval-ms 1000` (time between samples), `--ping-ms 5000`
 //! (heartbeat interval), `--pong-timeout-ms 10000` (silence allowed after a
 //! ping), `--send-timeout-ms 5000` (the longest one send may wait),
-//! `--allow-origin ORIGIN` (repeatable; the web pages allowed to connect,
+//! `--max-connections 1024` (connections served at once; more wait in the
+//! kernel's backlog), `--allow-origin ORIGIN` (repeatable; the web pages allowed to connect,
 //! `scheme://host[:port]` or `null`, any other origin's handshake gets HTTP
 //! 403; without it every origin is accepted), `--max-per-ip 100` (open
 //! connections from one IP address; one more gets HTTP 429; chapter 10),
@@ -55,14 +56,13 @@
 //! Limits: clients have nothing to say here, so their messages are limited to
 //! 4 KiB (a bigger one closes the connection with 1009), and the read buffer
 //! to 4 KiB instead of the default 128 KiB, which is allocated up front for
-//! every connection. At most 1,024 connections at once. Every close has a
+//! every connection. Every close has a
 //! deadline (`close::CLOSE_TIMEOUT` for our close frame and again for the
 //! answer), so no client, however stuck, holds its slot for much longer than
 //! the timeouts above.
 //!
 //! Docs: docs/06-case-studies.md
 
-use std::net::SocketAddr;
 use std::pin::pin;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -71,23 +71,20 @@ use chrono::{SecondsFormat, Utc};
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-use tokio::sync::broadcast::{self, Receiver, Sender};
+use tokio::sync::broadcast::{
+    self, Receiver, Sender,
+    error::{RecvError, TryRecvError},
+};
 use tokio::time::{Instant, MissedTickBehavior, sleep_until, timeout};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
-use websocket_tutorial::admission::Admission;
-use websocket_tutorial::error::is_disconnect;
-use websocket_tutorial::heartbeat::{Beat, HeartbeatArgs};
-use websocket_tutorial::output;
-use websocket_tutorial::server::{self, WsStream};
-use websocket_tutorial::tls::TlsArgs;
-use websocket_tutorial::{args, close};
+use tracing::{error, info};
+use websocket_tutorial::heartbeat::Due;
+use websocket_tutorial::server::{self, Deadlines, Ending, ServerArgs, WsStream};
+use websocket_tutorial::{args, output};
 
-const MAX_CONNECTIONS: usize = 1024;
 /// How many samples may wait for a client before it starts skipping stale
 /// ones: enough to ride out a short hiccup without losing any.
 const BACKLOG: usize = 16;
@@ -107,46 +104,21 @@ struct Sample {
 #[derive(Parser)]
 #[command(allow_negative_numbers = true)] // `--ping-ms -1`: a bad value, not a flag
 struct Args {
-    /// The address to listen on, IP:PORT; port 0 picks a free port.
-    #[arg(default_value = server::DEFAULT_ADDR, value_parser = server::parse_addr)]
-    addr: SocketAddr,
+    #[command(flatten)]
+    server: ServerArgs,
     /// Time between two samples, in milliseconds.
     #[arg(long = "interval-ms", value_name = "MS", default_value = "1000")]
     #[arg(value_parser = args::period)]
     every: Duration,
     #[command(flatten)]
-    admission: Admission,
-    #[command(flatten)]
     deadlines: Deadlines,
-    #[command(flatten)]
-    tls: TlsArgs,
 }
-
-// ANCHOR: deadlines
-/// How long a connection waits for its client, in each direction: settings
-/// on the command line, in milliseconds, and a `Copy` for every connection.
-#[derive(Debug, Clone, Copy, clap::Args)]
-struct Deadlines {
-    /// When to ping the client, and how long its silence may last.
-    #[command(flatten)]
-    heartbeat: HeartbeatArgs,
-    /// The longest one send may wait for the client to make room.
-    #[arg(long = "send-timeout-ms", value_name = "MS", default_value = "5000")]
-    #[arg(value_parser = args::period)]
-    send_timeout: Duration,
-}
-// ANCHOR_END: deadlines
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let _log = output::init_logging();
     // --help or a mistake: clap exits 0 or 2
-    let Args { addr, every, admission, deadlines, tls } = Args::parse();
-    // Read before binding: a server that cannot encrypt should not start.
-    let tls = match tls.acceptor() {
-        Ok(tls) => tls,
-        Err(e) => return output::fail(e),
-    };
+    let Args { server, every, deadlines } = Args::parse();
 
     // ANCHOR: config
     let config = WebSocketConfig::default()
@@ -155,36 +127,21 @@ async fn main() -> ExitCode {
         .max_frame_size(Some(4 * 1024));
     // ANCHOR_END: config
 
-    let shutdown = server::shutdown_on_ctrl_c();
-    let listener = match server::bind_with(addr, tls).await {
-        Ok(listener) => listener,
-        Err(e) => return output::fail(format_args!("cannot listen on {addr}: {e}")),
-    };
-
     // ANCHOR: channel
     // One producer publishes; each connection subscribes as it is accepted.
     let (samples, _) = broadcast::channel::<Message>(BACKLOG);
-    let producer = tokio::spawn(produce(samples.clone(), every, shutdown.clone()));
-    server::serve(
-        listener,
-        config,
-        MAX_CONNECTIONS,
-        admission,
-        shutdown,
-        move |ws, shutdown, _user| client(ws, shutdown, samples.subscribe(), deadlines),
-    )
-    .await;
+    // It runs until `main` returns, and the runtime drops it with every task.
+    tokio::spawn(produce(samples.clone(), every));
+    let handler = move |ws, shutdown| client(ws, shutdown, samples.subscribe(), deadlines);
+    server::run(server, config, handler).await
     // ANCHOR_END: channel
-    // The producer watches the same token; wait for it too, so that
-    // nothing is left running when `main` returns.
-    let _ = producer.await;
-    ExitCode::SUCCESS
 }
 
 // ANCHOR: produce
-/// Publishes a sample every `every` until shutdown. The only place samples
-/// are made: each is serialised once, whatever the number of clients.
-async fn produce(samples: Sender<Message>, every: Duration, shutdown: CancellationToken) {
+/// Publishes a sample every `every`, for as long as the server runs. The
+/// only place samples are made: each is serialised once, whatever the
+/// number of clients.
+async fn produce(samples: Sender<Message>, every: Duration) {
     let mut ticks = tokio::time::interval(every);
     // If this task is held up (an overloaded host, a suspended laptop), the
     // default, `Burst`, would fire every missed tick at once: a burst of
@@ -193,21 +150,13 @@ async fn produce(samples: Sender<Message>, every: Duration, shutdown: Cancellati
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut value = 0.0_f64;
     for seq in 1_u64.. {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = ticks.tick() => {}
-        }
+        ticks.tick().await;
         value += rand::random_range(-1.0..=1.0);
-        let sample = Sample {
-            seq,
-            timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
-            value,
-        };
+        let timestamp = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+        let sample = Sample { seq, timestamp, value };
         match serde_json::to_string(&sample) {
             // Fails only when nobody is connected: nobody needs this sample.
-            Ok(json) => {
-                let _ = samples.send(Message::text(json));
-            }
+            Ok(json) => _ = samples.send(Message::text(json)),
             Err(e) => error!(error = %e, ?sample, "cannot serialise a sample"),
         }
     }
@@ -236,7 +185,7 @@ async fn client(
     // fires at the next ping or at the end of the allowed silence.
     let mut heartbeat = deadlines.heartbeat.start();
     let mut heartbeat_timer = pin!(sleep_until(heartbeat.next_wake()));
-    loop {
+    let ending = loop {
         // Wait for one of: shutdown, the client, the heartbeat (time to ping,
         // or too much silence), or the next sample. `biased`: in this order.
         // The client comes before the heartbeat, so a pong that arrived
@@ -245,10 +194,7 @@ async fn client(
         // always ready) is still pinged and heard.
         let outgoing = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => {
-                close::handshake(&mut ws, CloseCode::Away, "server shutting down").await;
-                break;
-            }
+            _ = shutdown.cancelled() => break Ending::Close(CloseCode::Away, "server shutting down"),
             // What the client sends is ignored, but reading it is what lets
             // tungstenite answer pings and the client's close frame.
             msg = ws.next() => match msg {
@@ -256,28 +202,17 @@ async fn client(
                     heartbeat.heard(Instant::now());
                     continue;
                 }
-                None => break,
-                Some(Err(e)) => {
-                    // For example 1009 for a message over 4 KiB.
-                    server::close_after_error(&mut ws, &e).await;
-                    break;
-                }
+                None => break Ending::Done,
+                // For example 1009 for a message over 4 KiB.
+                Some(Err(e)) => break Ending::ReadFailed(e),
             },
-            _ = &mut heartbeat_timer => {
-                let beat = heartbeat.on_wake(Instant::now());
-                heartbeat_timer.as_mut().reset(heartbeat.next_wake());
-                match beat {
-                    Beat::Ping => Message::Ping(Default::default()),
-                    Beat::Dead => {
-                        close_with(&mut ws, CloseCode::Error, "ping timeout").await;
-                        break;
-                    }
-                    Beat::Wait => continue,
-                }
-            }
+            due = heartbeat.due(heartbeat_timer.as_mut()) => match due {
+                Due::Ping => Message::Ping(Default::default()),
+                Due::Dead => break Ending::Close(CloseCode::Error, "ping timeout"),
+            },
             sample = next_sample(&mut samples) => match sample {
                 Some(sample) => sample,
-                None => break, // the producer stopped
+                None => break Ending::Done, // the producer stopped
             },
         };
         // A client that stopped reading makes this send wait once its socket
@@ -293,27 +228,15 @@ async fn client(
         };
         match sent {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                if !is_disconnect(&e) {
-                    warn!(error = %e, "send failed");
-                }
-                break;
-            }
-            Err(_) => {
-                close_with(&mut ws, CloseCode::Policy, "too slow: a send timed out").await;
-                break;
-            }
+            Ok(Err(e)) => break Ending::SendFailed(e),
+            Err(_) => break Ending::Close(CloseCode::Policy, "too slow: a send timed out"),
         }
-    }
+    };
+    // Says why we drop the client, in our log and in the close frame. Each
+    // step of the close handshake has a deadline, so a client that is stuck
+    // or gone costs us seconds, not a slot forever.
+    ending.close(&mut ws).await;
     info!("disconnected");
-}
-
-/// Says why we drop the client, in our log and in the close frame. Each step
-/// of the handshake has a deadline, so a client that is stuck or gone costs
-/// us seconds, not a slot forever.
-async fn close_with(ws: &mut WsStream, code: CloseCode, reason: &str) {
-    info!(code = u16::from(code), %reason, "closing");
-    close::handshake(ws, code, reason).await;
 }
 // ANCHOR_END: push
 

@@ -47,10 +47,8 @@
 //!
 //! Docs: docs/02-tokio-tungstenite.md
 
-use std::net::SocketAddr;
 use std::pin::pin;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
@@ -59,43 +57,19 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
-use websocket_tutorial::admission::Admission;
-use websocket_tutorial::error::is_disconnect;
-use websocket_tutorial::heartbeat::{Beat, HeartbeatArgs};
-use websocket_tutorial::server::{self, WsStream};
-use websocket_tutorial::tls::TlsArgs;
-use websocket_tutorial::{args, close, output};
+use tracing::info;
+use websocket_tutorial::heartbeat::Due;
+use websocket_tutorial::output;
+use websocket_tutorial::server::{self, Deadlines, Ending, ServerArgs, WsStream};
 
 /// Echoes every WebSocket message back to its sender.
 #[derive(Parser)]
 #[command(allow_negative_numbers = true)] // `--ping-ms -1`: a bad value, not a flag
 struct Args {
-    /// The address to listen on, IP:PORT; port 0 picks a free port.
-    #[arg(default_value = server::DEFAULT_ADDR, value_parser = server::parse_addr)]
-    addr: SocketAddr,
-    /// Connections served at once; more wait for a free slot.
-    #[arg(long, value_name = "N", default_value_t = 1024)]
-    #[arg(value_parser = server::parse_max_connections)]
-    max_connections: usize,
     #[command(flatten)]
-    admission: Admission,
+    server: ServerArgs,
     #[command(flatten)]
-    timing: Timing,
-    #[command(flatten)]
-    tls: TlsArgs,
-}
-
-/// The deadlines of one connection, the same for every connection.
-#[derive(clap::Args, Clone, Copy)]
-struct Timing {
-    #[command(flatten)]
-    heartbeat: HeartbeatArgs,
-    /// The longest an echo may wait for the client to take it, in
-    /// milliseconds.
-    #[arg(long = "send-timeout-ms", value_name = "MS", default_value = "5000")]
-    #[arg(value_parser = args::period)]
-    send_timeout: Duration,
+    deadlines: Deadlines,
 }
 
 // ANCHOR: main
@@ -103,12 +77,7 @@ struct Timing {
 async fn main() -> ExitCode {
     let _log = output::init_logging();
     // `--help` or a mistake ends the program here (clap exits 0 or 2).
-    let Args { addr, max_connections, admission, timing, tls } = Args::parse();
-    // Read before binding: a server that cannot encrypt should not start.
-    let tls = match tls.acceptor() {
-        Ok(tls) => tls,
-        Err(e) => return output::fail(e),
-    };
+    let Args { server, deadlines } = Args::parse();
 
     // ANCHOR: config
     let config = WebSocketConfig::default()
@@ -117,21 +86,9 @@ async fn main() -> ExitCode {
         .max_frame_size(Some(16 << 20));
     // ANCHOR_END: config
 
-    let shutdown = server::shutdown_on_ctrl_c();
-    let listener = match server::bind_with(addr, tls).await {
-        Ok(listener) => listener,
-        Err(e) => return output::fail(format_args!("cannot listen on {addr}: {e}")),
-    };
-    server::serve(
-        listener,
-        config,
-        max_connections,
-        admission,
-        shutdown,
-        move |ws, shutdown, _user| echo(ws, shutdown, timing),
-    )
-    .await;
-    ExitCode::SUCCESS
+    // Binds, says `listening on ws://IP:PORT`, and runs `echo` for every
+    // connection until Ctrl-C; then the exit code.
+    server::run(server, config, move |ws, shutdown| echo(ws, shutdown, deadlines)).await
 }
 // ANCHOR_END: main
 
@@ -139,13 +96,13 @@ async fn main() -> ExitCode {
 /// Echoes one connection until the client closes it, it fails, it goes
 /// silent, or the server shuts down. (Its log lines name the client: `serve`
 /// runs it inside a span that carries the client's address.)
-async fn echo(mut ws: WsStream, shutdown: CancellationToken, timing: Timing) {
+async fn echo(mut ws: WsStream, shutdown: CancellationToken, deadlines: Deadlines) {
     info!("connected");
     // A client whose machine vanished sends no FIN: without the heartbeat
     // its connection would hold one of the `--max-connections` slots
     // forever. `Heartbeat` says when to ping and when the silence has lasted
     // too long; the one timer is reset to whichever comes first.
-    let mut heartbeat = timing.heartbeat.start();
+    let mut heartbeat = deadlines.heartbeat.start();
     let mut heartbeat_timer = pin!(sleep_until(heartbeat.next_wake()));
     let mut shutting_down = pin!(shutdown.cancelled());
     let ending = loop {
@@ -154,7 +111,7 @@ async fn echo(mut ws: WsStream, shutdown: CancellationToken, timing: Timing) {
         // writing counts before the heartbeat judges the silence.
         let reply = tokio::select! {
             biased;
-            _ = &mut shutting_down => break Some((CloseCode::Away, "server shutting down")),
+            _ = &mut shutting_down => break Ending::Close(CloseCode::Away, "server shutting down"),
             msg = ws.next() => {
                 // Any frame, a pong included, proves the client alive.
                 heartbeat.heard(Instant::now());
@@ -165,24 +122,16 @@ async fn echo(mut ws: WsStream, shutdown: CancellationToken, timing: Timing) {
                     // After the peer's close frame the stream ends on the
                     // next read.
                     Some(Ok(_)) => continue,
-                    None => break None,
-                    Some(Err(e)) => {
-                        // A vanished peer, or one that broke a rule (for
-                        // example a message over the size limit: 1009).
-                        server::close_after_error(&mut ws, &e).await;
-                        break None;
-                    }
+                    None => break Ending::Done,
+                    // A vanished peer, or one that broke a rule (for example
+                    // a message over the size limit: 1009).
+                    Some(Err(e)) => break Ending::ReadFailed(e),
                 }
             }
-            _ = &mut heartbeat_timer => {
-                let beat = heartbeat.on_wake(Instant::now());
-                heartbeat_timer.as_mut().reset(heartbeat.next_wake());
-                match beat {
-                    Beat::Ping => Message::Ping(Default::default()),
-                    Beat::Dead => break Some((CloseCode::Error, "ping timeout")),
-                    Beat::Wait => continue,
-                }
-            }
+            due = heartbeat.due(heartbeat_timer.as_mut()) => match due {
+                Due::Ping => Message::Ping(Default::default()),
+                Due::Dead => break Ending::Close(CloseCode::Error, "ping timeout"),
+            },
         };
         // A client that sends without reading fills its socket buffers, and
         // then this write waits for room that never comes, while we read
@@ -191,24 +140,17 @@ async fn echo(mut ws: WsStream, shutdown: CancellationToken, timing: Timing) {
         // not copy it.)
         let sent = tokio::select! {
             biased;
-            _ = &mut shutting_down => break Some((CloseCode::Away, "server shutting down")),
-            sent = timeout(timing.send_timeout, ws.send(reply)) => sent,
+            _ = &mut shutting_down => break Ending::Close(CloseCode::Away, "server shutting down"),
+            sent = timeout(deadlines.send_timeout, ws.send(reply)) => sent,
         };
         match sent {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                if !is_disconnect(&e) {
-                    warn!(error = %e, "send failed");
-                }
-                break None;
-            }
-            Err(_) => break Some((CloseCode::Policy, "too slow: a write timed out")),
+            Ok(Err(e)) => break Ending::SendFailed(e),
+            Err(_) => break Ending::Close(CloseCode::Policy, "too slow: a write timed out"),
         }
     };
-    if let Some((code, reason)) = ending {
-        info!(code = u16::from(code), %reason, "closing");
-        close::handshake(&mut ws, code, reason).await;
-    }
+    // The close code that says why, if the client is owed one.
+    ending.close(&mut ws).await;
     info!("disconnected");
 }
 // ANCHOR_END: echo

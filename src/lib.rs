@@ -12,7 +12,7 @@
 //! | [`cluster`] | one chat across several servers: Redis numbers, stores and publishes, each node delivers | 9 |
 //! | [`outbox`] | a client's outgoing queue, bounded in bytes not yet written | 4.2, 6.1 |
 //! | [`rate`] | a per-connection rate limit (token bucket) | 6.1 |
-//! | [`server`] | checking `IP:PORT`, bind, accept loop with a connection cap, graceful shutdown | 2.2 onward |
+//! | [`server`] | the flags every server shares, start-up to exit code ([`server::run`]), accept loop with a connection cap, graceful shutdown, how a connection ends | 2.2 onward |
 //! | [`tls`] | `--tls-cert`/`--tls-key`: serving `wss://` with rustls | 10.6 |
 //! | [`admission`] | who may connect: allowed origins (403), connections per IP address (429) | 10 |
 //! | [`heartbeat`] | when to ping a client, and when its silence means it is gone | 2.2, 4.1, 6.1 |

@@ -33,19 +33,19 @@ const BUDGETS: [(&str, usize, &str); 4] = [
     ),
     (
         "echo_server",
-        1472,
+        1456,
         "an async fn, so its WebSocket is in it twice; the heartbeat's timer, the shutdown \
          wait, a send under way",
     ),
     (
         "broadcast_server",
-        1776,
+        1592,
         "an async fn: the WebSocket before the split, the reader's loop with its heartbeat \
          timer, the writer's handle",
     ),
     (
         "data_pusher",
-        1432,
+        1408,
         "an async fn, so its WebSocket is in it twice; the heartbeat's timer, the sample \
          subscription, a send under way",
     ),
