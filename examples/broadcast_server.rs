@@ -64,15 +64,11 @@ use std::sync::Arc;
 
 use clap::Parser;
 use clap::builder::RangedU64ValueParser;
-use futures_util::{
-    SinkExt, StreamExt,
-    stream::{SplitSink, SplitStream},
-};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
 use tokio::sync::Notify;
-use tokio::sync::broadcast::{
-    self, Receiver, Sender,
-    error::{RecvError, TryRecvError},
-};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::broadcast::{self, Receiver, Sender};
 use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -251,17 +247,15 @@ async fn write_loop(
         // Wait for one of: the reader ending, or a batch written. The write
         // is raced too: a client that stopped reading must not keep this
         // task from noticing.
-        let written = tokio::select! {
+        tokio::select! {
             biased;
             _ = done.cancelled() => break,
-            written = write_batch(&mut sink, &mut rx, &ping) => written,
-        };
-        match written {
-            Ok(true) => continue,
-            Ok(false) => {} // the channel is gone: nothing more to send
-            Err(e) => server::log_send_failure(&e),
+            written = write_batch(&mut sink, &mut rx, &ping) => match written {
+                Ok(true) => {}
+                Ok(false) => break, // the channel is gone: nothing more to send
+                Err(e) => break server::log_send_failure(&e),
+            },
         }
-        break;
     }
     sink
 }

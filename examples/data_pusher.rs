@@ -71,10 +71,8 @@ use chrono::{SecondsFormat, Utc};
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
-use tokio::sync::broadcast::{
-    self, Receiver, Sender,
-    error::{RecvError, TryRecvError},
-};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::broadcast::{self, Receiver, Sender};
 use tokio::time::{Instant, MissedTickBehavior, sleep_until, timeout};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
