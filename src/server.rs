@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout;
@@ -416,8 +417,13 @@ pub enum Ending {
 
 impl Ending {
     /// Gives the client what it is owed, and says so in the log (inside
-    /// the connection's span, so the line names the client).
-    pub async fn close(self, ws: &mut WsStream) {
+    /// the connection's span, so the line names the client). Any
+    /// server-side WebSocket: a [`WsStream`], or a first version's over a
+    /// plain `TcpStream`.
+    pub async fn close<S>(self, ws: &mut WebSocketStream<S>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         match self {
             Ending::Done => {}
             Ending::Close(code, reason) => {
@@ -437,7 +443,10 @@ impl Ending {
 /// stream ([`close::after_broken_rule`]); one that is simply gone is let go
 /// quietly. (The log line names the peer: this runs inside its
 /// connection's span.)
-pub async fn close_after_error(ws: &mut WsStream, err: &tungstenite::Error) {
+pub async fn close_after_error<S>(ws: &mut WebSocketStream<S>, err: &tungstenite::Error)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     if let Some(code) = error::close_code(err) {
         info!(code = u16::from(code), reason = %err, "closing");
         close::after_broken_rule(ws, code, &err.to_string()).await;

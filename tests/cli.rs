@@ -13,13 +13,14 @@ use tokio::time::timeout;
 
 /// Every example: each has a `--help`, and each refuses a flag it does not
 /// know.
-const EXAMPLES: [&str; 16] = [
+const EXAMPLES: [&str; 17] = [
     "echo_client_first",
     "echo_server_first",
     "echo_client",
     "echo_server",
     "full_client",
     "reconnect_client",
+    "broadcast_server_first",
     "broadcast_server",
     "rooms",
     "json_messages",
@@ -62,6 +63,7 @@ async fn help_shows_the_usage_and_the_defaults() {
         ("echo_client", "[default: ws://127.0.0.1:9001]"),
         ("echo_server", "[default: 127.0.0.1:9001]"),
         ("reconnect_client", "--max-attempts <N>"),
+        ("broadcast_server_first", "[default: 128]"),
         ("broadcast_server", "[default: 128]"),
         ("chat_server", "[default: 1048576]"),
         ("data_pusher", "[default: 1000]"),
@@ -125,6 +127,8 @@ async fn bad_values_are_usage_errors() {
         ("data_pusher", "--send-timeout-ms", Some("0")),
         ("reconnect_client", "--ping-ms", Some("0")),
         ("reconnect_client", "--max-attempts", Some("-3")),
+        ("broadcast_server_first", "--capacity", Some("0")),
+        ("broadcast_server_first", "--capacity", Some("100000")),
         ("broadcast_server", "--capacity", Some("0")),
         ("broadcast_server", "--capacity", Some("100000")),
         ("broadcast_server", "--max-connections", Some("0")),
@@ -251,7 +255,9 @@ async fn a_url_that_is_not_ws_gets_a_hint_and_opens_no_connection() {
 /// built from that port.
 #[tokio::test]
 async fn a_server_given_a_bare_port_is_told_to_give_ip_and_port() {
-    for name in ["echo_server", "broadcast_server", "chat_server", "data_pusher"] {
+    let servers =
+        ["echo_server", "broadcast_server_first", "broadcast_server", "chat_server", "data_pusher"];
+    for name in servers {
         let (code, stderr) = run_to_end(Program::start(name, &["9002"])).await;
         assert_eq!(code, 2, "{name} 9002: {stderr}");
         assert_usage_error(&stderr, "IP:PORT");

@@ -31,8 +31,9 @@ use websocket_tutorial::client::WsClient;
 /// Each server with its arguments, what a client sends to be served (if
 /// anything), and a piece of what it then receives. A client that got its
 /// answer is being served: the server has logged its connection.
-const SERVERS: [(&str, &[&str], Option<&str>, &str); 4] = [
+const SERVERS: [(&str, &[&str], Option<&str>, &str); 5] = [
     ("echo_server", &[], Some("ping"), "ping"),
+    ("broadcast_server_first", &[], Some("ping"), "ping"),
     ("broadcast_server", &[], Some("ping"), "ping"),
     (
         "chat_server",
