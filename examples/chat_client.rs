@@ -73,29 +73,31 @@
 //! server accepts (4 KiB of content) is not sent: the client says so
 //! instead.
 //!
+//! This file is the terminal loop. Its rules live in the library, with
+//! unit tests: the rooms across connections in `src/resume.rs`, the servers
+//! and the backoff in `src/failover.rs`, what a typed line asks for and how
+//! an event reads in `src/terminal.rs`.
+//!
 //! Docs: docs/06-case-studies.md
 
-use std::collections::HashMap;
 use std::io;
-use std::pin::Pin;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use chrono::{DateTime, Local};
 use clap::{ArgAction, Parser};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
-use tokio::time::{Instant, Sleep, sleep};
-use tokio_tungstenite::Connector;
+use tokio::time::{Instant, sleep};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tracing::{debug, info, warn};
-use websocket_tutorial::Error;
+use tracing::{info, warn};
 use websocket_tutorial::client::{self, Backoff, BackoffArgs, DEFAULT_URL, TrustArgs, WsClient};
 use websocket_tutorial::close::{self, CLOSE_TIMEOUT};
+use websocket_tutorial::failover::{Failover, reconnects};
 use websocket_tutorial::output;
-use websocket_tutorial::protocol::{ClientMessage, ErrorCode, MAX_CONTENT_BYTES, ServerEvent};
+use websocket_tutorial::protocol::ServerEvent;
+use websocket_tutorial::resume::{Follow, Rooms, Waiting};
+use websocket_tutorial::terminal::{self, Input, command, help};
 use websocket_tutorial::token;
 
 const FIRST_ROOM: &str = "general";
@@ -141,119 +143,39 @@ async fn main() -> ExitCode {
     };
     let backoff = Backoff::from(backoff);
     let config = WebSocketConfig::default().max_message_size(Some(64 * 1024));
-    let mut servers = Servers { urls: servers, next: 0, token, tls };
-
-    let mut ws = match connect_first(&mut servers, config).await {
+    // Every connection, a reconnect's too, carries the token (a server that
+    // takes tokens asks each handshake) and trusts `--ca-cert`.
+    let connect =
+        async |url: &str| client::connect_with(url, config, token.as_deref(), tls.as_ref()).await;
+    let mut servers = Failover::new(servers, backoff);
+    let mut ws = match servers.connect_first(&connect).await {
         Ok(ws) => ws,
         Err(e) => return output::fail(e),
     };
     info!("joining #{FIRST_ROOM} as {username}; type a line to say it, /help lists the commands");
-    let mut rooms = Rooms::new(username);
-    let mut lines = client::stdin_lines(QUEUE);
+    let mut rooms = Rooms::new(&username, FIRST_ROOM, backoff);
+    let mut keys = Keys { typed: client::stdin_lines(QUEUE) };
     // Boxed, so that every connection's loop can wait for it.
     let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
 
     // ANCHOR: reconnect
     loop {
-        let why = match run(ws, &mut rooms, &mut lines, &mut ctrl_c, &backoff).await {
+        let why = match run(ws, &mut rooms, &mut keys, &mut ctrl_c).await {
             Ended::Lost(why) => why,
             Ended::Exit(code) => return code,
         };
         warn!("{why}");
         // Reconnect, or give up; Ctrl-C interrupts the waiting too.
-        let next = tokio::select! {
-            ws = reconnect(&mut servers, config, &backoff) => ws,
+        ws = tokio::select! {
+            ws = servers.reconnect(&connect) => match ws {
+                Ok(ws) => ws,
+                Err(why) => return output::fail(why),
+            },
             _ = &mut ctrl_c => return ExitCode::SUCCESS,
         };
-        let Some(next) = next else {
-            return output::fail(format_args!(
-                "giving up after {} failed attempts",
-                backoff.max_attempts
-            ));
-        };
-        ws = next;
     }
     // ANCHOR_END: reconnect
 }
-
-/// The servers to use, in turn: when one is gone, the next (round robin).
-struct Servers {
-    urls: Vec<String>,
-    next: usize,
-    /// `--token`: every connection's handshake carries it, a reconnect's
-    /// too (a server that takes tokens asks each handshake).
-    token: Option<String>,
-    /// `--ca-cert`: what a `wss://` server's certificate is checked against
-    /// besides the system's authorities.
-    tls: Option<Connector>,
-}
-
-impl Servers {
-    /// The server to try next.
-    fn next(&mut self) -> String {
-        let url = self.urls[self.next % self.urls.len()].clone();
-        self.next += 1;
-        url
-    }
-
-    /// Connects to `url`, with the token if there is one.
-    async fn connect(&self, url: &str, config: WebSocketConfig) -> Result<WsClient, Error> {
-        client::connect_with(url, config, self.token.as_deref(), self.tls.as_ref()).await
-    }
-}
-
-/// The first connection: each server once, in order. When none answers,
-/// a wrong port or a server not started yet is likelier than a passing
-/// failure, so the client says so at once rather than retry for minutes.
-async fn connect_first(servers: &mut Servers, config: WebSocketConfig) -> Result<WsClient, String> {
-    let count = servers.urls.len();
-    let mut failure = String::from("no server given");
-    for tried in 1..=count {
-        let url = servers.next();
-        match servers.connect(&url, config).await {
-            Ok(ws) => return Ok(ws),
-            Err(e) if tried < count => {
-                warn!("cannot connect to {url}: {e}; trying the next server")
-            }
-            Err(e) => failure = format!("cannot connect to {url}: {e}"),
-        }
-    }
-    Err(failure)
-}
-
-// ANCHOR: reconnect_with_backoff
-/// After a drop: waits for the backoff's delay, then tries the next
-/// server, and so on, until one answers or `backoff` says to stop. The
-/// first attempt waits too: a server that restarts drops all of its
-/// clients at once, and the jitter keeps them from all coming back in the
-/// same millisecond.
-async fn reconnect(
-    servers: &mut Servers,
-    config: WebSocketConfig,
-    backoff: &Backoff,
-) -> Option<WsClient> {
-    let mut failed = 0;
-    loop {
-        let url = servers.next();
-        let delay = backoff.delay(failed + 1);
-        info!("reconnecting to {url} in {} ms", delay.as_millis());
-        sleep(delay).await;
-        match servers.connect(&url, config).await {
-            Ok(ws) => {
-                info!("connected to {url}");
-                return Some(ws);
-            }
-            Err(e) => {
-                warn!("cannot connect to {url}: {e}");
-                failed += 1;
-                if !backoff.should_retry(failed) {
-                    return None;
-                }
-            }
-        }
-    }
-}
-// ANCHOR_END: reconnect_with_backoff
 
 /// Why [`run`] stopped using a connection.
 enum Ended {
@@ -269,9 +191,8 @@ enum Ended {
 async fn run(
     ws: WsClient,
     rooms: &mut Rooms,
-    lines: &mut mpsc::Receiver<String>,
+    keys: &mut Keys,
     ctrl_c: &mut (impl Future<Output = io::Result<()>> + Unpin),
-    backoff: &Backoff,
 ) -> Ended {
     let (mut sink, mut stream) = ws.split();
 
@@ -288,9 +209,6 @@ async fn run(
 
     // A new connection is in no room. (At most 17 joins: they fit the queue.)
     for join in rooms.joins() {
-        if let ClientMessage::Join { room, since: Some(since), .. } = &join {
-            info!("rejoining #{room} after message {since}");
-        }
         let _ = tx.send(join.to_message()).await;
     }
 
@@ -299,7 +217,6 @@ async fn run(
     let mut closing = false;
     let close_deadline = sleep(CLOSE_TIMEOUT);
     tokio::pin!(close_deadline);
-    let mut held = Held::new();
 
     // ANCHOR: loop
     let ended = loop {
@@ -308,27 +225,22 @@ async fn run(
         // wait for the answer to our close frame, or the time to ask again
         // for rooms that refused our rejoin for now.
         let close_now = tokio::select! {
-            line = lines.recv(), if rooms.settled() && !closing => match line {
+            line = keys.next(), if rooms.waiting() == Waiting::Nothing && !closing => match line {
                 None => true, // end of input
-                Some(line) => match command(&line, &rooms.me, &rooms.joined) {
+                Some(line) => match command(&line, rooms.current()) {
                     Input::Send(command) => {
-                        if let ClientMessage::Join { room, .. } = &command {
-                            rooms.joining = Some(room.clone());
-                        }
                         if tx.send(command.to_message()).await.is_err() {
                             break Ended::Lost(format!("connection lost; not sent: {line}"));
                         }
                         false
                     }
-                    Input::Switch(room) => {
-                        info!("talking in #{room}");
-                        rooms.joined.retain(|r| *r != room);
-                        rooms.joined.push(room);
-                        false
-                    }
+                    Input::Join(room) => match rooms.join(&room) {
+                        Some(join) => tx.send(join.to_message()).await.is_err(),
+                        None => false, // a room we are in: now the current one
+                    },
                     Input::Quit => true,
                     Input::Help => {
-                        info!("{}", help(rooms.joined.last()));
+                        info!("{}", help(rooms.current()));
                         false
                     }
                     Input::Nothing => false,
@@ -349,19 +261,8 @@ async fn run(
                             let _ = tx.send(rooms.rejoin(&room).to_message()).await;
                             let text = "the room started over from message 1: what it \
                                         holds now follows";
-                            notice(&room, text).is_err()
+                            output::line(terminal::notice(&room, text)).is_err()
                         }
-                        Follow::AskAgain { room, why } => match held.hold(&room, backoff) {
-                            Some(wait) => {
-                                info!("#{room}: {why}; asking again in {} ms", wait.as_millis());
-                                false
-                            }
-                            None => {
-                                warn!("#{room}: {why}; giving up on the room");
-                                rooms.forget(&room);
-                                show(&event).is_err()
-                            }
-                        },
                     },
                     Err(e) => {
                         warn!("unexpected message from the server: {e}");
@@ -397,9 +298,9 @@ async fn run(
             () = &mut close_deadline, if closing => {
                 break Ended::Exit(output::fail("the server did not answer our close frame"));
             }
-            again = held.next_round(), if !closing => {
-                for room in again {
-                    let _ = tx.send(rooms.rejoin(&room).to_message()).await;
+            again = rooms.next_round(), if !closing => {
+                for join in again {
+                    let _ = tx.send(join.to_message()).await;
                 }
                 false
             }
@@ -426,336 +327,21 @@ async fn run(
     }
 }
 
-/// Rooms whose rejoin was refused for now (our name still held there, say),
-/// and when to ask them again: after the backoff's delay for the round.
-struct Held {
-    rooms: Vec<String>,
-    /// Rounds asked again so far, on this connection.
-    rounds: u32,
-    next: Pin<Box<Sleep>>,
+/// The lines typed.
+struct Keys {
+    typed: mpsc::Receiver<String>,
 }
 
-impl Held {
-    fn new() -> Held {
-        Held { rooms: Vec::new(), rounds: 0, next: Box::pin(sleep(Duration::ZERO)) }
-    }
-
-    /// Holds `room` for the next round, and says how long until then;
-    /// `None` when the backoff says to stop asking.
-    fn hold(&mut self, room: &str, backoff: &Backoff) -> Option<Duration> {
-        let failed = self.rounds + 1;
-        if !backoff.should_retry(failed) {
-            return None;
-        }
-        if self.rooms.is_empty() {
-            self.next.as_mut().reset(Instant::now() + backoff.delay(failed));
-        }
-        self.rooms.push(room.into());
-        Some(self.next.deadline().saturating_duration_since(Instant::now()))
-    }
-
-    /// The rooms to ask again, when it is time; never, while none is held.
-    async fn next_round(&mut self) -> Vec<String> {
-        if self.rooms.is_empty() {
-            return std::future::pending().await;
-        }
-        self.next.as_mut().await;
-        self.rounds += 1;
-        std::mem::take(&mut self.rooms)
+impl Keys {
+    /// The next line; `None` at the end of input.
+    async fn next(&mut self) -> Option<String> {
+        self.typed.recv().await
     }
 }
-
-// ANCHOR: reconnects
-/// Whether a close from the server is a reason to come back: it went away
-/// (1001, a server shutting down or restarting), failed (1011, chat_server's
-/// `ping timeout` included), or asks to be tried again (1012 restarting,
-/// 1013 try again later). Not a normal close (1000), and not a close that
-/// refuses this client (1008: too slow, or over the rate limit; 1009: too
-/// big; 1002, 1007: broken protocol): the server said stop, and coming back
-/// would repeat the fault.
-fn reconnects(code: CloseCode) -> bool {
-    matches!(code, CloseCode::Away | CloseCode::Error | CloseCode::Restart | CloseCode::Again)
-}
-// ANCHOR_END: reconnects
-
-/// What a typed line asks for.
-enum Input {
-    Send(ClientMessage),
-    /// Make a room we are already in the current one.
-    Switch(String),
-    Quit,
-    Help,
-    Nothing,
-    Complain(String),
-}
-
-// ANCHOR: command
-/// Turns a typed line into a protocol command, or refuses it before anything
-/// is sent.
-fn command(line: &str, username: &str, rooms: &[String]) -> Input {
-    let line = line.trim();
-    let (word, rest) = line.split_once(' ').map_or((line, ""), |(w, r)| (w, r.trim()));
-    match word {
-        "" => Input::Nothing,
-        "/quit" => Input::Quit,
-        "/help" => Input::Help,
-        "/join" | "/leave" if rest.is_empty() => Input::Complain(format!("usage: {word} ROOM")),
-        // Already in it: no need to ask the server.
-        "/join" if rooms.iter().any(|r| r == rest) => Input::Switch(rest.into()),
-        "/join" => Input::Send(ClientMessage::Join {
-            room: rest.into(),
-            username: username.into(),
-            since: None,
-        }),
-        "/leave" => Input::Send(ClientMessage::Leave { room: rest.into() }),
-        _ if word.starts_with('/') => {
-            Input::Complain(format!("unknown command {word}; /help lists the commands"))
-        }
-        // The server would refuse it, and close the connection for a
-        // message over 64 KiB: say so now, and send nothing.
-        _ if line.len() > MAX_CONTENT_BYTES => Input::Complain(format!(
-            "not sent: {} bytes; the server accepts at most {MAX_CONTENT_BYTES}",
-            line.len()
-        )),
-        _ => match rooms.last() {
-            Some(room) => {
-                Input::Send(ClientMessage::Message { room: room.clone(), content: line.into() })
-            }
-            None => Input::Complain("join a room first: /join ROOM".into()),
-        },
-    }
-}
-// ANCHOR_END: command
-
-/// The answer to `/help`.
-fn help(current: Option<&String>) -> String {
-    let current = current.map_or("none yet".to_string(), |room| format!("#{room}"));
-    format!(
-        "commands:
-  /join ROOM   join ROOM, or switch to it if you are in it; it becomes the current room
-  /leave ROOM  leave ROOM
-  /quit        close the connection (so do Ctrl-D and Ctrl-C)
-  /help        this list
-any other line is said in the current room ({current}), up to {MAX_CONTENT_BYTES} bytes"
-    )
-}
-
-// ANCHOR: state
-/// What the client knows of its rooms. It outlives each connection: a new
-/// one joins the same rooms again, each from the message after the last
-/// one shown there.
-struct Rooms {
-    me: String,
-    /// The rooms we are in, as the server confirmed them; the last is current.
-    joined: Vec<String>,
-    /// A join the user asked for that the server has not answered yet. The
-    /// next line waits for the answer: typed (or piped) right after `/join
-    /// rust`, it belongs in `rust` if the join succeeds, and in the current
-    /// room if it is refused.
-    joining: Option<String>,
-    /// Rooms joined again on this connection and not confirmed yet: typed
-    /// lines wait for them too.
-    rejoining: Vec<String>,
-    /// The `seq` of the last message shown in each room: where to resume.
-    shown: HashMap<String, u64>,
-}
-// ANCHOR_END: state
-
-impl Rooms {
-    fn new(me: String) -> Rooms {
-        Rooms {
-            me,
-            joined: Vec::new(),
-            joining: Some(FIRST_ROOM.to_string()),
-            rejoining: Vec::new(),
-            shown: HashMap::new(),
-        }
-    }
-
-    /// Whether every join sent has been answered: then typed lines are read.
-    fn settled(&self) -> bool {
-        self.joining.is_none() && self.rejoining.is_empty()
-    }
-
-    /// The joins a new connection starts with: every room we are in, and
-    /// the user's unanswered join, if any (the first connection's is
-    /// `general`).
-    fn joins(&mut self) -> Vec<ClientMessage> {
-        self.rejoining = self.joined.clone();
-        let mut joins: Vec<_> = self.joined.iter().map(|room| self.rejoin(room)).collect();
-        if let Some(room) = &self.joining {
-            let username = self.me.clone();
-            joins.push(ClientMessage::Join { room: room.clone(), username, since: None });
-        }
-        joins
-    }
-
-    // ANCHOR: rejoin
-    /// Joins `room` again, resuming after the last message shown there.
-    ///
-    /// Nothing shown there yet: `since` 0, not no `since`. Without it the
-    /// server sends live messages only, and what was said while we were
-    /// away, never shown, would be lost; this way it is replayed. The price:
-    /// when the room outlived the drop, its history from before we first
-    /// joined (up to the server's `--history` messages) is shown too, each
-    /// message once.
-    fn rejoin(&self, room: &str) -> ClientMessage {
-        let since = self.shown.get(room).copied().unwrap_or(0);
-        ClientMessage::Join { room: room.into(), username: self.me.clone(), since: Some(since) }
-    }
-    // ANCHOR_END: rejoin
-
-    /// Forgets `room`: we left it, or cannot get back in.
-    fn forget(&mut self, room: &str) {
-        self.joined.retain(|r| r != room);
-        self.rejoining.retain(|r| r != room);
-        self.shown.remove(room);
-    }
-
-    // ANCHOR: follow
-    /// Keeps the rooms in step with the server's word on our own joins and
-    /// leaves (a room becomes current when the server says we joined it, not
-    /// when we ask), notes the last message shown in each room, and says
-    /// what to do with `event`.
-    fn follow(&mut self, event: &ServerEvent) -> Follow {
-        match event {
-            // Names are unique in a room, so a `Joined` with our name is ours.
-            ServerEvent::Joined { room, username } if *username == self.me => {
-                if self.rejoining.contains(room) {
-                    // Back in a room we were in: it keeps its place.
-                    self.rejoining.retain(|r| r != room);
-                } else {
-                    self.joined.retain(|r| r != room);
-                    self.joined.push(room.clone());
-                }
-                if self.joining.as_ref() == Some(room) {
-                    self.joining = None;
-                }
-                Follow::Show
-            }
-            ServerEvent::Left { room, username } if *username == self.me => {
-                self.forget(room);
-                Follow::Show
-            }
-            // Exactly once: a message numbered at or below the last one shown
-            // in its room has been shown already.
-            ServerEvent::Message { room, seq, .. } => {
-                let last = self.shown.entry(room.clone()).or_default();
-                if *seq <= *last {
-                    debug!("#{room}: message {seq} shown already, skipped");
-                    return Follow::Skip;
-                }
-                *last = *seq;
-                Follow::Show
-            }
-            // What is gone will not come: the next resume starts after it.
-            ServerEvent::Gap { room, last, .. } => {
-                let shown = self.shown.entry(room.clone()).or_default();
-                *shown = (*shown).max(*last);
-                Follow::Show
-            }
-            ServerEvent::Error { room: Some(room), code, message }
-                if self.rejoining.contains(room) =>
-            {
-                match refusal(*code) {
-                    Refusal::StartedOver => {
-                        self.shown.remove(room);
-                        Follow::StartedOver(room.clone())
-                    }
-                    Refusal::NotYet => {
-                        Follow::AskAgain { room: room.clone(), why: message.clone() }
-                    }
-                    Refusal::Final => {
-                        self.forget(room);
-                        Follow::Show
-                    }
-                }
-            }
-            // A refused join names its room: forget the join, keep the
-            // current room.
-            ServerEvent::Error { room: Some(room), .. } if self.joining.as_ref() == Some(room) => {
-                self.joining = None;
-                Follow::Show
-            }
-            _ => Follow::Show,
-        }
-    }
-    // ANCHOR_END: follow
-}
-
-/// What to do with an event, once [`Rooms::follow`] has taken it in.
-enum Follow {
-    Show,
-    /// A message shown already (the replay after a rejoin overlapping what
-    /// came live): skip it.
-    Skip,
-    /// The room refused our rejoin because its numbering started over:
-    /// join again from its first message, and say so.
-    StartedOver(String),
-    /// The room refused our rejoin for now, for the reason given: ask again
-    /// after a delay.
-    AskAgain {
-        room: String,
-        why: String,
-    },
-}
-
-// ANCHOR: refusal
-/// What a refused rejoin means for this client.
-enum Refusal {
-    /// Our `since` is ahead of the room's last message: the room started
-    /// over from 1 (the server restarted, the client moved to a server of
-    /// another chat, or the room emptied while we were away).
-    StartedOver,
-    /// Not yet: our name is still held in the room (by our old connection,
-    /// until the server notices that it is gone; in a cluster, by a dead
-    /// node, for up to 10 s), or a cluster cannot reach Redis just now.
-    NotYet,
-    /// Anything else: the room is given up, and the refusal shown.
-    Final,
-}
-
-/// Decided by the refusal's `code` alone: its `message` is for the person
-/// reading, and its words may change.
-fn refusal(code: ErrorCode) -> Refusal {
-    match code {
-        ErrorCode::SinceAhead => Refusal::StartedOver,
-        ErrorCode::NameTaken | ErrorCode::Unavailable => Refusal::NotYet,
-        _ => Refusal::Final,
-    }
-}
-// ANCHOR_END: refusal
 
 /// Prints one server event readably. Fails only when stdout is gone. (A
 /// full stdout pipe makes it wait, and the whole loop with it: fine for a
 /// client with one connection, which has nothing else to do.)
 fn show(event: &ServerEvent) -> io::Result<()> {
-    let now = Local::now().format("%H:%M:%S");
-    let text = match event {
-        ServerEvent::Joined { room, username } => format!("[{now}] #{room} * {username} joined"),
-        ServerEvent::Left { room, username } => format!("[{now}] #{room} * {username} left"),
-        ServerEvent::Message { room, username, content, timestamp, .. } => {
-            // Show the server's time, in the reader's time zone.
-            let at = DateTime::parse_from_rfc3339(timestamp)
-                .map(|t| t.with_timezone(&Local).format("%H:%M:%S").to_string())
-                .unwrap_or_else(|_| timestamp.clone());
-            format!("[{at}] #{room} <{username}> {content}")
-        }
-        ServerEvent::Gap { room, first, last } => {
-            format!("[{now}] #{room} * messages {first} to {last} are lost")
-        }
-        ServerEvent::Members { room, usernames } => {
-            format!("[{now}] #{room} * members: {}", usernames.join(", "))
-        }
-        ServerEvent::Pong => "pong".to_string(),
-        ServerEvent::Error { room: Some(room), message, .. } => format!("! #{room}: {message}"),
-        ServerEvent::Error { room: None, message, .. } => format!("! error: {message}"),
-    };
-    output::line(text)
-}
-
-/// Prints a line of the client's own about `room`, like a presence event.
-fn notice(room: &str, text: &str) -> io::Result<()> {
-    let now = Local::now().format("%H:%M:%S");
-    output::line(format_args!("[{now}] #{room} * {text}"))
+    output::line(terminal::line(event))
 }

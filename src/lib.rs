@@ -19,6 +19,9 @@
 //! | [`close`] | the close handshake, with a deadline on every step | all |
 //! | [`error`] | typed errors, and the one place that classifies a connection's errors: benign disconnect or not, which close code | all |
 //! | [`client`] | checking `ws://` and `wss://` URLs, `--ca-cert`, connecting with a deadline, stdin without blocking the runtime, reconnect backoff | 2.1, 3, 6.1 |
+//! | [`resume`] | a chat client's rooms across connections: rejoin with `since`, each message shown once, refused rejoins decided by their code, asking again later | 6.1, 9 |
+//! | [`failover`] | several servers used in turn: the first connection, reconnecting with backoff, which closes are a reason to come back | 6.1, 9 |
+//! | [`terminal`] | a chat client's words with its user: typed lines into commands, events into lines | 6.1 |
 //! | [`output`] | logging with `tracing` to stderr, and stdout lines that cannot panic or stall a server | all |
 //! | [`args`] | value parsers for the examples' `clap` arguments: milliseconds, counts of at least 1 | all |
 //!
@@ -44,13 +47,16 @@ pub mod close;
 pub mod cluster;
 pub mod codec;
 pub mod error;
+pub mod failover;
 pub mod heartbeat;
 pub mod outbox;
 pub mod output;
 pub mod protocol;
 pub mod rate;
+pub mod resume;
 pub mod rooms;
 pub mod server;
+pub mod terminal;
 pub mod tls;
 pub mod token;
 

@@ -1,0 +1,180 @@
+//! A chat client's words with its user (chapter 6.1): what a typed line
+//! asks for, and how each of the server's events reads on screen.
+//!
+//! The terminal client (`examples/chat_client.rs`) reads lines, turns each
+//! into an [`Input`] with [`command`], and prints every event it shows as
+//! [`line`] words it. Pure functions of their arguments (and the clock, for
+//! the time a line is shown), so the rules are unit-tested here:
+//!
+//! - `/join ROOM`, `/leave ROOM`, `/quit`, `/help`; any other line is said
+//!   in the current room.
+//! - A line the server would refuse is not sent: `/join` without a room,
+//!   an unknown `/command`, content over [`MAX_CONTENT_BYTES`].
+//! - A chat message shows the server's time, in the reader's time zone.
+
+use chrono::{DateTime, Local};
+
+use crate::protocol::{ClientMessage, MAX_CONTENT_BYTES, ServerEvent};
+
+/// What a typed line asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Input {
+    /// Send this command.
+    Send(ClientMessage),
+    /// Join a room, or make a room we are in the current one (which needs
+    /// no server: [`crate::resume::Rooms::join`] decides).
+    Join(String),
+    Quit,
+    Help,
+    /// An empty line.
+    Nothing,
+    /// A line that is not sent, and why.
+    Complain(String),
+}
+
+// ANCHOR: command
+/// Turns a typed line into a protocol command, or refuses it before anything
+/// is sent. `current` is the room a plain line is said in.
+pub fn command(line: &str, current: Option<&str>) -> Input {
+    let line = line.trim();
+    let (word, rest) = line.split_once(' ').map_or((line, ""), |(w, r)| (w, r.trim()));
+    match word {
+        "" => Input::Nothing,
+        "/quit" => Input::Quit,
+        "/help" => Input::Help,
+        "/join" | "/leave" if rest.is_empty() => Input::Complain(format!("usage: {word} ROOM")),
+        "/join" => Input::Join(rest.into()),
+        "/leave" => Input::Send(ClientMessage::Leave { room: rest.into() }),
+        _ if word.starts_with('/') => {
+            Input::Complain(format!("unknown command {word}; /help lists the commands"))
+        }
+        // The server would refuse it, and close the connection for a
+        // message over 64 KiB: say so now, and send nothing.
+        _ if line.len() > MAX_CONTENT_BYTES => Input::Complain(format!(
+            "not sent: {} bytes; the server accepts at most {MAX_CONTENT_BYTES}",
+            line.len()
+        )),
+        _ => match current {
+            Some(room) => {
+                Input::Send(ClientMessage::Message { room: room.into(), content: line.into() })
+            }
+            None => Input::Complain("join a room first: /join ROOM".into()),
+        },
+    }
+}
+// ANCHOR_END: command
+
+/// The answer to `/help`.
+pub fn help(current: Option<&str>) -> String {
+    let current = current.map_or("none yet".to_string(), |room| format!("#{room}"));
+    format!(
+        "commands:
+  /join ROOM   join ROOM, or switch to it if you are in it; it becomes the current room
+  /leave ROOM  leave ROOM
+  /quit        close the connection (so do Ctrl-D and Ctrl-C)
+  /help        this list
+any other line is said in the current room ({current}), up to {MAX_CONTENT_BYTES} bytes"
+    )
+}
+
+/// One server event, as the terminal shows it: `[19:50:41] #general <bob>
+/// hi`, `[19:50:35] #general * bob joined`, `! #side: why it was refused`.
+pub fn line(event: &ServerEvent) -> String {
+    let now = Local::now().format("%H:%M:%S");
+    match event {
+        ServerEvent::Joined { room, username } => format!("[{now}] #{room} * {username} joined"),
+        ServerEvent::Left { room, username } => format!("[{now}] #{room} * {username} left"),
+        ServerEvent::Message { room, username, content, timestamp, .. } => {
+            // Show the server's time, in the reader's time zone.
+            let at = DateTime::parse_from_rfc3339(timestamp)
+                .map(|t| t.with_timezone(&Local).format("%H:%M:%S").to_string())
+                .unwrap_or_else(|_| timestamp.clone());
+            format!("[{at}] #{room} <{username}> {content}")
+        }
+        ServerEvent::Gap { room, first, last } => {
+            format!("[{now}] #{room} * messages {first} to {last} are lost")
+        }
+        ServerEvent::Members { room, usernames } => {
+            format!("[{now}] #{room} * members: {}", usernames.join(", "))
+        }
+        ServerEvent::Pong => "pong".to_string(),
+        ServerEvent::Error { room: Some(room), message, .. } => format!("! #{room}: {message}"),
+        ServerEvent::Error { room: None, message, .. } => format!("! error: {message}"),
+    }
+}
+
+/// A line of the client's own about `room`, shown like a presence event.
+pub fn notice(room: &str, text: &str) -> String {
+    format!("[{}] #{room} * {text}", Local::now().format("%H:%M:%S"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ErrorCode;
+
+    fn say(room: &str, content: &str) -> Input {
+        Input::Send(ClientMessage::Message { room: room.into(), content: content.into() })
+    }
+
+    #[test]
+    fn commands_and_plain_lines() {
+        let current = Some("general");
+        assert_eq!(command("  hello  ", current), say("general", "hello"));
+        assert_eq!(command("/join rust", current), Input::Join("rust".into()));
+        let leave = Input::Send(ClientMessage::Leave { room: "rust".into() });
+        assert_eq!(command("/leave  rust ", current), leave);
+        assert_eq!(command("/quit", current), Input::Quit);
+        assert_eq!(command("/help", current), Input::Help);
+        assert_eq!(command("   ", current), Input::Nothing);
+    }
+
+    #[test]
+    fn lines_the_server_would_refuse_are_not_sent() {
+        let current = Some("general");
+        let usage = Input::Complain("usage: /join ROOM".into());
+        assert_eq!(command("/join", current), usage);
+        let unknown = command("/nick bob", current);
+        assert_eq!(
+            unknown,
+            Input::Complain("unknown command /nick; /help lists the commands".into())
+        );
+        let longest = "x".repeat(MAX_CONTENT_BYTES);
+        assert_eq!(command(&longest, current), say("general", &longest));
+        let Input::Complain(why) = command(&format!("{longest}x"), current) else {
+            panic!("a line over MAX_CONTENT_BYTES is sent");
+        };
+        assert!(why.starts_with(&format!("not sent: {} bytes", MAX_CONTENT_BYTES + 1)), "{why}");
+        let nowhere = Input::Complain("join a room first: /join ROOM".into());
+        assert_eq!(command("hello", None), nowhere);
+    }
+
+    #[test]
+    fn events_read_as_lines() {
+        let message = ServerEvent::Message {
+            room: "general".into(),
+            username: "bob".into(),
+            content: "hi".into(),
+            timestamp: "2026-12-06T18:00:05.000Z".into(),
+            seq: 1,
+        };
+        let at = DateTime::parse_from_rfc3339("2026-12-06T18:00:05Z").expect("a time");
+        let at = at.with_timezone(&Local).format("%H:%M:%S");
+        assert_eq!(line(&message), format!("[{at}] #general <bob> hi"), "the server's time");
+        let joined = ServerEvent::Joined { room: "general".into(), username: "bob".into() };
+        assert!(line(&joined).ends_with("] #general * bob joined"));
+        let gap = ServerEvent::Gap { room: "general".into(), first: 3, last: 7 };
+        assert!(line(&gap).ends_with("] #general * messages 3 to 7 are lost"));
+        let refused = ServerEvent::Error {
+            room: Some("side".into()),
+            code: ErrorCode::NameTaken,
+            message: "taken".into(),
+        };
+        assert_eq!(line(&refused), "! #side: taken");
+        let invalid =
+            ServerEvent::Error { room: None, code: ErrorCode::Invalid, message: "no".into() };
+        assert_eq!(line(&invalid), "! error: no");
+        assert!(help(Some("rust")).contains("current room (#rust)"));
+        assert!(notice("general", "hello").ends_with("] #general * hello"));
+    }
+}
