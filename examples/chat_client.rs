@@ -95,7 +95,7 @@ use websocket_tutorial::client::{self, Backoff, BackoffArgs, DEFAULT_URL, TrustA
 use websocket_tutorial::close::{self, CLOSE_TIMEOUT};
 use websocket_tutorial::failover::{Failover, reconnects};
 use websocket_tutorial::output;
-use websocket_tutorial::protocol::ServerEvent;
+use websocket_tutorial::protocol::{ServerEvent, check_name};
 use websocket_tutorial::resume::{Follow, Rooms, Waiting};
 use websocket_tutorial::terminal::{self, Input, command, help};
 use websocket_tutorial::token;
@@ -121,6 +121,9 @@ struct Args {
     #[arg(value_parser = client::parse_url)]
     servers: Vec<String>,
     /// Your name in the rooms you join.
+    // Checked before connecting, by the server's own rule: an empty name
+    // would only be refused, leaving the client in no room.
+    #[arg(value_parser = |name: &str| check_name("username", name).map(|()| name.to_string()))]
     username: String,
     /// A token for a server started with --auth-secret-file (make_token
     /// prints one), sent as Authorization: Bearer on every connection.

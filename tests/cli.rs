@@ -251,6 +251,22 @@ async fn a_url_that_is_not_ws_gets_a_hint_and_opens_no_connection() {
     assert!(accepted.is_err(), "a client connected: {accepted:?}");
 }
 
+/// chat_client refuses an empty name (or one of spaces only) before it
+/// connects, as a usage error (exit 2) that says what a name must be: the
+/// server would only refuse the join, and the client would sit in no room.
+#[tokio::test]
+async fn chat_client_refuses_an_empty_name_before_connecting() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("ws://{}", listener.local_addr().expect("local address"));
+    for name in ["", "   "] {
+        let (code, stderr) = run_to_end(Program::start("chat_client", &[&url, name])).await;
+        assert_eq!(code, 2, "{name:?}: {stderr}");
+        assert_usage_error(&stderr, "username must be 1 to 32 characters");
+    }
+    let accepted = timeout(Duration::from_millis(300), listener.accept()).await;
+    assert!(accepted.is_err(), "chat_client connected: {accepted:?}");
+}
+
 /// A server given a bare port is told to give IP:PORT, with an example
 /// built from that port.
 #[tokio::test]
