@@ -6,8 +6,8 @@
 //! [`line`] words it. Pure functions of their arguments (and the clock, for
 //! the time a line is shown), so the rules are unit-tested here:
 //!
-//! - `/join ROOM`, `/leave ROOM`, `/quit`, `/help`; any other line is said
-//!   in the current room.
+//! - `/join ROOM`, `/leave ROOM` (`ROOM` or `#ROOM`), `/quit`, `/help`;
+//!   any other line is said in the current room.
 //! - A line the server would refuse is not sent: `/join` without a room,
 //!   an unknown `/command`, content over [`MAX_CONTENT_BYTES`].
 //! - A chat message shows the server's time, in the reader's time zone.
@@ -43,8 +43,9 @@ pub fn command(line: &str, current: Option<&str>) -> Input {
         "/quit" => Input::Quit,
         "/help" => Input::Help,
         "/join" | "/leave" if rest.is_empty() => Input::Complain(format!("usage: {word} ROOM")),
-        "/join" => Input::Join(rest.into()),
-        "/leave" => Input::Send(ClientMessage::Leave { room: rest.into() }),
+        // `#rust` is how a room is shown: the name is `rust`.
+        "/join" => Input::Join(unhash(rest).into()),
+        "/leave" => Input::Send(ClientMessage::Leave { room: unhash(rest).into() }),
         _ if word.starts_with('/') => {
             Input::Complain(format!("unknown command {word}; /help lists the commands"))
         }
@@ -63,6 +64,11 @@ pub fn command(line: &str, current: Option<&str>) -> Input {
     }
 }
 // ANCHOR_END: command
+
+/// A room's name as typed, without the `#` it is shown with.
+fn unhash(room: &str) -> &str {
+    room.strip_prefix('#').unwrap_or(room)
+}
 
 /// The answer to `/help`.
 pub fn help(current: Option<&str>) -> String {
@@ -124,6 +130,10 @@ mod tests {
         assert_eq!(command("/join rust", current), Input::Join("rust".into()));
         let leave = Input::Send(ClientMessage::Leave { room: "rust".into() });
         assert_eq!(command("/leave  rust ", current), leave);
+        // A room as it is shown, `#rust`, is `rust`.
+        assert_eq!(command("/join #rust", current), Input::Join("rust".into()));
+        let leave = Input::Send(ClientMessage::Leave { room: "rust".into() });
+        assert_eq!(command("/leave #rust", current), leave);
         assert_eq!(command("/quit", current), Input::Quit);
         assert_eq!(command("/help", current), Input::Help);
         assert_eq!(command("   ", current), Input::Nothing);

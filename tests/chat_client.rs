@@ -220,6 +220,26 @@ async fn help_and_a_line_refused_before_it_is_sent() {
     server.stop().await;
 }
 
+/// A room may be named as the client shows it, with its `#`: `/join #side`
+/// joins `side` (not a room called `#side`), and `/leave #side` leaves it.
+#[tokio::test]
+async fn a_room_may_be_named_with_its_hash() {
+    let server = Server::start("chat_server", &[]).await;
+    let mut alice = chat_client(&server, "alice").await;
+    alice.write_stdin("/join #side\nin side\n").await;
+    let (line, _) = alice.wait_for(|l| l.contains("<alice>")).await;
+    assert!(line.contains("] #side <alice> in side"), "{line}");
+    alice.write_stdin("/leave #side\n").await;
+    let (line, _) = alice.wait_for(|l| l.contains("alice left")).await;
+    assert!(line.contains("] #side * alice left"), "{line}");
+    alice.write_stdin("/join #general\nback\n").await;
+    let (line, _) = alice.wait_for(|l| l.contains("<alice>")).await;
+    assert!(line.contains("] #general <alice> back"), "{line}");
+    alice.write_stdin("/quit\n").await;
+    assert_eq!(alice.exit_code().await, 0);
+    server.stop().await;
+}
+
 // ---- reconnecting without losing a message ------------------------------
 
 /// A quick backoff, so that a test does not wait half a second per attempt;
