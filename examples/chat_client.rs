@@ -242,10 +242,8 @@ async fn run(
                         None => false, // a room we are in: now the current one
                     },
                     Input::Quit => true,
-                    Input::Help => {
-                        info!("{}", help(rooms.current()));
-                        false
-                    }
+                    // On stdout, where the user reads the chat.
+                    Input::Help => output::line(help(rooms.current())).is_err(),
                     Input::Nothing => false,
                     Input::Complain(text) => {
                         warn!("{text}");
