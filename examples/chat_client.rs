@@ -46,7 +46,7 @@
 //!
 //! When it reconnects: after a connection lost without a close frame, or a
 //! close that says the server went away or failed (1001, 1011, 1012, 1013).
-//! Not after `/quit`, end of input or Ctrl-C (Ctrl-C also ends the waiting),
+//! Not after `/quit`, end of input or Ctrl-C (each also ends the waiting),
 //! nor after a close that is the server's last word to this client (1000,
 //! or 1008: too slow, over the rate limit): those end the client as before,
 //! with exit code 0 or 1 by `close::exit_code`. The first connection is not
@@ -97,7 +97,7 @@ use websocket_tutorial::failover::{Failover, reconnects};
 use websocket_tutorial::output;
 use websocket_tutorial::protocol::{ServerEvent, check_name};
 use websocket_tutorial::resume::{Follow, Rooms, Waiting};
-use websocket_tutorial::terminal::{self, Input, command, help};
+use websocket_tutorial::terminal::{self, Input, Keyboard, command, help};
 use websocket_tutorial::token;
 
 const FIRST_ROOM: &str = "general";
@@ -157,7 +157,7 @@ async fn main() -> ExitCode {
     };
     info!("joining #{FIRST_ROOM} as {username}; type a line to say it, /help lists the commands");
     let mut rooms = Rooms::new(&username, FIRST_ROOM, backoff);
-    let mut keys = Keys { typed: client::stdin_lines(QUEUE) };
+    let mut keys = Keyboard::new(client::stdin_lines(QUEUE));
     // Boxed, so that every connection's loop can wait for it.
     let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
 
@@ -168,13 +168,15 @@ async fn main() -> ExitCode {
             Ended::Exit(code) => return code,
         };
         warn!("{why}");
-        // Reconnect, or give up; Ctrl-C interrupts the waiting too.
+        // Reconnect, or give up; Ctrl-C, /quit and the end of input end
+        // the waiting too (lines typed meanwhile are kept).
         ws = tokio::select! {
             ws = servers.reconnect(&connect) => match ws {
                 Ok(ws) => ws,
                 Err(why) => return output::fail(why),
             },
             _ = &mut ctrl_c => return ExitCode::SUCCESS,
+            None = keys.next(true) => return ExitCode::SUCCESS,
         };
     }
     // ANCHOR_END: reconnect
@@ -194,7 +196,7 @@ enum Ended {
 async fn run(
     ws: WsClient,
     rooms: &mut Rooms,
-    keys: &mut Keys,
+    keys: &mut Keyboard,
     ctrl_c: &mut (impl Future<Output = io::Result<()>> + Unpin),
 ) -> Ended {
     let (mut sink, mut stream) = ws.split();
@@ -224,11 +226,13 @@ async fn run(
     // ANCHOR: loop
     let ended = loop {
         // Wait for one of: a line typed (unless a join is unanswered, or we
-        // are closing), an event from the server, Ctrl-C, the end of the
-        // wait for the answer to our close frame, or the time to ask again
-        // for rooms that refused our rejoin for now.
+        // are closing; while rejoins are, only /quit or the end of input),
+        // an event from the server, Ctrl-C, the end of the wait for the
+        // answer to our close frame, or the time to ask again for rooms
+        // that refused our rejoin for now.
+        let waiting = rooms.waiting();
         let close_now = tokio::select! {
-            line = keys.next(), if rooms.waiting() == Waiting::Nothing && !closing => match line {
+            line = keys.next(waiting == Waiting::Rejoins), if waiting != Waiting::Join && !closing => match line {
                 None => true, // end of input
                 Some(line) => match command(&line, rooms.current()) {
                     Input::Send(command) => {
@@ -325,18 +329,6 @@ async fn run(
         // We were leaving anyway, but the server's answer never came.
         Ended::Lost(why) if closing => Ended::Exit(output::fail(why)),
         ended => ended,
-    }
-}
-
-/// The lines typed.
-struct Keys {
-    typed: mpsc::Receiver<String>,
-}
-
-impl Keys {
-    /// The next line; `None` at the end of input.
-    async fn next(&mut self) -> Option<String> {
-        self.typed.recv().await
     }
 }
 

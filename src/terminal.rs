@@ -11,8 +11,14 @@
 //! - A line the server would refuse is not sent: `/join` without a room,
 //!   an unknown `/command`, content over [`MAX_CONTENT_BYTES`].
 //! - A chat message shows the server's time, in the reader's time zone.
+//! - While the client is away (reconnecting, or its rooms not back yet),
+//!   [`Keyboard`] keeps what is typed, to say it once the rooms are back,
+//!   and `/quit` or the end of input ends the waiting at once.
+
+use std::collections::VecDeque;
 
 use chrono::{DateTime, Local};
+use tokio::sync::mpsc;
 
 use crate::protocol::{ClientMessage, MAX_CONTENT_BYTES, ServerEvent};
 
@@ -82,6 +88,46 @@ pub fn help(current: Option<&str>) -> String {
 any other line is said in the current room ({current}), up to {MAX_CONTENT_BYTES} bytes"
     )
 }
+
+// ANCHOR: keyboard
+/// The lines the user types, and those typed while the client was away,
+/// kept to be said once its rooms are back.
+pub struct Keyboard {
+    typed: mpsc::Receiver<String>,
+    kept: VecDeque<String>,
+}
+
+/// Lines kept while away; more wait in stdin's queue, as before.
+const KEPT: usize = 64;
+
+impl Keyboard {
+    /// Reads `typed` (from [`crate::client::stdin_lines`]).
+    pub fn new(typed: mpsc::Receiver<String>) -> Keyboard {
+        Keyboard { typed, kept: VecDeque::new() }
+    }
+
+    /// The next line to use, a kept one first; `None` at the end of input.
+    /// While `away`, nothing can be said: lines are kept instead, and it
+    /// returns (`None`) only when the user wants to leave, with `/quit` or
+    /// the end of input. Cancel-safe: a line read is kept before any other
+    /// wait.
+    pub async fn next(&mut self, away: bool) -> Option<String> {
+        if !away {
+            return match self.kept.pop_front() {
+                Some(line) => Some(line),
+                None => self.typed.recv().await,
+            };
+        }
+        while self.kept.len() < KEPT {
+            match self.typed.recv().await {
+                Some(line) if command(&line, None) != Input::Quit => self.kept.push_back(line),
+                _ => return None,
+            }
+        }
+        std::future::pending().await
+    }
+}
+// ANCHOR_END: keyboard
 
 /// One server event, as the terminal shows it: `[19:50:41] #general <bob>
 /// hi`, `[19:50:35] #general * bob joined`, `! #side: why it was refused`.
@@ -157,6 +203,39 @@ mod tests {
         assert!(why.starts_with(&format!("not sent: {} bytes", MAX_CONTENT_BYTES + 1)), "{why}");
         let nowhere = Input::Complain("join a room first: /join ROOM".into());
         assert_eq!(command("hello", None), nowhere);
+    }
+
+    fn keyboard(lines: &[&str], end: bool) -> Keyboard {
+        let (tx, rx) = mpsc::channel(100);
+        for line in lines {
+            tx.try_send(line.to_string()).expect("room in the channel");
+        }
+        if !end {
+            std::mem::forget(tx); // input stays open
+        }
+        Keyboard::new(rx)
+    }
+
+    #[tokio::test]
+    async fn while_away_lines_are_kept_until_quit_or_the_end_of_input() {
+        let mut keys = keyboard(&["one", "two", " /quit ", "three"], true);
+        assert_eq!(keys.next(true).await, None, "/quit: leave");
+        assert_eq!(keys.next(false).await.as_deref(), Some("one"), "kept, in order");
+        assert_eq!(keys.next(false).await.as_deref(), Some("two"));
+        assert_eq!(keys.next(false).await.as_deref(), Some("three"));
+        assert_eq!(keys.next(false).await, None, "the end of input");
+
+        let mut keys = keyboard(&["one"], true);
+        assert_eq!(keys.next(true).await, None, "the end of input: leave");
+        assert_eq!(keys.next(false).await.as_deref(), Some("one"), "still kept");
+
+        // Nothing to leave for: it waits (and keeps at most KEPT lines).
+        let many: Vec<String> = (0..KEPT + 1).map(|i| i.to_string()).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let mut keys = keyboard(&many, false);
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(20), keys.next(true));
+        assert!(waiting.await.is_err(), "no /quit, no end: still away");
+        assert_eq!(keys.kept.len(), KEPT);
     }
 
     #[test]

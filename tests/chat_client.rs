@@ -331,6 +331,51 @@ fn said_by(transcript: &[String], name: &str) -> Vec<String> {
     transcript.iter().filter_map(|l| l.split_once(&tag)).map(|(_, said)| said.into()).collect()
 }
 
+/// While the client reconnects, `/quit` and the end of input (Ctrl-D) end
+/// it at once, with 0, as `/help` says (Ctrl-C does too:
+/// `server_errors_are_shown_and_the_client_continues`). It retries forever
+/// here, so without them it would never end.
+#[tokio::test]
+async fn quit_and_end_of_input_end_the_client_while_it_reconnects() {
+    for how in ["/quit", "end of input"] {
+        let server = Server::start("chat_server", &[]).await;
+        let mut alice = quick_chat_client(&server.url, "alice").await;
+        server.stop().await;
+        alice.wait_for_log(|l| common::log_message(l).starts_with("cannot connect to")).await;
+        match how {
+            "/quit" => alice.write_stdin("a line typed meanwhile\n/quit\n").await,
+            _ => alice.close_stdin(),
+        }
+        assert_eq!(alice.exit_code().await, 0, "{how}");
+    }
+}
+
+/// The same while a room refuses the rejoin for now (the name still held):
+/// the client is back, but not yet in its room, and `/quit` closes.
+#[tokio::test]
+async fn quit_ends_the_client_while_a_rejoin_waits() {
+    let stub = StubServer::start().await;
+    let mut args = QUICK.to_vec();
+    args.extend([stub.url.as_str(), "alice"]);
+    let mut alice = Program::start("chat_client", &args);
+    let mut ws = stub.accept().await;
+    expect_join(&mut ws, "general", "alice").await;
+    confirm_join(&mut ws, "general", "alice").await;
+    alice.wait_for(|l| l.ends_with("#general * alice joined")).await;
+
+    drop(ws);
+    let mut ws = stub.accept().await;
+    assert_eq!(expect_join(&mut ws, "general", "alice").await, Some(0));
+    tell(&mut ws, refusal("general", ErrorCode::NameTaken, "taken")).await;
+    assert_eq!(expect_join(&mut ws, "general", "alice").await, Some(0), "asks again");
+    // No answer: the rejoin waits, and so would the client.
+    alice.write_stdin("/quit\n").await;
+    let next = next_frame(&mut ws).await;
+    assert!(next.is_close(), "the close: {next:?}");
+    ws.flush().await.expect("answer the client's close");
+    assert_eq!(alice.exit_code().await, 0);
+}
+
 /// The server restarts at the same address (Ctrl-C, then started again):
 /// the client reconnects by itself, finds that `general` started over (its
 /// `since` 3 is ahead of the new room), says so, and shows the new room from
