@@ -60,7 +60,8 @@
 //! `Authorization: Bearer TOKEN` on every connection, reconnects included,
 //! and the server lets this client join only under the token's name. A
 //! handshake it refuses (401: no token, a wrong or expired one) is a failed
-//! connection like any other: at start, the client says so and exits 1;
+//! connection like any other (its message says to give `--token`): at
+//! start, the client says so and exits 1;
 //! later, it keeps trying with the backoff, each try refused until the
 //! client is started again with a new token (chapter 10.5).
 //!
@@ -147,9 +148,12 @@ async fn main() -> ExitCode {
     let backoff = Backoff::from(backoff);
     let config = WebSocketConfig::default().max_message_size(Some(64 * 1024));
     // Every connection, a reconnect's too, carries the token (a server that
-    // takes tokens asks each handshake) and trusts `--ca-cert`.
-    let connect =
-        async |url: &str| client::connect_with(url, config, token.as_deref(), tls.as_ref()).await;
+    // takes tokens asks each handshake) and trusts `--ca-cert`. A failure
+    // the user can fix says how (`--token`, `wss://`).
+    let connect = async |url: &str| {
+        let connecting = client::connect_with(url, config, token.as_deref(), tls.as_ref());
+        connecting.await.map_err(|e| client::with_hint(url, e))
+    };
     let mut servers = Failover::new(servers, backoff);
     let mut ws = match servers.connect_first(&connect).await {
         Ok(ws) => ws,

@@ -109,6 +109,30 @@ pub async fn connect_with(
 }
 // ANCHOR_END: connect
 
+/// A failed connection's error, and what to do about it when that is
+/// clear (for chat_client, whose flags it names): a 401 means the server
+/// takes tokens (`--token`); an answer that is not HTTP at all, to a `ws://`
+/// URL, most likely means a server that speaks TLS (`wss://`), whose first
+/// bytes are a TLS alert.
+pub fn with_hint(url: &str, e: Error) -> String {
+    use tungstenite::error::ProtocolError::HttparseError;
+    let hint = match &e {
+        Error::WebSocket(tungstenite::Error::Http(answer)) if answer.status() == 401 => {
+            "; the server asks for a token: give one with --token (make_token prints one)".into()
+        }
+        Error::WebSocket(tungstenite::Error::Protocol(HttparseError(_))) => {
+            match url.strip_prefix("ws://") {
+                Some(rest) => {
+                    format!("; not an HTTP answer: if the server serves TLS, use wss://{rest}")
+                }
+                None => String::new(),
+            }
+        }
+        _ => String::new(),
+    };
+    format!("{e}{hint}")
+}
+
 /// A client's `--ca-cert PEM`: a certificate authority to trust for
 /// `wss://` besides the system's (one's own, or a test's).
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -276,6 +300,34 @@ mod tests {
         assert_eq!(ok("wss://127.0.0.1:9443?x=1"), "wss://127.0.0.1:9443/?x=1");
         let message = parse_url("http://127.0.0.1:9001").unwrap_err().to_string();
         assert!(message.contains("use ws://HOST:PORT"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn a_401_and_an_answer_that_is_not_http_get_a_hint() {
+        let answer = |status: u16| {
+            let response = tungstenite::http::Response::builder().status(status).body(None);
+            Error::WebSocket(tungstenite::Error::Http(Box::new(response.expect("a response"))))
+        };
+        let url = "ws://127.0.0.1:9443";
+        let unauthorized = with_hint(url, answer(401));
+        assert!(unauthorized.starts_with("HTTP error: 401 Unauthorized; "), "{unauthorized}");
+        assert!(unauthorized.contains("--token"), "{unauthorized}");
+        assert_eq!(with_hint(url, answer(403)), "HTTP error: 403 Forbidden", "no hint");
+
+        // A TLS server answers an HTTP request with a TLS alert.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("ws://{}", listener.local_addr().expect("address"));
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut tls, _) = listener.accept().await.expect("accept");
+            let _ = tls.read(&mut [0; 1024]).await;
+            let _ = tls.write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46]).await;
+        });
+        let e = connect(&url, WebSocketConfig::default()).await.expect_err("not HTTP");
+        let tls = with_hint(&url, e);
+        let wss = url.replace("ws://", "wss://");
+        assert!(tls.ends_with(&format!("if the server serves TLS, use {wss}")), "{tls}");
+        assert_eq!(with_hint(&url, Error::Timeout("connecting")), "timed out: connecting");
     }
 
     #[test]

@@ -244,6 +244,30 @@ async fn a_room_may_be_named_with_its_hash() {
     server.stop().await;
 }
 
+/// Connections that fail for a reason the user can fix get a hint: a 401
+/// (the server takes tokens: `--token`), and `ws://` to a server that
+/// speaks TLS (use `wss://`).
+#[tokio::test]
+async fn a_401_and_ws_to_a_tls_port_get_a_hint() {
+    let file = TempFile::new("s3cret\n");
+    let server = Server::start("chat_server", &["--auth-secret-file", file.arg()]).await;
+    let mut client = Program::start("chat_client", &[&server.url, "alice"]);
+    assert_eq!(client.exit_code().await, 1);
+    let stderr = client.stderr_text().await;
+    assert!(stderr.contains("401") && stderr.contains("--token"), "{stderr}");
+    server.stop().await;
+
+    let certificates = common::Certificates::new();
+    let server = Server::start("chat_server", &certificates.args()).await;
+    let plain = server.url.replace("wss://", "ws://");
+    let mut client = Program::start("chat_client", &[&plain, "alice"]);
+    assert_eq!(client.exit_code().await, 1);
+    let stderr = client.stderr_text().await;
+    assert!(stderr.contains(&format!("cannot connect to {plain}")), "{stderr}");
+    assert!(stderr.contains("wss://"), "{stderr}");
+    server.stop().await;
+}
+
 // ---- reconnecting without losing a message ------------------------------
 
 /// A quick backoff, so that a test does not wait half a second per attempt;
