@@ -13,11 +13,12 @@ use tokio::time::timeout;
 
 /// Every example: each has a `--help`, and each refuses a flag it does not
 /// know.
-const EXAMPLES: [&str; 17] = [
+const EXAMPLES: [&str; 18] = [
     "echo_client_first",
     "echo_server_first",
     "echo_client",
     "echo_server",
+    "full_client_first",
     "full_client",
     "reconnect_client",
     "broadcast_server_first",

@@ -24,6 +24,9 @@ const ECHO_SERVERS: [&str; 2] = ["echo_server_first", "echo_server"];
 /// The clients of chapter 2.1, the same way.
 const ECHO_CLIENTS: [&str; 2] = ["echo_client_first", "echo_client"];
 
+/// The clients of chapter 3.1, the same way.
+const FULL_CLIENTS: [&str; 2] = ["full_client_first", "full_client"];
+
 /// Text and binary messages come back unchanged, up to 1 MiB, and the
 /// client's close is answered with the server's.
 #[tokio::test]
@@ -77,31 +80,39 @@ async fn echo_client_reports_a_refused_connection() {
     }
 }
 
-/// The full client sends each stdin line, prints each echo, and at end of
-/// input closes with 1000 and waits for the server's close before exiting 0.
+/// The full clients send each stdin line, print each echo, and at end of
+/// input close with 1000 and wait for the server's close before exiting 0,
+/// against either echo server.
 #[tokio::test]
 async fn full_client_sends_stdin_lines_and_closes_at_end_of_input() {
-    let server = Server::start("echo_server", &[]).await;
-    let mut client = Program::start("full_client", &[&server.url]);
-    client.write_stdin("one\ntwo\n\nthree\n").await;
-    client.close_stdin();
-    let lines = client.remaining_lines().await;
-    assert_eq!(lines, ["< one", "< two", "< three", "closed: 1000 (end of input)"]);
-    assert_eq!(client.exit_code().await, 0);
-    server.stop().await;
+    for server_name in ECHO_SERVERS {
+        let server = Server::start(server_name, &[]).await;
+        for name in FULL_CLIENTS {
+            let mut client = Program::start(name, &[&server.url]);
+            client.write_stdin("one\ntwo\n\nthree\n").await;
+            client.close_stdin();
+            let lines = client.remaining_lines().await;
+            let expected = ["< one", "< two", "< three", "closed: 1000 (end of input)"];
+            assert_eq!(lines, expected, "{name} against {server_name}");
+            assert_eq!(client.exit_code().await, 0, "{name} against {server_name}");
+        }
+        server.stop().await;
+    }
 }
 
 /// When the server shuts down first, the full client reports the 1001
 /// close and exits 0 even though its stdin is still open.
 #[tokio::test]
 async fn full_client_ends_when_the_server_goes_away() {
-    let server = Server::start("echo_server", &[]).await;
-    let mut client = Program::start("full_client", &[&server.url]);
-    client.write_stdin("ping\n").await;
-    client.wait_for(|l| l == "< ping").await;
-    server.stop().await;
-    client.wait_for(|l| l.starts_with("closed: 1001")).await;
-    assert_eq!(client.exit_code().await, 0);
+    for name in FULL_CLIENTS {
+        let server = Server::start("echo_server", &[]).await;
+        let mut client = Program::start(name, &[&server.url]);
+        client.write_stdin("ping\n").await;
+        client.wait_for(|l| l == "< ping").await;
+        server.stop().await;
+        client.wait_for(|l| l.starts_with("closed: 1001")).await;
+        assert_eq!(client.exit_code().await, 0, "{name}");
+    }
 }
 
 /// A line that is not UTF-8 is reported on stderr, with its number, and the
@@ -109,16 +120,50 @@ async fn full_client_ends_when_the_server_goes_away() {
 #[tokio::test]
 async fn full_client_reports_a_line_that_is_not_utf8_and_goes_on() {
     let server = Server::start("echo_server", &[]).await;
-    let mut client = Program::start("full_client", &[&server.url]);
-    let stdin = client.stdin.as_mut().expect("stdin open");
-    stdin.write_all(b"ok\n\xff\xfe\nafter\n").await.expect("write stdin");
-    client.close_stdin();
-    let lines = client.remaining_lines().await;
-    assert_eq!(lines, ["< ok", "< after", "closed: 1000 (end of input)"]);
-    assert_eq!(client.exit_code().await, 0);
-    let stderr = client.stderr_text().await;
-    assert!(stderr.contains("line 2 is not UTF-8"), "{stderr}");
+    for name in FULL_CLIENTS {
+        let mut client = Program::start(name, &[&server.url]);
+        let stdin = client.stdin.as_mut().expect("stdin open");
+        stdin.write_all(b"ok\n\xff\xfe\nafter\n").await.expect("write stdin");
+        client.close_stdin();
+        let lines = client.remaining_lines().await;
+        assert_eq!(lines, ["< ok", "< after", "closed: 1000 (end of input)"], "{name}");
+        assert_eq!(client.exit_code().await, 0, "{name}");
+        let stderr = client.stderr_text().await;
+        assert!(stderr.contains("line 2 is not UTF-8"), "{name}: {stderr}");
+    }
     server.stop().await;
+}
+
+/// A refused connection is one clear line on stderr and exit code 1.
+#[tokio::test]
+async fn full_client_reports_a_refused_connection() {
+    let nothing = common::refused_port();
+    let url = format!("ws://127.0.0.1:{}", nothing.port);
+    for name in FULL_CLIENTS {
+        let mut client = Program::start(name, &[&url]);
+        assert_eq!(client.exit_code().await, 1, "{name}");
+        let stderr = client.stderr_text().await;
+        assert_eq!(stderr.lines().count(), 1, "{name}: one line: {stderr:?}");
+        assert!(stderr.starts_with(&format!("error: cannot connect to {url}")), "{stderr}");
+    }
+}
+
+/// A server that breaks the protocol (a frame with a reserved opcode) ends
+/// the connection with an error line and exit code 1, never a panic.
+#[tokio::test]
+async fn full_client_survives_a_server_that_breaks_the_protocol() {
+    for name in FULL_CLIENTS {
+        let stub = common::stub::StubServer::start().await;
+        let mut client = Program::start(name, &[&stub.url]);
+        let mut ws = stub.accept().await;
+        // FIN and opcode 3, which RFC 6455 reserves; no payload.
+        ws.get_mut().write_all(&[0x83, 0x00]).await.expect("write the bad frame");
+        assert_eq!(client.exit_code().await, 1, "{name}");
+        let stderr = client.stderr_text().await;
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(last.starts_with("error: connection"), "{name}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+    }
 }
 
 /// A line over the server's limit (16 MiB; this one is 17 MB) ends the
@@ -129,16 +174,18 @@ async fn full_client_reports_a_line_that_is_not_utf8_and_goes_on() {
 #[tokio::test]
 async fn full_client_ends_an_oversized_line_with_the_close_code_only() {
     let server = Server::start("echo_server", &[]).await;
-    let mut client = Program::start("full_client", &[&server.url]);
     let line = format!("{}\n", "x".repeat(17_000_000));
-    client.write_stdin(&line).await;
-    client.close_stdin();
-    let lines = client.remaining_lines().await;
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].starts_with("closed: 1009 ("), "{lines:?}");
-    assert_eq!(client.exit_code().await, 1);
-    let stderr = client.stderr_text().await;
-    assert!(!stderr.contains("connection lost"), "{stderr}");
+    for name in FULL_CLIENTS {
+        let mut client = Program::start(name, &[&server.url]);
+        client.write_stdin(&line).await;
+        client.close_stdin();
+        let lines = client.remaining_lines().await;
+        assert_eq!(lines.len(), 1, "{name}: {lines:?}");
+        assert!(lines[0].starts_with("closed: 1009 ("), "{name}: {lines:?}");
+        assert_eq!(client.exit_code().await, 1, "{name}");
+        let stderr = client.stderr_text().await;
+        assert!(!stderr.contains("connection lost"), "{name}: {stderr}");
+    }
     server.stop().await;
 }
 
