@@ -38,6 +38,7 @@ budgets=(
     examples/echo_server_first.rs 50
     examples/full_client_first.rs 70
     examples/broadcast_server_first.rs 80
+    examples/chat_client_first.rs 100
     examples/echo_server.rs 80
     examples/broadcast_server.rs 150
     examples/data_pusher.rs 130

@@ -11,12 +11,56 @@ use tokio::time::timeout;
 use websocket_tutorial::client::WsClient;
 use websocket_tutorial::protocol::{ClientMessage, ErrorCode, MAX_CONTENT_BYTES, ServerEvent};
 
+/// The terminal clients of chapter 6.1: the first version, and what it
+/// grows into. Each test that loops over them holds for both.
+const CHAT_CLIENTS: [&str; 2] = ["chat_client_first", "chat_client"];
+
 /// Starts a chat client for `username` and waits until it has joined
 /// `general` (its own `joined` line).
 async fn chat_client(server: &Server, username: &str) -> Program {
-    let mut client = Program::start("chat_client", &[&server.url, username]);
+    start_joined("chat_client", server, username).await
+}
+
+/// Starts the client `name` for `username`, and waits until it has joined
+/// `general`.
+async fn start_joined(name: &str, server: &Server, username: &str) -> Program {
+    let mut client = Program::start(name, &[&server.url, username]);
     client.wait_for(|l| l.ends_with(&format!("#general * {username} joined"))).await;
     client
+}
+
+/// The first version (chapter 6.1 opens with it) in a chat with the full
+/// client: each sees the other's lines, with time, room and name; `/quit`
+/// closes it with 0 and the others see it leave; Ctrl-C closes it too; and
+/// the server's Ctrl-C (1001) ends it with 0, without reconnecting.
+#[tokio::test]
+async fn the_first_version_chats_and_closes_cleanly() {
+    let server = Server::start("chat_server", &[]).await;
+    let mut alice = start_joined("chat_client_first", &server, "alice").await;
+    let mut bob = chat_client(&server, "bob").await;
+    alice.wait_for(|l| l.ends_with("#general * bob joined")).await;
+    alice.write_stdin("hello bob\n").await;
+    let (line, _) = bob.wait_for(|l| l.contains("<alice>")).await;
+    assert!(line.ends_with("#general <alice> hello bob"), "{line}");
+    bob.write_stdin("hi alice\n").await;
+    let (line, _) = alice.wait_for(|l| l.contains("<bob>")).await;
+    assert!(line.ends_with("#general <bob> hi alice"), "{line}");
+    assert!(line.starts_with('[') && line.as_bytes()[9] == b']', "time shown: {line}");
+    alice.write_stdin("/quit\n").await;
+    assert_eq!(alice.exit_code().await, 0);
+    bob.wait_for(|l| l.ends_with("#general * alice left")).await;
+
+    let mut carol = start_joined("chat_client_first", &server, "carol").await;
+    carol.interrupt();
+    assert_eq!(carol.exit_code().await, 0, "Ctrl-C");
+    bob.wait_for(|l| l.ends_with("#general * carol left")).await;
+
+    let mut dave = start_joined("chat_client_first", &server, "dave").await;
+    server.stop().await;
+    dave.wait_for(|l| l == "server closed the connection: 1001 (server shutting down)").await;
+    assert_eq!(dave.exit_code().await, 0);
+    bob.interrupt();
+    assert_eq!(bob.exit_code().await, 0);
 }
 
 /// Two terminal clients chat in `general`: each sees the other join and
@@ -87,10 +131,12 @@ async fn server_errors_are_shown_and_the_client_continues() {
 async fn no_server_is_a_clear_error() {
     let nothing = common::refused_port();
     let url = format!("ws://127.0.0.1:{}", nothing.port);
-    let mut client = Program::start("chat_client", &[&url, "alice"]);
-    assert_eq!(client.exit_code().await, 1);
-    let stderr = client.stderr_text().await;
-    assert!(stderr.starts_with("error: cannot connect to"), "{stderr}");
+    for name in CHAT_CLIENTS {
+        let mut client = Program::start(name, &[&url, "alice"]);
+        assert_eq!(client.exit_code().await, 1, "{name}");
+        let stderr = client.stderr_text().await;
+        assert!(stderr.starts_with("error: cannot connect to"), "{name}: {stderr}");
+    }
 }
 
 /// Lines piped in all at once work: the client reads the next line only
@@ -125,14 +171,16 @@ async fn piped_input_is_said_in_the_right_rooms() {
 #[tokio::test]
 async fn piped_input_shows_the_answers_before_closing() {
     let server = Server::start("chat_server", &[]).await;
-    let mut alice = Program::start("chat_client", &[&server.url, "alice"]);
-    alice.write_stdin("hi\n").await;
-    alice.close_stdin();
-    assert_eq!(alice.exit_code().await, 0);
-    let lines = alice.remaining_lines().await;
-    assert_eq!(lines.len(), 2, "{lines:#?}");
-    assert!(lines[0].ends_with("#general * alice joined"), "{lines:#?}");
-    assert!(lines[1].ends_with("#general <alice> hi"), "{lines:#?}");
+    for name in CHAT_CLIENTS {
+        let mut alice = Program::start(name, &[&server.url, "alice"]);
+        alice.write_stdin("hi\n").await;
+        alice.close_stdin();
+        assert_eq!(alice.exit_code().await, 0, "{name}");
+        let lines = alice.remaining_lines().await;
+        assert_eq!(lines.len(), 2, "{name}: {lines:#?}");
+        assert!(lines[0].ends_with("#general * alice joined"), "{name}: {lines:#?}");
+        assert!(lines[1].ends_with("#general <alice> hi"), "{name}: {lines:#?}");
+    }
     server.stop().await;
 }
 
@@ -143,14 +191,16 @@ async fn piped_input_shows_the_answers_before_closing() {
 #[tokio::test]
 async fn a_close_for_a_broken_rule_exits_1() {
     let server = Server::start("chat_server", &["--rate-limit", "1", "--rate-burst", "1"]).await;
-    let mut alice = Program::start("chat_client", &[&server.url, "alice"]);
-    alice.write_stdin(&"flood\n".repeat(50)).await;
-    let (line, _) = alice.wait_for(|l| l.starts_with("server closed the connection: ")).await;
-    assert!(line.starts_with("server closed the connection: 1008 ("), "{line}");
-    assert_eq!(alice.exit_code().await, 1);
-    // The server said stop: the client does not come back.
-    let stderr = alice.stderr_text().await;
-    assert!(!stderr.contains("reconnecting"), "{stderr}");
+    for name in CHAT_CLIENTS {
+        let mut alice = Program::start(name, &[&server.url, "alice"]);
+        alice.write_stdin(&"flood\n".repeat(50)).await;
+        let (line, _) = alice.wait_for(|l| l.starts_with("server closed the connection: ")).await;
+        assert!(line.starts_with("server closed the connection: 1008 ("), "{name}: {line}");
+        assert_eq!(alice.exit_code().await, 1, "{name}");
+        // The server said stop: the client does not come back.
+        let stderr = alice.stderr_text().await;
+        assert!(!stderr.contains("reconnecting"), "{name}: {stderr}");
+    }
     server.stop().await;
 }
 
@@ -159,17 +209,19 @@ async fn a_close_for_a_broken_rule_exits_1() {
 #[tokio::test]
 async fn a_line_that_is_not_utf8_is_reported_and_skipped() {
     let server = Server::start("chat_server", &[]).await;
-    let mut alice = chat_client(&server, "alice").await;
-    let stdin = alice.stdin.as_mut().expect("stdin open");
-    stdin.write_all(b"ok\n\xff\xfe\nafter\n").await.expect("write stdin");
-    alice.close_stdin();
-    assert_eq!(alice.exit_code().await, 0);
-    let lines = alice.remaining_lines().await;
-    let said: Vec<_> = lines.iter().filter(|l| l.contains("<alice>")).collect();
-    assert_eq!(said.len(), 2, "{lines:#?}");
-    assert!(said[0].ends_with("#general <alice> ok") && said[1].ends_with("<alice> after"));
-    let stderr = alice.stderr_text().await;
-    assert!(stderr.contains("line 2 is not UTF-8"), "{stderr}");
+    for name in CHAT_CLIENTS {
+        let mut alice = start_joined(name, &server, "alice").await;
+        let stdin = alice.stdin.as_mut().expect("stdin open");
+        stdin.write_all(b"ok\n\xff\xfe\nafter\n").await.expect("write stdin");
+        alice.close_stdin();
+        assert_eq!(alice.exit_code().await, 0, "{name}");
+        let lines = alice.remaining_lines().await;
+        let said: Vec<_> = lines.iter().filter(|l| l.contains("<alice>")).collect();
+        assert_eq!(said.len(), 2, "{name}: {lines:#?}");
+        assert!(said[0].ends_with("#general <alice> ok") && said[1].ends_with("<alice> after"));
+        let stderr = alice.stderr_text().await;
+        assert!(stderr.contains("line 2 is not UTF-8"), "{name}: {stderr}");
+    }
     server.stop().await;
 }
 

@@ -13,7 +13,7 @@ use tokio::time::timeout;
 
 /// Every example: each has a `--help`, and each refuses a flag it does not
 /// know.
-const EXAMPLES: [&str; 18] = [
+const EXAMPLES: [&str; 19] = [
     "echo_client_first",
     "echo_server_first",
     "echo_client",
@@ -27,6 +27,7 @@ const EXAMPLES: [&str; 18] = [
     "json_messages",
     "binary_messages",
     "chat_server",
+    "chat_client_first",
     "chat_client",
     "data_pusher",
     "make_token",
