@@ -287,6 +287,7 @@ async fn run(
                             "server closed the connection: {}",
                             why.unwrap_or_default()
                         ));
+                        close::answer(&mut stream).await; // the handshake's second half
                     }
                     match code {
                         Some(code) if !closing && reconnects(code) => {

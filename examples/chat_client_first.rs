@@ -76,7 +76,10 @@ async fn main() -> ExitCode {
                     let _ = tx.send(say.to_message()).await;
                 }
             },
-            msg = stream.next() => if let Some(code) = receive(msg, false) { return code },
+            msg = stream.next() => if let Some(code) = receive(msg, false) {
+                close::answer(&mut stream).await; // the server closed: answer it
+                return code;
+            },
             _ = &mut ctrl_c => break,
         }
     }

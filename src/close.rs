@@ -88,6 +88,19 @@ where
     let _ = timeout(CLOSE_TIMEOUT, drain).await;
 }
 
+/// After the peer's close frame: reads on to the end of the stream, for at
+/// most [`CLOSE_TIMEOUT`], so that our answer goes out. tungstenite queues
+/// the answer when it reads the peer's frame and sends it the next time the
+/// connection is read or written: a program that stops at the peer's frame
+/// and drops the connection never answers, and its peer reads a reset
+/// where the close handshake should end.
+pub async fn answer<S>(stream: &mut S)
+where
+    S: Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
+{
+    let _ = timeout(CLOSE_TIMEOUT, async { while let Some(Ok(_)) = stream.next().await {} }).await;
+}
+
 /// Sends a close frame and waits for the answer: the whole close handshake,
 /// for a connection that has not been split.
 pub async fn handshake<S>(ws: &mut S, code: CloseCode, reason: &str)
@@ -149,5 +162,32 @@ mod tests {
         assert_eq!(frame.reason.len(), 122, "cut at a character boundary");
         let Message::Close(Some(frame)) = message(CloseCode::Away, "bye") else { panic!() };
         assert_eq!((frame.code, frame.reason.as_str()), (CloseCode::Away, "bye"));
+    }
+
+    /// Stopping at the peer's close frame leaves it unanswered; `answer`
+    /// sends the reply and sees the stream end.
+    #[tokio::test]
+    async fn answer_sends_the_reply_to_a_close_frame() {
+        use tokio_tungstenite::tungstenite::protocol::Role;
+        for answered in [false, true] {
+            let (a, b) = tokio::io::duplex(1024);
+            let mut server = WebSocketStream::from_raw_socket(a, Role::Server, None).await;
+            let mut client = WebSocketStream::from_raw_socket(b, Role::Client, None).await;
+            server.send(message(CloseCode::Normal, "bye")).await.unwrap();
+            assert!(client.next().await.unwrap().unwrap().is_close());
+            // The server reads, and closes the connection once it has read.
+            let reading = async move { server.next().await };
+            let reply = if answered {
+                tokio::join!(reading, answer(&mut client)).0
+            } else {
+                drop(client);
+                reading.await
+            };
+            assert_eq!(
+                matches!(reply, Some(Ok(Message::Close(Some(ref f)))) if f.code == CloseCode::Normal),
+                answered,
+                "answered: {answered}, the server read {reply:?}"
+            );
+        }
     }
 }

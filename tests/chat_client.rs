@@ -5,9 +5,11 @@ mod common;
 
 use common::stub::{StubServer, confirm_join, expect_join, message, next_frame, refusal, tell};
 use common::{Cut, Program, Proxy, Server, TempFile, WAIT};
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use websocket_tutorial::client::WsClient;
 use websocket_tutorial::protocol::{ClientMessage, ErrorCode, MAX_CONTENT_BYTES, ServerEvent};
 
@@ -722,4 +724,32 @@ async fn a_refused_rejoin_is_decided_by_its_code_not_its_words() {
     assert!(next.is_close(), "no Join after a final refusal, only the close: {next:?}");
     ws.flush().await.expect("answer the client's close"); // tungstenite queued the answer
     assert_eq!(alice.exit_code().await, 0);
+}
+
+/// A close the server starts is answered: both clients send their own close
+/// frame back, the second half of the close handshake, before they exit,
+/// with 0 for 1000. (tungstenite sends that answer only when the
+/// connection is read or written again after the server's frame: a client
+/// that stops there and drops it leaves the server without one.)
+#[tokio::test]
+async fn a_close_from_the_server_is_answered() {
+    let stub = StubServer::start().await;
+    for name in CHAT_CLIENTS {
+        let mut alice = Program::start(name, &[&stub.url, "alice"]);
+        let mut ws = stub.accept().await;
+        expect_join(&mut ws, "general", "alice").await;
+        confirm_join(&mut ws, "general", "alice").await;
+        alice.wait_for(|l| l.ends_with("#general * alice joined")).await;
+        let bye = websocket_tutorial::close::message(CloseCode::Normal, "that is all");
+        ws.send(bye).await.expect("the server's close frame");
+        match timeout(WAIT, ws.next()).await {
+            Ok(Some(Ok(Message::Close(Some(frame))))) => {
+                assert_eq!(frame.code, CloseCode::Normal, "{name} answers with the same code")
+            }
+            other => panic!("{name} did not answer the close frame: {other:?}"),
+        }
+        drop(ws); // the end of the handshake: the server closes the connection
+        alice.wait_for(|l| l == "server closed the connection: 1000 (that is all)").await;
+        assert_eq!(alice.exit_code().await, 0, "{name}");
+    }
 }
