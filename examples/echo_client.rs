@@ -97,7 +97,10 @@ async fn main() -> ExitCode {
         Ok(Ok(text)) => {
             let _ = output::line(text);
         }
-        Ok(Err(e)) => return output::fail(format_args!("no echo: {e}")),
+        Ok(Err(e)) => {
+            close::answer(&mut ws).await; // if the server closed, it is owed an answer
+            return output::fail(format_args!("no echo: {e}"));
+        }
         Err(_) => return output::fail(format_args!("no echo within {REPLY_TIMEOUT:?}")),
     }
 

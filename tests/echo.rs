@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::stub::{StubServer, next_frame};
 use common::{
     Program, Server, WAIT, assert_silent_client_is_dropped, assert_waits_for_the_slot,
     close_cleanly, connect, connect_with_small_buffers, expect_close, free_port, local_addr,
@@ -62,6 +63,26 @@ async fn echo_client_prints_the_echo() {
             assert_eq!(client.exit_code().await, 0, "{name} against {server_name}");
         }
         server.stop().await;
+    }
+}
+
+/// A server that closes instead of echoing gets the close handshake's
+/// second half from either basic client, which then says there was no echo
+/// and exits 1.
+#[tokio::test]
+async fn echo_client_answers_a_close_that_comes_instead_of_the_echo() {
+    let stub = StubServer::start().await;
+    for name in ECHO_CLIENTS {
+        let mut client = Program::start(name, &[&stub.url, "hi"]);
+        let mut ws = stub.accept().await;
+        assert_eq!(next_frame(&mut ws).await, Message::text("hi"), "{name}");
+        ws.send(websocket_tutorial::close::message(CloseCode::Away, "going")).await.expect("close");
+        let answer = next_frame(&mut ws).await;
+        assert!(answer.is_close(), "{name} answers the close frame: {answer:?}");
+        drop(ws);
+        assert_eq!(client.exit_code().await, 1, "{name}");
+        let stderr = client.stderr_text().await;
+        assert!(stderr.contains("no echo"), "{name}: {stderr}");
     }
 }
 
