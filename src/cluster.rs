@@ -15,7 +15,7 @@
 //! | `chat:node:NODE:reaped` | set for an hour when a node is reaped, for its restore |
 //! | `chat:nodes` | set: the nodes that may have members |
 //!
-//! **How a message travels.** A node runs one Lua script ([`SAY`]): it
+//! **How a message travels.** A node runs one Lua script (`say.lua`): it
 //! checks that the sender holds its name, takes the room's next `seq`,
 //! appends the message to the history and publishes it on one channel,
 //! `chat:events`. Redis runs a script alone, start to end, so numbering,
@@ -27,7 +27,7 @@
 //! every member, on any node, sees a room's messages in `seq` order; the
 //! sender sees its own when they come back through the channel.
 //!
-//! **Joins** ([`JOIN`]) claim the name with `HSETNX`, publish the `Joined`
+//! **Joins** (`join.lua`) claim the name with `HSETNX`, publish the `Joined`
 //! and read the history after `since`, in one script. The joiner must get
 //! each message once: replayed if said before the script, live if after.
 //! The node makes it a *joining* member before it runs the script, so
@@ -38,7 +38,7 @@
 //!
 //! **Failures.**
 //! - *A node dies* (SIGKILL, a crash, a lost network): it stops refreshing
-//!   its `alive` key, which expires after 3 s. Every node runs [`REAP`]
+//!   its `alive` key, which expires after 3 s. Every node runs `reap.lua`
 //!   once a second; the first to find the key gone removes the dead node's
 //!   members and publishes their `Left`. A node that shuts down cleanly
 //!   reaps itself at once.
@@ -47,7 +47,7 @@
 //!   Redis gets an `Error`, "the chat is temporarily unavailable";
 //!   connections stay open. The event stream, pinged every second, is
 //!   reconnected with a backoff capped at 1 s, and then the node *restores*
-//!   ([`RESTORE`]): it claims its members' names again (announcing the ones
+//!   (`restore.lua`): it claims its members' names again (announcing the ones
 //!   the cluster had lost) and raises each room's `seq` to at least what it
 //!   has seen (a Redis restarted without persistence has forgotten both),
 //!   and catches up from the history on what was published while it was
@@ -60,7 +60,7 @@
 //!
 //! What this does not do: Redis itself is one process, and a chat that must
 //! outlive it needs Redis Sentinel or Cluster (the scripts would then have
-//! to declare every key they touch: [`REAP`] does not). Presence events
+//! to declare every key they touch: `reap.lua` does not). Presence events
 //! published while a node's stream was away are not shown on that node;
 //! `Members` always tells the truth.
 
@@ -96,129 +96,15 @@ const ALIVE_FOR: Duration = Duration::from_secs(3);
 /// (the floor), but its history is gone.
 const RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 
-// ANCHOR: scripts
-/// Removes one member from a room and announces it: used by [`LEAVE`] and
-/// [`REAP`]. Does nothing unless `node` holds the name, so a late leave can
-/// never remove a name a newer member holds.
-const DEPART: &str = r#"
-local function depart(members, mine, room, username, node, channel, limit)
-  if redis.call('HGET', members, username) ~= node then return 0 end
-  local announce = redis.call('HLEN', members) <= limit
-  redis.call('HDEL', members, username)
-  redis.call('SREM', mine, cjson.encode({room, username}))
-  redis.call('PUBLISH', channel, cjson.encode({kind = 'left', room = room,
-    username = username, announce = announce}))
-  return 1
-end
-"#;
-
-/// KEYS: members, seq, history, the node's members.
-/// ARGV: channel, node, client, room, username, since (-1: none), floor,
-/// presence limit, retention. Returns {'ok' | 'taken' | 'ahead', last seq,
-/// missed}.
-pub const JOIN: &str = r#"
-local last = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), tonumber(ARGV[7]))
-local since = tonumber(ARGV[6])
-if since > last then return {'ahead', last, {}} end
-if redis.call('HSETNX', KEYS[1], ARGV[5], ARGV[2]) == 0 then return {'taken', last, {}} end
-redis.call('SET', KEYS[2], last, 'EX', ARGV[9])
-redis.call('SADD', KEYS[4], cjson.encode({ARGV[4], ARGV[5]}))
-local announce = redis.call('HLEN', KEYS[1]) <= tonumber(ARGV[8])
-redis.call('PUBLISH', ARGV[1], cjson.encode({kind = 'joined', room = ARGV[4],
-  username = ARGV[5], node = ARGV[2], client = ARGV[3], announce = announce}))
-local missed = {}
-if since >= 0 and last > since then
-  missed = redis.call('LRANGE', KEYS[3], -(last - since), -1)
-end
-return {'ok', last, missed}
-"#;
-
-/// KEYS: members, seq, history.
-/// ARGV: channel, node, room, username, content, timestamp, floor, history
-/// length, retention. Returns the message's seq, or -1 when this node does not hold
-/// the name (Redis lost it, and the node has not restored it yet).
-pub const SAY: &str = r#"
-if redis.call('HGET', KEYS[1], ARGV[4]) ~= ARGV[2] then return -1 end
-local seq = redis.call('INCR', KEYS[2])
-local floor = tonumber(ARGV[7])
-if seq <= floor then
-  seq = floor + 1
-  redis.call('SET', KEYS[2], seq)
-end
-local event = cjson.encode({kind = 'said', room = ARGV[3], seq = seq,
-  username = ARGV[4], content = ARGV[5], timestamp = ARGV[6]})
-redis.call('RPUSH', KEYS[3], event)
-redis.call('LTRIM', KEYS[3], -tonumber(ARGV[8]), -1)
-redis.call('EXPIRE', KEYS[2], ARGV[9])
-redis.call('EXPIRE', KEYS[3], ARGV[9])
-redis.call('PUBLISH', ARGV[1], event)
-return seq
-"#;
-
-/// KEYS: members, the node's members. ARGV: channel, node, room, username,
-/// presence limit. Returns 1 if the member was removed.
-pub const LEAVE: &str = r#"
-return depart(KEYS[1], KEYS[2], ARGV[3], ARGV[4], ARGV[2], ARGV[1], tonumber(ARGV[5]))
-"#;
-
-/// KEYS: the set of nodes. ARGV: channel, presence limit, and a node to
-/// remove now ('' to remove only the nodes whose `alive` key has expired).
-/// Returns how many nodes it removed.
-pub const REAP: &str = r#"
-local nodes = redis.call('SMEMBERS', KEYS[1])
-if ARGV[3] ~= '' then nodes = {ARGV[3]} end
-local gone = 0
-for _, node in ipairs(nodes) do
-  local prefix = 'chat:node:' .. node
-  if ARGV[3] ~= '' or redis.call('EXISTS', prefix .. ':alive') == 0 then
-    for _, entry in ipairs(redis.call('SMEMBERS', prefix .. ':members')) do
-      local room, username = unpack(cjson.decode(entry))
-      depart('chat:room:' .. room .. ':members', prefix .. ':members', room, username,
-        node, ARGV[1], tonumber(ARGV[2]))
-    end
-    redis.call('DEL', prefix .. ':members', prefix .. ':alive')
-    -- If the node was alive after all, its restore will announce its
-    -- members again: the others were told they left.
-    redis.call('SET', prefix .. ':reaped', 1, 'EX', 3600)
-    redis.call('SREM', KEYS[1], node)
-    gone = gone + 1
-  end
-end
-return gone
-"#;
-
-/// KEYS: members, seq, history, the node's members, the node's `reaped`
-/// mark. ARGV: channel, node, room, floor, presence limit, retention, then
-/// the names this node's members have there. Returns {names another node
-/// holds now, the messages after floor}. A name is announced again only if
-/// the node was reaped: after a Redis restart nobody was told it left.
-pub const RESTORE: &str = r#"
-local node, room, floor = ARGV[2], ARGV[3], tonumber(ARGV[4])
-local last = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), floor)
-redis.call('SET', KEYS[2], last, 'EX', ARGV[6])
-local reaped = redis.call('EXISTS', KEYS[5]) == 1
-local taken = {}
-for i = 7, #ARGV do
-  local holder = redis.call('HGET', KEYS[1], ARGV[i])
-  if holder == false then
-    redis.call('HSET', KEYS[1], ARGV[i], node)
-    local announce = redis.call('HLEN', KEYS[1]) <= tonumber(ARGV[5])
-    if reaped then
-      redis.call('PUBLISH', ARGV[1], cjson.encode({kind = 'joined', room = room,
-        username = ARGV[i], node = node, announce = announce}))
-    end
-  elseif holder ~= node then
-    table.insert(taken, ARGV[i])
-  end
-  if holder == false or holder == node then
-    redis.call('SADD', KEYS[4], cjson.encode({room, ARGV[i]}))
-  end
-end
-local missed = {}
-if last > floor then missed = redis.call('LRANGE', KEYS[3], -(last - floor), -1) end
-return {taken, missed}
-"#;
-// ANCHOR_END: scripts
+// The scripts Redis runs, each a file of its own (src/cluster/*.lua, quoted
+// in chapter 9.2). `depart.lua` defines a function that `leave.lua` and
+// `reap.lua` call, so it goes in front of both.
+const DEPART: &str = include_str!("cluster/depart.lua");
+const JOIN: &str = include_str!("cluster/join.lua");
+const SAY: &str = include_str!("cluster/say.lua");
+const LEAVE: &str = include_str!("cluster/leave.lua");
+const REAP: &str = include_str!("cluster/reap.lua");
+const RESTORE: &str = include_str!("cluster/restore.lua");
 
 // ANCHOR: event
 /// An event as the scripts publish it on [`CHANNEL`] (and keep in history),
