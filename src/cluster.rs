@@ -76,7 +76,6 @@ use tokio::time::{interval, sleep, timeout};
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, info, warn};
 
-use crate::outbox::frame_len;
 use crate::protocol::ServerEvent;
 use crate::rooms::{self, ClientId, Departure, Member, Relayed, RoomError, RoomManager};
 
@@ -151,11 +150,9 @@ pub struct Cluster {
     client: Client,
     /// Where a leave that Redis could not take goes, to be tried again.
     departures: mpsc::UnboundedSender<Departure>,
-    history: usize,
-    presence_limit: usize,
-    /// The most bytes of replay one join may queue: half the outbox, as on
-    /// a single node.
-    replay_budget: usize,
+    /// The room manager's settings: its limits, and how it words presence
+    /// and gaps, which a node's events are worded with too.
+    config: rooms::Config,
     join: Script,
     say: Script,
     leave: Script,
@@ -180,9 +177,7 @@ impl Cluster {
     pub async fn start(client: Client, mut config: rooms::Config) -> RedisResult<Arc<Cluster>> {
         let (departures, departed) = mpsc::unbounded_channel();
         config.relay = Some(departures.clone());
-        let (history, presence_limit) = (config.history, config.presence_limit);
-        let replay_budget = config.outbox_bytes / 2;
-        let rooms = Arc::new(RoomManager::new(config));
+        let rooms = Arc::new(RoomManager::new(config.clone()));
         // Fail fast, and let the next command reconnect: a node whose Redis
         // is gone answers its clients at once instead of holding them.
         let settings = ConnectionManagerConfig::new()
@@ -197,9 +192,7 @@ impl Cluster {
             redis,
             client,
             departures,
-            history,
-            presence_limit,
-            replay_budget,
+            config,
             join: Script::new(JOIN),
             say: Script::new(SAY),
             leave: Script::new(&format!("{DEPART}{LEAVE}")),
@@ -247,14 +240,13 @@ impl Cluster {
             .arg(username)
             .arg(since_arg)
             .arg(floor)
-            .arg(self.presence_limit)
+            .arg(self.config.presence_limit)
             .arg(RETENTION.as_secs())
             .invoke_async(&mut self.redis.clone())
             .await;
         let refusal = match answer {
             Ok((status, last, missed)) if status == "ok" => {
-                let joined = ServerEvent::Joined { room: room.into(), username: username.into() };
-                let mut first = vec![joined.to_message()];
+                let mut first = vec![(self.config.joined)(room, username)];
                 if let Some(since) = since {
                     first.extend(self.replay(room, since, last, &missed));
                 }
@@ -277,36 +269,23 @@ impl Cluster {
         Err(refusal)
     }
 
-    /// What a joiner resuming after `since` is sent after its `Joined`: a
-    /// `Gap` if history no longer reaches back to `since + 1`, then the
-    /// messages it missed, as many of the newest as fit half its outbox.
+    /// What a joiner resuming after `since` is sent after its `Joined`: the
+    /// messages it missed, from the room's history in Redis, replayed as a
+    /// single server replays its own (see [`rooms::replay`]).
     fn replay(&self, room: &str, since: u64, last: u64, missed: &[String]) -> Vec<Message> {
-        let mut messages: Vec<(u64, Message)> = missed
+        let messages: Vec<(u64, Message)> = missed
             .iter()
             .filter_map(|json| match serde_json::from_str(json) {
-                Ok(Event::Said { room, seq, username, content, timestamp }) if seq > since => {
+                Ok(Event::Said { room, seq, username, content, timestamp }) => {
                     let event = ServerEvent::Message { room, username, content, timestamp, seq };
                     Some((seq, event.to_message()))
                 }
                 _ => None,
             })
             .collect();
-        let mut bytes = 0;
-        let fits = messages
-            .iter()
-            .rev()
-            .take_while(|(_, msg)| {
-                bytes += frame_len(msg);
-                bytes <= self.replay_budget
-            })
-            .count();
-        messages.drain(..messages.len() - fits);
-        let first_sent = messages.first().map_or(last + 1, |(seq, _)| *seq);
-        let gap = (since + 1 < first_sent).then(|| {
-            ServerEvent::Gap { room: room.into(), first: since + 1, last: first_sent - 1 }
-                .to_message()
-        });
-        gap.into_iter().chain(messages.into_iter().map(|(_, msg)| msg)).collect()
+        let held = messages.iter().map(|(seq, msg)| (*seq, msg));
+        let budget = self.config.outbox_bytes / 2;
+        rooms::replay(room, since, last, held, budget, self.config.gap)
     }
     // ANCHOR_END: join
 
@@ -334,7 +313,7 @@ impl Cluster {
             .arg(content)
             .arg(timestamp)
             .arg(self.rooms.last_seq(room))
-            .arg(self.history)
+            .arg(self.config.history)
             .arg(RETENTION.as_secs())
             .invoke_async(&mut self.redis.clone())
             .await;
@@ -353,7 +332,7 @@ impl Cluster {
     /// in the background; the name stays taken until then.
     pub async fn leave(&self, me: &Member, room: &str) -> Result<String, RoomError> {
         let username = me.withdraw(room)?;
-        me.send(ServerEvent::Left { room: room.into(), username: username.clone() }.to_message());
+        me.send((self.config.left)(room, &username));
         let departure = Departure { room: room.into(), username: username.clone() };
         if let Err(e) = self.depart(&departure).await {
             warn!(error = %e, room, "leave: Redis failed; will retry");
@@ -395,7 +374,7 @@ impl Cluster {
             .arg(&self.node)
             .arg(&departure.room)
             .arg(&departure.username)
-            .arg(self.presence_limit)
+            .arg(self.config.presence_limit)
             .invoke_async(&mut self.redis.clone())
             .await
     }
@@ -406,7 +385,7 @@ impl Cluster {
         self.reap
             .key("chat:nodes")
             .arg(CHANNEL)
-            .arg(self.presence_limit)
+            .arg(self.config.presence_limit)
             .arg(node)
             .invoke_async(&mut self.redis.clone())
             .await
@@ -552,7 +531,7 @@ impl Cluster {
                 .arg(&self.node)
                 .arg(&room)
                 .arg(floor)
-                .arg(self.presence_limit)
+                .arg(self.config.presence_limit)
                 .arg(RETENTION.as_secs())
                 .arg(names)
                 .invoke_async(&mut self.redis.clone())
@@ -591,12 +570,12 @@ impl Cluster {
                     .filter(|_| node == self.node)
                     .and_then(|client| client.parse().ok())
                     .map(ClientId::from_number);
-                let event = ServerEvent::Joined { room: room.clone(), username };
-                (room, Relayed::Presence { announce, joiner }, event.to_message())
+                let event = (self.config.joined)(&room, &username);
+                (room, Relayed::Presence { announce, joiner }, event)
             }
             Event::Left { room, username, announce } => {
-                let event = ServerEvent::Left { room: room.clone(), username };
-                (room, Relayed::Presence { announce, joiner: None }, event.to_message())
+                let event = (self.config.left)(&room, &username);
+                (room, Relayed::Presence { announce, joiner: None }, event)
             }
         };
         self.rooms.relay(&room, relayed, &msg);

@@ -533,7 +533,7 @@ impl Member {
             state.send_to(self.id, joined);
         }
         if let Some(since) = since {
-            state.replay(room, self.id, since);
+            state.replay_to(room, self.id, since);
         }
         Ok(())
     }
@@ -804,45 +804,61 @@ impl State {
     }
     // ANCHOR_END: remove_member
 
-    // ANCHOR: replay
-    /// Sends `id` the messages of `room` after `since` that its history
-    /// holds, preceded by a gap notice when it no longer reaches back to
-    /// `since + 1`. The caller holds the lock and has just made `id` a
-    /// member, so the next message said in the room is delivered live.
-    ///
-    /// A replay is bounded by half the outbox budget, newest messages kept:
-    /// the joiner, whose outbox may already hold its join event, is not
-    /// evicted for what it asked (reconnecting, it would ask again and again);
-    /// older messages that would not fit are reported in the gap too.
-    fn replay(&mut self, room: &str, id: ClientId, since: u64) {
+    // ANCHOR: replay_to
+    /// Sends `id` what it missed in `room` since `since` ([`replay`]). The
+    /// caller holds the lock and has just made `id` a member, so the next
+    /// message said in the room is delivered live.
+    fn replay_to(&mut self, room: &str, id: ClientId, since: u64) {
         let Some(room_state) = self.rooms.get(room) else { return };
         let history = &room_state.history;
-        // `since <= seq` was checked by the caller.
-        let missed = (room_state.seq - since) as usize;
-        let held = missed.min(history.len());
+        // Numbered without gaps, the newest being `seq` (`since <= seq` was
+        // checked by the caller).
+        let oldest = room_state.seq + 1 - history.len() as u64;
+        let held = history.iter().enumerate().map(|(i, msg)| (oldest + i as u64, msg));
         let budget = self.config.outbox_bytes / 2;
-        let mut bytes = 0;
-        let fits = history
-            .iter()
-            .rev()
-            .take(held)
-            .take_while(|msg| {
-                bytes += outbox::frame_len(msg);
-                bytes <= budget
-            })
-            .count();
-        let first_sent = room_state.seq - fits as u64 + 1;
-        let gap =
-            (since + 1 < first_sent).then(|| (self.config.gap)(room, since + 1, first_sent - 1));
-        let replayed: Vec<Message> = history.iter().skip(history.len() - fits).cloned().collect();
-        for msg in gap.into_iter().chain(replayed) {
+        for msg in replay(room, since, room_state.seq, held, budget, self.config.gap) {
             if !self.send_to(id, msg) {
                 return; // evicted or gone after all: nothing more for it
             }
         }
     }
-    // ANCHOR_END: replay
+    // ANCHOR_END: replay_to
 }
+
+// ANCHOR: replay
+/// What a member resuming after `since` is sent right after its join event,
+/// when the room's last message is `last`: the messages after `since` that
+/// `held` (`(seq, message)`, oldest first) still has, preceded by a `gap`
+/// notice when they no longer reach back to `since + 1`.
+///
+/// A replay is bounded by `budget` bytes of frames, half the outbox budget,
+/// newest messages kept: the joiner, whose outbox may already hold its join
+/// event, is not evicted for what it asked (reconnecting, it would ask again
+/// and again); older messages that would not fit are reported in the gap
+/// too. (The cluster of chapter 9 replays its Redis history with it too.)
+pub(crate) fn replay<'a>(
+    room: &str,
+    since: u64,
+    last: u64,
+    held: impl DoubleEndedIterator<Item = (u64, &'a Message)>,
+    budget: usize,
+    gap: fn(room: &str, first: u64, last: u64) -> Message,
+) -> Vec<Message> {
+    let mut bytes = 0;
+    let mut first_sent = last + 1;
+    let mut newest_first = Vec::new();
+    for (seq, msg) in held.rev().take_while(|(seq, _)| *seq > since) {
+        bytes += outbox::frame_len(msg);
+        if bytes > budget {
+            break;
+        }
+        newest_first.push(msg);
+        first_sent = seq;
+    }
+    let gap = (since + 1 < first_sent).then(|| gap(room, since + 1, first_sent - 1));
+    gap.into_iter().chain(newest_first.into_iter().rev().cloned()).collect()
+}
+// ANCHOR_END: replay
 
 #[cfg(test)]
 mod tests {
@@ -1073,6 +1089,30 @@ mod tests {
         b.join_since("r", "bob", Some(0)).unwrap();
         assert_eq!(drain(&mut rb), ["+bob@r", "gap 1..2@r", "        3"]);
         assert!(!b.is_evicted());
+    }
+
+    /// The one replay, as a cluster's node uses it too: its history comes
+    /// from Redis and may hold less than the room's `seq` says.
+    #[test]
+    fn replay_sends_what_fits_after_since_and_names_the_rest_in_a_gap() {
+        let gap = |room: &str, first, last| Message::text(format!("gap {first}..{last}@{room}"));
+        let history: Vec<(u64, Message)> =
+            (4..=6).map(|seq| (seq, Message::text(format!("{seq:>9}")))).collect();
+        let held = || history.iter().map(|(seq, msg)| (*seq, msg));
+        let texts = |msgs: Vec<Message>| -> Vec<String> {
+            msgs.into_iter().map(|m| m.into_text().unwrap().to_string()).collect()
+        };
+        // All of it fits; nothing before 4 is held: 2 and 3 are a gap.
+        let all = replay("r", 1, 6, held(), 1024, gap);
+        assert_eq!(texts(all), ["gap 2..3@r", "        4", "        5", "        6"]);
+        // 11-byte frames, 25 bytes: the newest two; 4 joins the gap.
+        let some = replay("r", 1, 6, held(), 25, gap);
+        assert_eq!(texts(some), ["gap 2..4@r", "        5", "        6"]);
+        // Resuming at 5 replays 6 only, with no gap.
+        assert_eq!(texts(replay("r", 5, 6, held(), 1024, gap)), ["        6"]);
+        // A history that lost everything (a Redis restarted empty).
+        assert_eq!(texts(replay("r", 2, 6, std::iter::empty(), 1024, gap)), ["gap 3..6@r"]);
+        assert!(replay("r", 6, 6, std::iter::empty(), 1024, gap).is_empty());
     }
 
     #[test]
