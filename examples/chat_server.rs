@@ -93,7 +93,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{SecondsFormat, Utc};
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::{Instant, sleep_until, timeout};
@@ -103,7 +102,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 use tracing::{Span, field, info, warn};
 use websocket_tutorial::admission::{Admission, Authenticated};
-use websocket_tutorial::cluster::{self, Cluster};
+use websocket_tutorial::engine::{Engine, EngineArgs, Member};
 use websocket_tutorial::error::{self, is_disconnect};
 use websocket_tutorial::heartbeat::{Beat, HeartbeatArgs};
 use websocket_tutorial::outbox::Outgoing;
@@ -112,7 +111,6 @@ use websocket_tutorial::protocol::{
     ClientMessage, ErrorCode, MAX_ROOMS_PER_CLIENT, ServerEvent, check_content, check_name,
 };
 use websocket_tutorial::rate::{RateLimit, Verdict};
-use websocket_tutorial::rooms::{self, Member, RoomError, RoomManager};
 use websocket_tutorial::server::{self, WsStream};
 use websocket_tutorial::tls::TlsArgs;
 use websocket_tutorial::token::Secret;
@@ -126,11 +124,9 @@ struct Args {
     /// The address to listen on, IP:PORT; port 0 picks a free port.
     #[arg(default_value = server::DEFAULT_ADDR, value_parser = server::parse_addr)]
     addr: SocketAddr,
-    /// Bytes queued for a client and not yet written before it counts as too
-    /// slow and is closed with 1008.
-    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
-    #[arg(value_parser = args::positive::<usize>)]
-    outbox_bytes: usize,
+    /// The rooms: --outbox-bytes, --presence-limit, --history, --redis.
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Commands per second per connection; a command over the limit gets an
     /// Error.
     #[arg(long, value_name = "N", default_value_t = 10, value_parser = args::positive::<u32>)]
@@ -139,15 +135,6 @@ struct Args {
     /// limit is closed with 1008.
     #[arg(long, value_name = "N", default_value_t = 20, value_parser = args::positive::<u32>)]
     rate_burst: u32,
-    /// Rooms with more members announce a Joined or Left only to the member
-    /// concerned.
-    #[arg(long, value_name = "N", default_value_t = 1000)]
-    #[arg(value_parser = args::positive::<usize>)]
-    presence_limit: usize,
-    /// Messages kept per room, for clients that resume with `since`.
-    #[arg(long, value_name = "N", default_value_t = 1000)]
-    #[arg(value_parser = args::positive::<usize>)]
-    history: usize,
     #[command(flatten)]
     heartbeat: HeartbeatArgs,
     /// The longest a write may wait for the client, in milliseconds.
@@ -166,21 +153,14 @@ struct Args {
     auth_secret_file: Option<PathBuf>,
     #[command(flatten)]
     tls: TlsArgs,
-    /// Be one node of a chat shared through this Redis (chapter 9), for
-    /// example redis://127.0.0.1:6379. Without it, this server is the chat.
-    #[arg(long, value_name = "URL", value_parser = cluster::parse_url)]
-    redis: Option<redis::Client>,
 }
 // ANCHOR_END: args
 
 // ANCHOR: chat
 /// What every connection shares.
 struct Chat {
-    rooms: Arc<RoomManager>,
-    /// With `--redis`: the cluster this server is a node of, which decides
-    /// joins and numbers messages for every node. `rooms` is then this
-    /// node's part of the chat.
-    cluster: Option<Arc<Cluster>>,
+    /// The rooms, on this server alone or shared by a cluster (chapter 9).
+    engine: Arc<Engine>,
     /// Commands per second per connection, and the burst allowed.
     rate_limit: u32,
     rate_burst: u32,
@@ -209,25 +189,12 @@ async fn main() -> ExitCode {
         Ok(tls) => tls,
         Err(e) => return output::fail(e),
     };
-    let config = rooms::Config {
-        outbox_bytes: args.outbox_bytes,
-        presence_limit: args.presence_limit,
-        history: args.history,
-        ..rooms::Config::default()
-    };
-    let (rooms, cluster) = match args.redis {
-        None => (Arc::new(RoomManager::new(config)), None),
-        Some(redis) => {
-            let at = redis.get_connection_info().addr().to_string();
-            match Cluster::start(redis, config).await {
-                Ok(cluster) => (cluster.rooms().clone(), Some(cluster)),
-                Err(e) => return output::fail(format_args!("cannot reach Redis at {at}: {e}")),
-            }
-        }
+    let engine = match Engine::start(args.engine).await {
+        Ok(engine) => engine,
+        Err(e) => return output::fail(e),
     };
     let chat = Arc::new(Chat {
-        rooms,
-        cluster: cluster.clone(),
+        engine: engine.clone(),
         rate_limit: args.rate_limit,
         rate_burst: args.rate_burst,
         heartbeat: args.heartbeat,
@@ -258,10 +225,8 @@ async fn main() -> ExitCode {
     )
     .await;
     // Every connection has closed without announcing its departure (see
-    // `connection`); the other nodes hear of all of them at once.
-    if let Some(cluster) = cluster {
-        cluster.leave_cluster().await;
-    }
+    // `connection`); in a cluster, the other nodes hear of all of them at once.
+    engine.stop().await;
     ExitCode::SUCCESS
 }
 
@@ -292,7 +257,7 @@ fn connection(
     chat: Arc<Chat>,
 ) -> impl Future<Output = ()> {
     async move {
-        let (me, mut outgoing) = chat.rooms.register();
+        let (me, mut outgoing) = chat.engine.register();
         // From here on, every log line of this connection names the client
         // id next to its address (`serve` made the span, with room for the id).
         Span::current().record("id", field::display(me.id()));
@@ -308,7 +273,7 @@ fn connection(
         // messages. (Had this task panicked instead, dropping `me` would
         // still have done this.)
         if shutdown.is_cancelled() {
-            chat.rooms.shutting_down();
+            chat.engine.shutting_down();
         }
         let evicted = me.is_evicted();
         drop(me);
@@ -507,7 +472,7 @@ async fn on_frame(
     let command = ClientMessage::try_from(&msg);
     match rate.check(Instant::now()) {
         Verdict::Allowed => match command {
-            Ok(command) => handle(command, me, user, chat).await,
+            Ok(command) => handle(command, me, user).await,
             Err(e) => reply_error(me, room_in(&msg).as_deref(), ErrorCode::Invalid, e),
         },
         Verdict::Refused => {
@@ -535,7 +500,7 @@ async fn on_frame(
 /// Carries out one command. Every refusal is an `Error` event to the sender,
 /// naming the room the command was about. `user`, with tokens, is the only
 /// name its client may join under.
-async fn handle(command: ClientMessage, me: &Member, user: Option<&str>, chat: &Chat) {
+async fn handle(command: ClientMessage, me: &Member, user: Option<&str>) {
     match command {
         ClientMessage::Join { room, username, since } => {
             if let Err(e) = check_name("username", &username).and(check_name("room", &room)) {
@@ -551,13 +516,13 @@ async fn handle(command: ClientMessage, me: &Member, user: Option<&str>, chat: &
             }
             // Joining announces it to the room, and replays what a
             // resuming client missed, in the same step.
-            if let Err(e) = join(chat, me, &room, &username, since).await {
+            if let Err(e) = me.join(&room, &username, since).await {
                 reply_error(me, Some(&room), e.code(), format!("cannot join {room:?}: {e}"));
             }
         }
         ClientMessage::Leave { room } => {
             // The remaining members and the leaver itself hear of it.
-            if let Err(e) = leave(chat, me, &room).await {
+            if let Err(e) = me.leave(&room).await {
                 reply_error(me, Some(&room), e.code(), format!("cannot leave {room:?}: {e}"));
             }
         }
@@ -565,11 +530,11 @@ async fn handle(command: ClientMessage, me: &Member, user: Option<&str>, chat: &
             if let Err(e) = check_content(&content) {
                 return reply_error(me, Some(&room), ErrorCode::BadContent, e);
             }
-            if let Err(e) = say(chat, me, &room, content).await {
+            if let Err(e) = me.say(&room, content).await {
                 reply_error(me, Some(&room), e.code(), format!("cannot send to {room:?}: {e}"));
             }
         }
-        ClientMessage::Members { room } => match members(chat, me, &room).await {
+        ClientMessage::Members { room } => match me.members(&room).await {
             Ok(usernames) => {
                 me.send(ServerEvent::Members { room, usernames }.to_message());
             }
@@ -584,53 +549,6 @@ async fn handle(command: ClientMessage, me: &Member, user: Option<&str>, chat: &
     }
 }
 // ANCHOR_END: handle
-
-// ANCHOR: engine
-// Each command is decided by this server alone, or with `--redis` by the
-// cluster: the answers are the same.
-
-async fn join(
-    chat: &Chat,
-    me: &Member,
-    room: &str,
-    username: &str,
-    since: Option<u64>,
-) -> Result<(), RoomError> {
-    match &chat.cluster {
-        None => me.join_since(room, username, since),
-        Some(cluster) => cluster.join(me, room, username, since).await,
-    }
-}
-
-async fn leave(chat: &Chat, me: &Member, room: &str) -> Result<String, RoomError> {
-    match &chat.cluster {
-        None => me.leave(room),
-        Some(cluster) => cluster.leave(me, room).await,
-    }
-}
-
-/// The server stamps the time and the room's next `seq`.
-async fn say(chat: &Chat, me: &Member, room: &str, content: String) -> Result<u64, RoomError> {
-    let timestamp = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
-    match &chat.cluster {
-        // Serialised once, inside `make`, for every member.
-        None => me.say(room, |username, seq| {
-            let username = username.to_string();
-            let room = room.to_string();
-            ServerEvent::Message { room, username, content, timestamp, seq }.to_message()
-        }),
-        // Numbered and published by Redis; every node serialises it once.
-        Some(cluster) => cluster.say(me, room, &content, &timestamp).await,
-    }
-}
-
-async fn members(chat: &Chat, me: &Member, room: &str) -> Result<Vec<String>, RoomError> {
-    match &chat.cluster {
-        None => me.members(room),
-        Some(cluster) => cluster.members(me, room).await,
-    }
-}
-// ANCHOR_END: engine
 
 /// The room a command is about, if any.
 fn room_of(command: &ClientMessage) -> Option<&str> {

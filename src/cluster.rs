@@ -77,7 +77,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, info, warn};
 
 use crate::protocol::ServerEvent;
-use crate::rooms::{self, ClientId, Departure, Member, Relayed, RoomError, RoomManager};
+use crate::rooms::{self, ClientId, Departure, Relayed, RoomError, RoomManager};
 
 /// The channel every node publishes its events on and listens to.
 const CHANNEL: &str = "chat:events";
@@ -216,15 +216,15 @@ impl Cluster {
 
     // ANCHOR: join
     /// Joins `room` under `username` across the cluster, resuming after
-    /// `since` (see [`Member::join_since`]). Answers like a single node.
+    /// `since` (see [`RoomManager::join`]). Answers like a single node.
     pub async fn join(
         &self,
-        me: &Member,
+        id: ClientId,
         room: &str,
         username: &str,
         since: Option<u64>,
     ) -> Result<(), RoomError> {
-        me.enter(room, username)?;
+        self.rooms.enter(id, room, username)?;
         let floor = self.rooms.last_seq(room);
         let since_arg = since.map_or(-1, |s| i64::try_from(s).unwrap_or(i64::MAX));
         let answer: RedisResult<(String, u64, Vec<String>)> = self
@@ -235,7 +235,7 @@ impl Cluster {
             .key(format!("chat:node:{}:members", self.node))
             .arg(CHANNEL)
             .arg(&self.node)
-            .arg(me.id().number())
+            .arg(id.number())
             .arg(room)
             .arg(username)
             .arg(since_arg)
@@ -250,7 +250,7 @@ impl Cluster {
                 if let Some(since) = since {
                     first.extend(self.replay(room, since, last, &missed));
                 }
-                me.entered(room, last, first);
+                self.rooms.entered(id, room, last, first);
                 return Ok(());
             }
             Ok((status, _, _)) if status == "taken" => RoomError::NameTaken,
@@ -265,7 +265,7 @@ impl Cluster {
                 RoomError::Unavailable
             }
         };
-        let _ = me.withdraw(room);
+        let _ = self.rooms.withdraw(id, room);
         Err(refusal)
     }
 
@@ -295,12 +295,12 @@ impl Cluster {
     /// its `seq`.
     pub async fn say(
         &self,
-        me: &Member,
+        id: ClientId,
         room: &str,
         content: &str,
         timestamp: &str,
     ) -> Result<u64, RoomError> {
-        let username = me.name_in(room)?;
+        let username = self.rooms.name_in(id, room)?;
         let seq: RedisResult<i64> = self
             .say
             .key(room_key(room, "members"))
@@ -330,9 +330,9 @@ impl Cluster {
     /// Leaves `room`: the leaver hears its `Left` at once, everyone else
     /// through the event stream. A leave Redis cannot take now is retried
     /// in the background; the name stays taken until then.
-    pub async fn leave(&self, me: &Member, room: &str) -> Result<String, RoomError> {
-        let username = me.withdraw(room)?;
-        me.send((self.config.left)(room, &username));
+    pub async fn leave(&self, id: ClientId, room: &str) -> Result<String, RoomError> {
+        let username = self.rooms.withdraw(id, room)?;
+        self.rooms.send(id, (self.config.left)(room, &username));
         let departure = Departure { room: room.into(), username: username.clone() };
         if let Err(e) = self.depart(&departure).await {
             warn!(error = %e, room, "leave: Redis failed; will retry");
@@ -343,8 +343,8 @@ impl Cluster {
 
     /// The names of `room`'s members on every node, sorted; only a member
     /// may ask.
-    pub async fn members(&self, me: &Member, room: &str) -> Result<Vec<String>, RoomError> {
-        me.name_in(room)?;
+    pub async fn members(&self, id: ClientId, room: &str) -> Result<Vec<String>, RoomError> {
+        self.rooms.name_in(id, room)?;
         let names: RedisResult<Vec<String>> = redis::cmd("HKEYS")
             .arg(room_key(room, "members"))
             .query_async(&mut self.redis.clone())

@@ -247,9 +247,7 @@ pub struct Member {
 
 impl Drop for Member {
     fn drop(&mut self) {
-        let mut state = self.rooms.lock();
-        state.depart(self.id);
-        state.clients.remove(&self.id);
+        self.rooms.disconnect(self.id);
     }
 }
 // ANCHOR_END: member
@@ -267,7 +265,7 @@ impl Drop for Member {
 struct Joining {
     username: String,
     /// The room's last `seq` when Redis let it in: `Some` once the answer
-    /// has reached [`Member::entered`]. Every later message has a larger one.
+    /// has reached [`RoomManager::entered`]. Every later message has a larger one.
     last: Option<u64>,
     /// Its own `Joined` has come through the stream: whatever the stream
     /// brings after it happened after the join.
@@ -300,6 +298,13 @@ impl RoomManager {
     /// receiving end of its outbox, which the connection drains into the
     /// socket.
     pub fn register(self: &Arc<Self>) -> (Member, Outgoing) {
+        let (id, evicted, outgoing) = self.connect();
+        (Member { id, evicted, rooms: self.clone() }, outgoing)
+    }
+
+    /// A new client: its id, the token its eviction cancels, and the
+    /// receiving end of its outbox.
+    pub(crate) fn connect(&self) -> (ClientId, CancellationToken, Outgoing) {
         // Relaxed is enough: we need unique numbers, not ordering with
         // other memory.
         let id = ClientId(self.next_id.fetch_add(1, Ordering::Relaxed) + 1);
@@ -308,9 +313,19 @@ impl RoomManager {
         let evicted = CancellationToken::new();
         let client = Client { outbox, evicted: evicted.clone(), rooms: Vec::new() };
         state.clients.insert(id, client);
-        (Member { id, evicted, rooms: self.clone() }, outgoing)
+        (id, evicted, outgoing)
     }
     // ANCHOR_END: register
+
+    // ANCHOR: disconnect
+    /// Takes client `id` out of every room, announcing its departure, and
+    /// forgets it: its outbox goes, and its id is no one's any more.
+    pub(crate) fn disconnect(&self, id: ClientId) {
+        let mut state = self.lock();
+        state.depart(id);
+        state.clients.remove(&id);
+    }
+    // ANCHOR_END: disconnect
 
     /// From now on, departures are not announced: the whole server is going
     /// away, and telling each of N leaving members about the N-1 others would
@@ -478,8 +493,60 @@ impl Member {
 
     /// The rooms this client is in, sorted.
     pub fn rooms(&self) -> Vec<String> {
-        let state = self.rooms.lock();
-        let client = state.clients.get(&self.id);
+        self.rooms.rooms_of(self.id)
+    }
+
+    /// Joins `room` under `username`, creating the room if needed, and
+    /// announces it in the same step ([`RoomManager::join`]). Names are
+    /// unique within a room.
+    pub fn join(&self, room: &str, username: &str) -> Result<(), RoomError> {
+        self.rooms.join(self.id, room, username, None)
+    }
+
+    /// [`Member::join`], and with `since`, the room's messages after that
+    /// `seq`, sent to this member alone right after its join event.
+    pub fn join_since(
+        &self,
+        room: &str,
+        username: &str,
+        since: Option<u64>,
+    ) -> Result<(), RoomError> {
+        self.rooms.join(self.id, room, username, since)
+    }
+
+    /// Leaves `room`, deleting it if it is now empty, and announces it (to
+    /// the leaver too). Returns the name the client had there.
+    pub fn leave(&self, room: &str) -> Result<String, RoomError> {
+        self.rooms.leave(self.id, room)
+    }
+
+    /// Sends a numbered message from this member to `room`
+    /// ([`RoomManager::say`]).
+    pub fn say(
+        &self,
+        room: &str,
+        make: impl FnOnce(&str, u64) -> Message,
+    ) -> Result<u64, RoomError> {
+        self.rooms.say(self.id, room, make)
+    }
+
+    /// The names of the members of `room`, sorted; only a member may ask.
+    pub fn members(&self, room: &str) -> Result<Vec<String>, RoomError> {
+        self.rooms.names(self.id, room)
+    }
+
+    /// Queues `msg` for this client alone. Returns false when it could not
+    /// be queued (the client is over its budget, and now evicted, or gone).
+    pub fn send(&self, msg: Message) -> bool {
+        self.rooms.send(self.id, msg)
+    }
+}
+
+impl RoomManager {
+    /// The rooms client `id` is in, sorted.
+    pub(crate) fn rooms_of(&self, id: ClientId) -> Vec<String> {
+        let state = self.lock();
+        let client = state.clients.get(&id);
         let names = client.map(|c| c.room_names().map(str::to_string).collect());
         let mut rooms: Vec<String> = names.unwrap_or_default();
         rooms.sort();
@@ -487,29 +554,25 @@ impl Member {
     }
 
     // ANCHOR: join
-    /// Joins `room` under `username`, creating the room if needed, and
-    /// announces it in the same step. Names are unique within a room.
-    pub fn join(&self, room: &str, username: &str) -> Result<(), RoomError> {
-        self.join_since(room, username, None)
-    }
-
-    /// [`Member::join`], and with `since`, the room's messages after that
-    /// `seq`, sent to this member alone right after its join event: a
-    /// reconnecting client gets what it missed. Under the same lock as
-    /// [`Member::say`], so no message is both replayed and delivered live,
-    /// and none is neither. When the history no longer reaches back to
-    /// `since + 1`, a [`Config::gap`] notice names what is gone first. A
-    /// `since` ahead of the room's last `seq` is refused, and nothing
-    /// changes.
-    pub fn join_since(
+    /// Joins client `id` to `room` under `username`, creating the room if
+    /// needed, and announces it in the same step. Names are unique within a
+    /// room. With `since`, the room's messages after that `seq` follow, sent
+    /// to this member alone right after its join event: a reconnecting
+    /// client gets what it missed. Under the same lock as [`Self::say`], so
+    /// no message is both replayed and delivered live, and none is neither.
+    /// When the history no longer reaches back to `since + 1`, a
+    /// [`Config::gap`] notice names what is gone first. A `since` ahead of
+    /// the room's last `seq` is refused, and nothing changes.
+    pub(crate) fn join(
         &self,
+        id: ClientId,
         room: &str,
         username: &str,
         since: Option<u64>,
     ) -> Result<(), RoomError> {
-        let mut guard = self.rooms.lock();
+        let mut guard = self.lock();
         let state = &mut *guard;
-        state.may_join(self.id, room)?;
+        state.may_join(id, room)?;
         // Names are unique within a room, so that "bob said" means one bob,
         // and a client can recognise its own Joined and Left events by name.
         let members = state.rooms.get(room).map(|r| &r.members);
@@ -520,54 +583,55 @@ impl Member {
         if let Some(since) = since.filter(|&since| since > last) {
             return Err(RoomError::SinceAhead { since, last });
         }
-        if let Some(client) = state.clients.get_mut(&self.id) {
+        if let Some(client) = state.clients.get_mut(&id) {
             client.rooms.push((room.to_string(), username.to_string()));
         }
         let members = &mut state.rooms.entry(room.to_string()).or_default().members;
-        members.insert(self.id, username.to_string());
+        members.insert(id, username.to_string());
         let everyone = members.len() <= state.config.presence_limit;
         let joined = (state.config.joined)(room, username);
         if everyone {
             state.deliver(room, &joined);
         } else {
-            state.send_to(self.id, joined);
+            state.send_to(id, joined);
         }
         if let Some(since) = since {
-            state.replay_to(room, self.id, since);
+            state.replay_to(room, id, since);
         }
         Ok(())
     }
     // ANCHOR_END: join
 
     /// Leaves `room`, deleting it if it is now empty, and announces it (to
-    /// the leaver too). Returns the name the client had there.
-    pub fn leave(&self, room: &str) -> Result<String, RoomError> {
-        let mut state = self.rooms.lock();
-        let client = state.clients.get_mut(&self.id).ok_or(RoomError::Gone)?;
+    /// the leaver too). Returns the name client `id` had there.
+    pub(crate) fn leave(&self, id: ClientId, room: &str) -> Result<String, RoomError> {
+        let mut state = self.lock();
+        let client = state.clients.get_mut(&id).ok_or(RoomError::Gone)?;
         let index = client.room_names().position(|r| r == room).ok_or(RoomError::NotJoined)?;
         let (_, username) = client.rooms.swap_remove(index);
         let left = (state.config.left)(room, &username);
-        state.remove_member(room, self.id, &left);
-        state.send_to(self.id, left);
+        state.remove_member(room, id, &left);
+        state.send_to(id, left);
         Ok(username)
     }
 
     // ANCHOR: say
-    /// Sends a numbered message from this member to `room`.
+    /// Sends a numbered message from client `id` to `room`.
     ///
     /// `make` receives the sender's name in that room and the room's next
     /// `seq`, and builds the message once. Numbering and delivery happen
     /// under the same lock, so every member sees the messages in `seq` order
     /// with no gaps (unless it is evicted).
-    pub fn say(
+    pub(crate) fn say(
         &self,
+        id: ClientId,
         room: &str,
         make: impl FnOnce(&str, u64) -> Message,
     ) -> Result<u64, RoomError> {
-        let mut guard = self.rooms.lock();
+        let mut guard = self.lock();
         let state = &mut *guard;
         let room_state = state.rooms.get_mut(room).ok_or(RoomError::NotJoined)?;
-        let username = room_state.members.get(&self.id).ok_or(RoomError::NotJoined)?;
+        let username = room_state.members.get(&id).ok_or(RoomError::NotJoined)?;
         room_state.seq += 1;
         let seq = room_state.seq;
         let msg = make(username, seq);
@@ -586,10 +650,10 @@ impl Member {
     // ANCHOR_END: say
 
     /// The names of the members of `room`, sorted; only a member may ask.
-    pub fn members(&self, room: &str) -> Result<Vec<String>, RoomError> {
-        let state = self.rooms.lock();
+    pub(crate) fn names(&self, id: ClientId, room: &str) -> Result<Vec<String>, RoomError> {
+        let state = self.lock();
         let room_state = state.rooms.get(room).ok_or(RoomError::NotJoined)?;
-        if !room_state.members.contains_key(&self.id) {
+        if !room_state.members.contains_key(&id) {
             return Err(RoomError::NotJoined);
         }
         let mut names: Vec<String> = room_state.members.values().cloned().collect();
@@ -597,10 +661,10 @@ impl Member {
         Ok(names)
     }
 
-    /// Queues `msg` for this client alone. Returns false when it could not
+    /// Queues `msg` for client `id` alone. Returns false when it could not
     /// be queued (the client is over its budget, and now evicted, or gone).
-    pub fn send(&self, msg: Message) -> bool {
-        self.rooms.lock().send_to(self.id, msg)
+    pub(crate) fn send(&self, id: ClientId, msg: Message) -> bool {
+        self.lock().send_to(id, msg)
     }
 
     // ANCHOR: enter
@@ -608,20 +672,20 @@ impl Member {
     /// of `room` here, before the cluster is asked, so that nothing the
     /// cluster says after its answer can pass this member by. Checks what
     /// this node alone can check; announces nothing.
-    pub fn enter(&self, room: &str, username: &str) -> Result<(), RoomError> {
-        let mut guard = self.rooms.lock();
+    pub(crate) fn enter(&self, id: ClientId, room: &str, username: &str) -> Result<(), RoomError> {
+        let mut guard = self.lock();
         let state = &mut *guard;
-        state.may_join(self.id, room)?;
+        state.may_join(id, room)?;
         let room_state = state.rooms.entry(room.to_string()).or_default();
         if room_state.names().any(|name| name == username) {
             return Err(RoomError::NameTaken);
         }
-        if let Some(client) = state.clients.get_mut(&self.id) {
+        if let Some(client) = state.clients.get_mut(&id) {
             client.rooms.push((room.to_string(), username.to_string()));
         }
         let joining =
             Joining { username: username.to_string(), last: None, marked: false, early: vec![] };
-        room_state.joining.insert(self.id, joining);
+        room_state.joining.insert(id, joining);
         Ok(())
     }
 
@@ -630,11 +694,11 @@ impl Member {
     /// `Joined`, and any gap notice and replay), then what the event stream
     /// brought meanwhile that it has not seen: messages after `last`, and
     /// presence after its own `Joined`.
-    pub fn entered(&self, room: &str, last: u64, first: Vec<Message>) {
-        let mut guard = self.rooms.lock();
+    pub(crate) fn entered(&self, id: ClientId, room: &str, last: u64, first: Vec<Message>) {
+        let mut guard = self.lock();
         let state = &mut *guard;
         let Some(room_state) = state.rooms.get_mut(room) else { return };
-        let Some(mut joining) = room_state.joining.remove(&self.id) else { return };
+        let Some(mut joining) = room_state.joining.remove(&id) else { return };
         room_state.known = room_state.known.max(last);
         let mut out = first;
         for (event, msg) in std::mem::take(&mut joining.early) {
@@ -648,13 +712,13 @@ impl Member {
             }
         }
         if joining.marked {
-            room_state.members.insert(self.id, joining.username);
+            room_state.members.insert(id, joining.username);
         } else {
             joining.last = Some(last);
-            room_state.joining.insert(self.id, joining);
+            room_state.joining.insert(id, joining);
         }
         for msg in out {
-            if !state.send_to(self.id, msg) {
+            if !state.send_to(id, msg) {
                 return; // evicted or gone: nothing more for it
             }
         }
@@ -663,26 +727,26 @@ impl Member {
     /// Takes this member out of `room` here, announcing nothing: the
     /// cluster refused the join, or is told of the leave by the caller.
     /// Returns the name it had there.
-    pub fn withdraw(&self, room: &str) -> Result<String, RoomError> {
-        let mut state = self.rooms.lock();
-        let client = state.clients.get_mut(&self.id).ok_or(RoomError::Gone)?;
+    pub(crate) fn withdraw(&self, id: ClientId, room: &str) -> Result<String, RoomError> {
+        let mut state = self.lock();
+        let client = state.clients.get_mut(&id).ok_or(RoomError::Gone)?;
         let index = client.room_names().position(|r| r == room).ok_or(RoomError::NotJoined)?;
         let (_, username) = client.rooms.swap_remove(index);
-        state.forget_member(room, self.id);
+        state.forget_member(room, id);
         Ok(username)
     }
     // ANCHOR_END: enter
 
     /// The name this client has in `room`, once it has been let in (in a
-    /// cluster: once [`Member::entered`] has run, even if the event stream
+    /// cluster: once [`Self::entered`] has run, even if the event stream
     /// has not yet brought its `Joined`).
-    pub fn name_in(&self, room: &str) -> Result<String, RoomError> {
-        let state = self.rooms.lock();
+    pub(crate) fn name_in(&self, id: ClientId, room: &str) -> Result<String, RoomError> {
+        let state = self.lock();
         let room_state = state.rooms.get(room).ok_or(RoomError::NotJoined)?;
-        if let Some(name) = room_state.members.get(&self.id) {
+        if let Some(name) = room_state.members.get(&id) {
             return Ok(name.clone());
         }
-        let joining = room_state.joining.get(&self.id).filter(|j| j.last.is_some());
+        let joining = room_state.joining.get(&id).filter(|j| j.last.is_some());
         joining.map(|j| j.username.clone()).ok_or(RoomError::NotJoined)
     }
 }
@@ -1278,7 +1342,7 @@ mod tests {
     fn a_cluster_join_gets_each_message_once_when_its_joined_comes_first() {
         let (rooms, _departed) = relaying();
         let (a, mut ra) = rooms.register();
-        a.enter("r", "alice").unwrap();
+        rooms.enter(a.id(), "r", "alice").unwrap();
         said(&rooms, 1); // published before the join: in its replay
         presence(&rooms, "+bob@r", None); // before the join: not news
         presence(&rooms, "+alice@r", Some(a.id())); // the join's own Joined
@@ -1286,7 +1350,7 @@ mod tests {
         presence(&rooms, "+carol@r", None);
         assert!(drain(&mut ra).is_empty(), "nothing before the join's answer");
         let first = vec![Message::text("+alice@r"), Message::text("m1"), Message::text("m2")];
-        a.entered("r", 2, first);
+        rooms.entered(a.id(), "r", 2, first);
         assert_eq!(drain(&mut ra), ["+alice@r", "m1", "m2", "m3", "+carol@r"]);
         said(&rooms, 4);
         assert_eq!(drain(&mut ra), ["m4"], "a member now");
@@ -1296,9 +1360,10 @@ mod tests {
     fn a_cluster_join_gets_each_message_once_when_its_answer_comes_first() {
         let (rooms, _departed) = relaying();
         let (a, mut ra) = rooms.register();
-        a.enter("r", "alice").unwrap();
+        rooms.enter(a.id(), "r", "alice").unwrap();
         said(&rooms, 1);
-        a.entered(
+        rooms.entered(
+            a.id(),
             "r",
             2,
             vec![Message::text("+alice@r"), Message::text("m1"), Message::text("m2")],
@@ -1309,7 +1374,7 @@ mod tests {
         said(&rooms, 3);
         presence(&rooms, "+carol@r", None);
         assert_eq!(drain(&mut ra), ["+alice@r", "m1", "m2", "m3", "+carol@r"]);
-        assert_eq!(a.name_in("r"), Ok("alice".to_string()));
+        assert_eq!(rooms.name_in(a.id(), "r"), Ok("alice".to_string()));
     }
 
     #[test]
@@ -1318,14 +1383,14 @@ mod tests {
         let (a, mut ra) = rooms.register();
         let (b, _rb) = rooms.register();
         for (member, name) in [(&a, "alice"), (&b, "bob")] {
-            member.enter("r", name).unwrap();
-            member.entered("r", 0, vec![]);
+            rooms.enter(member.id(), "r", name).unwrap();
+            rooms.entered(member.id(), "r", 0, vec![]);
         }
         drop(b);
         assert!(drain(&mut ra).is_empty(), "the cluster announces it, through relay");
         let bob = Departure { room: "r".into(), username: "bob".into() };
         assert_eq!(departed.try_recv(), Ok(bob));
-        assert_eq!(a.withdraw("r"), Ok("alice".to_string()));
+        assert_eq!(rooms.withdraw(a.id(), "r"), Ok("alice".to_string()));
         assert!(departed.try_recv().is_err(), "a leave is the caller's to announce");
         assert!(rooms.room_names().is_empty());
     }
