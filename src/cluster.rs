@@ -22,8 +22,8 @@
 //! storing and publishing are one step: no two messages get one `seq`, and
 //! Redis publishes them in `seq` order. Every node subscribes to that
 //! channel over one connection, which brings it everything in that same
-//! order, and hands each event to its room manager
-//! ([`RoomManager::relay`]), which delivers it to the node's members. So
+//! order, and hands each event on to the node's members (`relay.rs`,
+//! through the room manager's outboxes). So
 //! every member, on any node, sees a room's messages in `seq` order; the
 //! sender sees its own when they come back through the channel.
 //!
@@ -33,8 +33,7 @@
 //! The node makes it a *joining* member before it runs the script, so
 //! nothing published after it can pass the member by, and then sorts the
 //! stream by two facts: the `seq` the script saw last, and the script's own
-//! `Joined` coming through the channel (see `Joining` in
-//! [`crate::rooms`]).
+//! `Joined` coming through the channel (see `Joining` in `relay.rs`).
 //!
 //! **Failures.**
 //! - *A node dies* (SIGKILL, a crash, a lost network): it stops refreshing
@@ -77,7 +76,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, info, warn};
 
 use crate::protocol::ServerEvent;
-use crate::rooms::{self, ClientId, Departure, Relayed, RoomError, RoomManager};
+use crate::rooms::{self, ClientId, RoomError, RoomManager};
+
+mod relay;
+use relay::{Departure, Relay, Relayed};
 
 /// The channel every node publishes its events on and listens to.
 const CHANNEL: &str = "chat:events";
@@ -145,7 +147,9 @@ fn room_key(room: &str, what: &str) -> String {
 pub struct Cluster {
     /// This node's id: random, new at every start.
     node: String,
-    rooms: Arc<RoomManager>,
+    /// This node's members, as the cluster sees them, and the room manager
+    /// that delivers to them.
+    relay: Relay,
     redis: ConnectionManager,
     client: Client,
     /// Where a leave that Redis could not take goes, to be tried again.
@@ -174,10 +178,9 @@ impl Cluster {
     /// the event stream, and starts the node's background tasks. Returns the
     /// node, whose [`Cluster::rooms`] the connections register with. Fails
     /// if Redis cannot be reached now.
-    pub async fn start(client: Client, mut config: rooms::Config) -> RedisResult<Arc<Cluster>> {
+    pub async fn start(client: Client, config: rooms::Config) -> RedisResult<Arc<Cluster>> {
         let (departures, departed) = mpsc::unbounded_channel();
-        config.relay = Some(departures.clone());
-        let rooms = Arc::new(RoomManager::new(config.clone()));
+        let rooms = Arc::new(RoomManager::quiet(config.clone()));
         // Fail fast, and let the next command reconnect: a node whose Redis
         // is gone answers its clients at once instead of holding them.
         let settings = ConnectionManagerConfig::new()
@@ -188,7 +191,7 @@ impl Cluster {
         let redis = ConnectionManager::new_with_config(client.clone(), settings).await?;
         let cluster = Arc::new(Cluster {
             node: format!("{:016x}", rand::random::<u64>()),
-            rooms,
+            relay: Relay::new(rooms, departures.clone()),
             redis,
             client,
             departures,
@@ -211,7 +214,19 @@ impl Cluster {
 
     /// The node's room manager: connections register with it.
     pub fn rooms(&self) -> &Arc<RoomManager> {
-        &self.rooms
+        self.relay.rooms()
+    }
+
+    /// Client `id`'s connection has ended: the cluster hears that it left
+    /// every room it was in here.
+    pub fn disconnect(&self, id: ClientId) {
+        self.relay.disconnect(id);
+    }
+
+    /// The server is shutting down: departures are no longer announced one
+    /// by one; [`Cluster::leave_cluster`] takes them all out at once.
+    pub fn shutting_down(&self) {
+        self.relay.shutting_down();
     }
 
     // ANCHOR: join
@@ -224,8 +239,8 @@ impl Cluster {
         username: &str,
         since: Option<u64>,
     ) -> Result<(), RoomError> {
-        self.rooms.enter(id, room, username)?;
-        let floor = self.rooms.last_seq(room);
+        self.relay.enter(id, room, username)?;
+        let floor = self.relay.last_seq(room);
         let since_arg = since.map_or(-1, |s| i64::try_from(s).unwrap_or(i64::MAX));
         let answer: RedisResult<(String, u64, Vec<String>)> = self
             .join
@@ -250,7 +265,7 @@ impl Cluster {
                 if let Some(since) = since {
                     first.extend(self.replay(room, since, last, &missed));
                 }
-                self.rooms.entered(id, room, last, first);
+                self.relay.entered(id, room, last, first);
                 return Ok(());
             }
             Ok((status, _, _)) if status == "taken" => RoomError::NameTaken,
@@ -265,7 +280,7 @@ impl Cluster {
                 RoomError::Unavailable
             }
         };
-        let _ = self.rooms.withdraw(id, room);
+        let _ = self.relay.withdraw(id, room);
         Err(refusal)
     }
 
@@ -300,7 +315,7 @@ impl Cluster {
         content: &str,
         timestamp: &str,
     ) -> Result<u64, RoomError> {
-        let username = self.rooms.name_in(id, room)?;
+        let username = self.relay.name_in(id, room)?;
         let seq: RedisResult<i64> = self
             .say
             .key(room_key(room, "members"))
@@ -312,7 +327,7 @@ impl Cluster {
             .arg(&username)
             .arg(content)
             .arg(timestamp)
-            .arg(self.rooms.last_seq(room))
+            .arg(self.relay.last_seq(room))
             .arg(self.config.history)
             .arg(RETENTION.as_secs())
             .invoke_async(&mut self.redis.clone())
@@ -331,8 +346,8 @@ impl Cluster {
     /// through the event stream. A leave Redis cannot take now is retried
     /// in the background; the name stays taken until then.
     pub async fn leave(&self, id: ClientId, room: &str) -> Result<String, RoomError> {
-        let username = self.rooms.withdraw(id, room)?;
-        self.rooms.send(id, (self.config.left)(room, &username));
+        let username = self.relay.withdraw(id, room)?;
+        self.relay.rooms().send(id, (self.config.left)(room, &username));
         let departure = Departure { room: room.into(), username: username.clone() };
         if let Err(e) = self.depart(&departure).await {
             warn!(error = %e, room, "leave: Redis failed; will retry");
@@ -344,7 +359,7 @@ impl Cluster {
     /// The names of `room`'s members on every node, sorted; only a member
     /// may ask.
     pub async fn members(&self, id: ClientId, room: &str) -> Result<Vec<String>, RoomError> {
-        self.rooms.name_in(id, room)?;
+        self.relay.name_in(id, room)?;
         let names: RedisResult<Vec<String>> = redis::cmd("HKEYS")
             .arg(room_key(room, "members"))
             .query_async(&mut self.redis.clone())
@@ -509,7 +524,7 @@ impl Cluster {
                 debug!(error = %e, "restore failed; trying again");
                 continue;
             }
-            self.rooms.relay_resumed();
+            self.relay.relay_resumed();
             info!("event stream back");
             return subscription;
         }
@@ -519,7 +534,7 @@ impl Cluster {
     /// to what this node has seen, and hands on the messages it missed.
     async fn restore(&self) -> RedisResult<()> {
         let reaped = format!("chat:node:{}:reaped", self.node);
-        for (room, floor, names) in self.rooms.local_rooms() {
+        for (room, floor, names) in self.relay.local_rooms() {
             let (taken, missed): (Vec<String>, Vec<String>) = self
                 .restore
                 .key(room_key(&room, "members"))
@@ -561,7 +576,7 @@ impl Cluster {
             // a restore announcing it again, or a reap that took this node
             // for dead while it was only cut off from Redis.
             Event::Joined { room, username, .. } | Event::Left { room, username, .. }
-                if self.rooms.has_member(&room, &username) =>
+                if self.relay.has_member(&room, &username) =>
             {
                 return;
             }
@@ -578,7 +593,7 @@ impl Cluster {
                 (room, Relayed::Presence { announce, joiner: None }, event)
             }
         };
-        self.rooms.relay(&room, relayed, &msg);
+        self.relay.relay(&room, relayed, &msg);
     }
     // ANCHOR_END: listen
 }

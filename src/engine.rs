@@ -109,7 +109,10 @@ impl Engine {
     /// From now on, departures are not announced: the whole server is going
     /// away (see [`RoomManager::shutting_down`]).
     pub fn shutting_down(&self) {
-        self.rooms.shutting_down();
+        match &self.cluster {
+            None => self.rooms.shutting_down(),
+            Some(cluster) => cluster.shutting_down(),
+        }
     }
 
     /// At the very end, once every connection has closed: in a cluster, this
@@ -205,7 +208,11 @@ impl Member {
 
 impl Drop for Member {
     fn drop(&mut self) {
-        self.engine.rooms.disconnect(self.id);
+        match &self.engine.cluster {
+            None => self.engine.rooms.disconnect(self.id),
+            // The cluster announces the departures, to every node.
+            Some(cluster) => cluster.disconnect(self.id),
+        }
     }
 }
 

@@ -46,7 +46,6 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
@@ -146,20 +145,6 @@ pub struct Config {
     /// The notice, before a replay, that messages `first..=last` of `room`
     /// are gone from its history.
     pub gap: fn(room: &str, first: u64, last: u64) -> Message,
-    /// `None`: this manager is the whole chat. `Some`: it is one node's
-    /// part of a cluster ([`crate::cluster`]). The cluster then decides
-    /// joins, numbers messages and announces presence, and hands them back
-    /// through [`RoomManager::relay`]; a member that departs here without
-    /// leaving (a disconnect, an eviction) is sent down this channel, for
-    /// the cluster to announce.
-    pub relay: Option<mpsc::UnboundedSender<Departure>>,
-}
-
-/// In a cluster: a member that left `room` here without a `Leave`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Departure {
-    pub room: String,
-    pub username: String,
 }
 
 impl Default for Config {
@@ -180,7 +165,6 @@ impl Default for Config {
             gap: |room, first, last| {
                 ServerEvent::Gap { room: room.into(), first, last }.to_message()
             },
-            relay: None,
         }
     }
 }
@@ -209,17 +193,10 @@ struct Room {
     /// (and test output) is deterministic.
     members: BTreeMap<ClientId, String>,
     /// The `seq` of the last numbered message; the next one gets `seq + 1`.
-    /// In a cluster: of the last message handed on here.
     seq: u64,
-    /// In a cluster: the highest `seq` a join here was told the room had
-    /// reached, which may be ahead of `seq` (a replay is not handed on).
-    known: u64,
     /// The last messages said here, oldest first, the newest being `seq`:
     /// they are numbered without gaps, so their own numbers need no storing.
     history: VecDeque<Message>,
-    /// In a cluster: members whose join the cluster has not yet confirmed
-    /// here. They are not in `members` until it has.
-    joining: BTreeMap<ClientId, Joining>,
 }
 
 #[derive(Debug)]
@@ -252,45 +229,19 @@ impl Drop for Member {
 }
 // ANCHOR_END: member
 
-// ANCHOR: joining
-/// In a cluster, a join is confirmed twice, by two roads: the join's own
-/// answer from Redis (the room's `seq` at that moment, and the history the
-/// joiner missed) reaches the connection, and the join's `Joined` event
-/// reaches this node's event stream, in the one order Redis published
-/// everything in. Until both have come, the member is *joining*: what the
-/// stream brings it is sorted by these two facts, so that each message
-/// reaches it once (replayed or live, never both) and presence from before
-/// its join is not shown as news.
-#[derive(Debug)]
-struct Joining {
-    username: String,
-    /// The room's last `seq` when Redis let it in: `Some` once the answer
-    /// has reached [`RoomManager::entered`]. Every later message has a larger one.
-    last: Option<u64>,
-    /// Its own `Joined` has come through the stream: whatever the stream
-    /// brings after it happened after the join.
-    marked: bool,
-    /// What the stream brought before the answer: sorted by `entered`.
-    early: Vec<(Relayed, Message)>,
-}
-
-/// What kind of cluster event [`RoomManager::relay`] hands on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Relayed {
-    /// Message number `seq` of the room.
-    Said(u64),
-    /// A `Joined` or a `Left`. `announce` is false when the room was past
-    /// the presence limit: then only the member concerned hears it.
-    /// `joiner` names the member of *this* node a `Joined` is about.
-    Presence { announce: bool, joiner: Option<ClientId> },
-}
-// ANCHOR_END: joining
-
 impl RoomManager {
     /// An empty manager.
     pub fn new(config: Config) -> RoomManager {
         let state = State { config, rooms: HashMap::new(), clients: HashMap::new(), quiet: false };
         RoomManager { next_id: AtomicU64::new(0), state: Mutex::new(state) }
+    }
+
+    /// A manager that announces no departure: a cluster's node, whose
+    /// cluster announces presence to every node (chapter 9).
+    pub(crate) fn quiet(config: Config) -> RoomManager {
+        let rooms = RoomManager::new(config);
+        rooms.shutting_down();
+        rooms
     }
 
     // ANCHOR: register
@@ -342,19 +293,6 @@ impl RoomManager {
         members.into_iter().collect()
     }
 
-    /// The `seq` of the last message of `room` numbered or handed on here,
-    /// or in a cluster known from a join (0 when it has none): the floor a
-    /// node gives the cluster's counter.
-    pub fn last_seq(&self, room: &str) -> u64 {
-        self.lock().rooms.get(room).map_or(0, |r| r.seq.max(r.known))
-    }
-
-    /// Whether `username` is a member of `room` here (its join complete).
-    pub fn has_member(&self, room: &str, username: &str) -> bool {
-        let state = self.lock();
-        state.rooms.get(room).is_some_and(|r| r.members.values().any(|name| name == username))
-    }
-
     /// The names of all existing rooms, sorted.
     pub fn room_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.lock().rooms.keys().cloned().collect();
@@ -369,101 +307,6 @@ impl RoomManager {
         self.lock().deliver(room, msg)
     }
     // ANCHOR_END: broadcast
-
-    // ANCHOR: relay
-    /// In a cluster: hands on one event of `room` from the cluster's event
-    /// stream, which brings every node every event in the one order Redis
-    /// published them. Members hear it by the rules of a single node
-    /// (presence past the limit goes to nobody else); joining members sort
-    /// it by their two facts (see [`Joining`]). A message whose `seq` this
-    /// node has already handed on is dropped: catching up after a lost
-    /// connection to Redis may bring it twice.
-    pub fn relay(&self, room: &str, event: Relayed, msg: &Message) {
-        let mut guard = self.lock();
-        let state = &mut *guard;
-        let Some(room_state) = state.rooms.get_mut(room) else { return };
-        if let Relayed::Said(seq) = event {
-            if seq <= room_state.seq {
-                return;
-            }
-            room_state.seq = seq;
-        }
-        let (for_all, joiner) = match event {
-            Relayed::Said(_) => (true, None),
-            Relayed::Presence { announce, joiner } => (announce, joiner),
-        };
-        let mut send = Vec::new();
-        let mut complete = Vec::new();
-        for (id, joining) in &mut room_state.joining {
-            if joiner == Some(*id) {
-                // Its own Joined: from here on, the stream is news to it.
-                joining.marked = true;
-                joining.early.retain(|(event, _)| matches!(event, Relayed::Said(_)));
-                if joining.last.is_some() {
-                    complete.push(*id);
-                }
-            } else if !for_all {
-                // Not for it (past the presence limit).
-            } else if let Some(last) = joining.last {
-                // Answered, not yet marked: only a message it cannot have
-                // had in its replay is news.
-                if matches!(event, Relayed::Said(seq) if seq > last) {
-                    send.push(*id);
-                }
-            } else {
-                joining.early.push((event, msg.clone()));
-            }
-        }
-        // Members first: the member completing its join here was sent its
-        // own Joined by `entered`.
-        if for_all {
-            state.deliver(room, msg);
-        }
-        if let Some(room_state) = state.rooms.get_mut(room) {
-            for id in complete {
-                if let Some(joining) = room_state.joining.remove(&id) {
-                    room_state.members.insert(id, joining.username);
-                }
-            }
-        }
-        for id in send {
-            state.send_to(id, msg.clone());
-        }
-    }
-
-    /// In a cluster, after the event stream was lost and is back: a joining
-    /// member's own `Joined` may have been published meanwhile and will
-    /// never come, so each stops waiting for it. (The messages it missed
-    /// come by `seq`; a `Joined` or `Left` said meanwhile is not shown.)
-    pub fn relay_resumed(&self) {
-        let mut guard = self.lock();
-        for room_state in guard.rooms.values_mut() {
-            let ids: Vec<ClientId> = room_state.joining.keys().copied().collect();
-            for id in ids {
-                let Some(joining) = room_state.joining.get_mut(&id) else { continue };
-                joining.marked = true;
-                joining.early.retain(|(event, _)| matches!(event, Relayed::Said(_)));
-                if joining.last.is_some()
-                    && let Some(joining) = room_state.joining.remove(&id)
-                {
-                    room_state.members.insert(id, joining.username);
-                }
-            }
-        }
-    }
-
-    /// In a cluster: each room this node has members in, with the last `seq`
-    /// handed on here and the names of the members the cluster has let in.
-    pub fn local_rooms(&self) -> Vec<(String, u64, Vec<String>)> {
-        let state = self.lock();
-        let rooms = state.rooms.iter().map(|(name, room)| {
-            let confirmed = room.joining.values().filter(|j| j.last.is_some());
-            let names = room.members.values().chain(confirmed.map(|j| &j.username));
-            (name.clone(), room.seq, names.cloned().collect())
-        });
-        rooms.collect()
-    }
-    // ANCHOR_END: relay
 
     // ANCHOR: lock
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -667,66 +510,45 @@ impl RoomManager {
         self.lock().send_to(id, msg)
     }
 
-    // ANCHOR: enter
-    /// In a cluster, the first step of a join: becomes a *joining* member
-    /// of `room` here, before the cluster is asked, so that nothing the
-    /// cluster says after its answer can pass this member by. Checks what
-    /// this node alone can check; announces nothing.
-    pub(crate) fn enter(&self, id: ClientId, room: &str, username: &str) -> Result<(), RoomError> {
-        let mut guard = self.lock();
-        let state = &mut *guard;
+    // The steps of a cluster's join and leave (chapter 9,
+    // `crate::cluster::relay`), which decides them with the other nodes and
+    // announces them itself.
+
+    /// Holds `room` for client `id` under `username` while the cluster is
+    /// asked: the room counts among the client's, and is not yet delivered
+    /// to. Checks what the room manager alone can check.
+    pub(crate) fn reserve(
+        &self,
+        id: ClientId,
+        room: &str,
+        username: &str,
+    ) -> Result<(), RoomError> {
+        let mut state = self.lock();
         state.may_join(id, room)?;
-        let room_state = state.rooms.entry(room.to_string()).or_default();
-        if room_state.names().any(|name| name == username) {
+        let members = state.rooms.get(room).map(|r| &r.members);
+        if members.is_some_and(|m| m.values().any(|name| name == username)) {
             return Err(RoomError::NameTaken);
         }
         if let Some(client) = state.clients.get_mut(&id) {
             client.rooms.push((room.to_string(), username.to_string()));
         }
-        let joining =
-            Joining { username: username.to_string(), last: None, marked: false, early: vec![] };
-        room_state.joining.insert(id, joining);
         Ok(())
     }
 
-    /// In a cluster, the last step of a join: the cluster let this member
-    /// in when the room's last message was `last`. Sends it `first` (its
-    /// `Joined`, and any gap notice and replay), then what the event stream
-    /// brought meanwhile that it has not seen: messages after `last`, and
-    /// presence after its own `Joined`.
-    pub(crate) fn entered(&self, id: ClientId, room: &str, last: u64, first: Vec<Message>) {
-        let mut guard = self.lock();
-        let state = &mut *guard;
-        let Some(room_state) = state.rooms.get_mut(room) else { return };
-        let Some(mut joining) = room_state.joining.remove(&id) else { return };
-        room_state.known = room_state.known.max(last);
-        let mut out = first;
-        for (event, msg) in std::mem::take(&mut joining.early) {
-            let new = match event {
-                Relayed::Said(seq) => seq > last,
-                // `early` keeps no presence from before the marker.
-                Relayed::Presence { .. } => joining.marked,
-            };
-            if new {
-                out.push(msg);
-            }
-        }
-        if joining.marked {
-            room_state.members.insert(id, joining.username);
-        } else {
-            joining.last = Some(last);
-            room_state.joining.insert(id, joining);
-        }
-        for msg in out {
-            if !state.send_to(id, msg) {
-                return; // evicted or gone: nothing more for it
-            }
-        }
+    /// Makes client `id`, which holds `room` ([`Self::reserve`]), a member
+    /// that the room's messages are delivered to, announcing nothing.
+    /// Returns false when it no longer holds it (it was evicted, or left).
+    pub(crate) fn admit(&self, id: ClientId, room: &str) -> bool {
+        let mut state = self.lock();
+        let held = state.clients.get(&id).and_then(|c| c.rooms.iter().find(|(r, _)| r == room));
+        let Some((_, username)) = held.cloned() else { return false };
+        state.rooms.entry(room.to_string()).or_default().members.insert(id, username);
+        true
     }
 
-    /// Takes this member out of `room` here, announcing nothing: the
-    /// cluster refused the join, or is told of the leave by the caller.
-    /// Returns the name it had there.
+    /// Takes client `id` out of `room`, announcing nothing: the cluster
+    /// refused the join, or is told of the leave by the caller. Returns the
+    /// name it had there.
     pub(crate) fn withdraw(&self, id: ClientId, room: &str) -> Result<String, RoomError> {
         let mut state = self.lock();
         let client = state.clients.get_mut(&id).ok_or(RoomError::Gone)?;
@@ -735,33 +557,17 @@ impl RoomManager {
         state.forget_member(room, id);
         Ok(username)
     }
-    // ANCHOR_END: enter
 
-    /// The name this client has in `room`, once it has been let in (in a
-    /// cluster: once [`Self::entered`] has run, even if the event stream
-    /// has not yet brought its `Joined`).
-    pub(crate) fn name_in(&self, id: ClientId, room: &str) -> Result<String, RoomError> {
+    /// Whether client `id` is still served: registered, and not evicted.
+    pub(crate) fn is_active(&self, id: ClientId) -> bool {
         let state = self.lock();
-        let room_state = state.rooms.get(room).ok_or(RoomError::NotJoined)?;
-        if let Some(name) = room_state.members.get(&id) {
-            return Ok(name.clone());
-        }
-        let joining = room_state.joining.get(&id).filter(|j| j.last.is_some());
-        joining.map(|j| j.username.clone()).ok_or(RoomError::NotJoined)
+        state.clients.get(&id).is_some_and(|c| !c.evicted.is_cancelled())
     }
 }
 
 impl Client {
     fn room_names(&self) -> impl Iterator<Item = &str> {
         self.rooms.iter().map(|(room, _)| room.as_str())
-    }
-}
-
-impl Room {
-    /// The names taken here: by members, and by joining members.
-    fn names(&self) -> impl Iterator<Item = &str> {
-        let joining = self.joining.values().map(|j| j.username.as_str());
-        self.members.values().map(String::as_str).chain(joining)
     }
 }
 
@@ -825,19 +631,8 @@ impl State {
     fn depart(&mut self, id: ClientId) {
         let Some(client) = self.clients.get_mut(&id) else { return };
         for (room, username) in std::mem::take(&mut client.rooms) {
-            match &self.config.relay {
-                None => {
-                    let left = (self.config.left)(&room, &username);
-                    self.remove_member(&room, id, &left);
-                }
-                // In a cluster, the cluster announces it, to every node.
-                Some(departures) => {
-                    if !self.quiet {
-                        let _ = departures.send(Departure { room: room.clone(), username });
-                    }
-                    self.forget_member(&room, id);
-                }
-            }
+            let left = (self.config.left)(&room, &username);
+            self.remove_member(&room, id, &left);
         }
     }
     // ANCHOR_END: deliver
@@ -854,13 +649,12 @@ impl State {
         }
     }
 
-    /// Removes `id` from `room` (a member or a joining one), deleting the
-    /// room if it is now empty. Returns whether the room remains.
+    /// Removes `id` from `room`, deleting the room if it is now empty.
+    /// Returns whether the room remains.
     fn forget_member(&mut self, room: &str, id: ClientId) -> bool {
         let Some(room_state) = self.rooms.get_mut(room) else { return false };
         room_state.members.remove(&id);
-        room_state.joining.remove(&id);
-        if room_state.members.is_empty() && room_state.joining.is_empty() {
+        if room_state.members.is_empty() {
             self.rooms.remove(room);
             return false;
         }
@@ -936,7 +730,6 @@ mod tests {
             joined: |room, name| Message::text(format!("+{name}@{room}")),
             left: |room, name| Message::text(format!("-{name}@{room}")),
             gap: |room, first, last| Message::text(format!("gap {first}..{last}@{room}")),
-            relay: None,
         };
         Arc::new(RoomManager::new(config))
     }
@@ -1215,6 +1008,27 @@ mod tests {
     }
 
     #[test]
+    fn a_quiet_manager_delivers_to_admitted_members_and_announces_nothing() {
+        // A cluster's node (chapter 9): the cluster decides and announces.
+        let rooms = Arc::new(RoomManager::quiet(manager(1024, 10).lock().config.clone()));
+        let (a, mut ra) = rooms.register();
+        let (b, _rb) = rooms.register();
+        assert!(!rooms.admit(a.id(), "r"), "a room it does not hold");
+        rooms.reserve(a.id(), "r", "alice").unwrap();
+        rooms.reserve(b.id(), "r", "bob").unwrap();
+        assert_eq!(rooms.reserve(b.id(), "r", "bob"), Err(RoomError::AlreadyJoined));
+        assert_eq!(a.rooms(), ["r"], "held, so it counts among its rooms");
+        assert!(rooms.room_names().is_empty(), "not delivered to before it is admitted");
+        assert!(rooms.admit(a.id(), "r") && rooms.admit(b.id(), "r"));
+        assert_eq!(rooms.broadcast("r", &Message::text("hi")), 2);
+        drop(b);
+        assert_eq!(drain(&mut ra), ["hi"], "no Left: the cluster announces it");
+        assert_eq!(rooms.withdraw(a.id(), "r"), Ok("alice".to_string()));
+        assert_eq!(drain(&mut ra), Vec::<String>::new());
+        assert!(rooms.room_names().is_empty());
+    }
+
+    #[test]
     fn rejoining_with_since_while_others_speak_never_duplicates_or_skips() {
         let rooms = Arc::new(RoomManager::new(Config {
             outbox_bytes: 1 << 24,
@@ -1322,79 +1136,6 @@ mod tests {
     }
 
     /// A cluster's manager, with the receiving end of its departures.
-    fn relaying() -> (Arc<RoomManager>, mpsc::UnboundedReceiver<Departure>) {
-        let (departures, departed) = mpsc::unbounded_channel();
-        let rooms = manager(1024, 10);
-        let mut config = rooms.lock().config.clone();
-        config.relay = Some(departures);
-        (Arc::new(RoomManager::new(config)), departed)
-    }
-
-    fn said(rooms: &RoomManager, seq: u64) {
-        rooms.relay("r", Relayed::Said(seq), &Message::text(format!("m{seq}")));
-    }
-
-    fn presence(rooms: &RoomManager, text: &str, joiner: Option<ClientId>) {
-        rooms.relay("r", Relayed::Presence { announce: true, joiner }, &Message::text(text));
-    }
-
-    #[test]
-    fn a_cluster_join_gets_each_message_once_when_its_joined_comes_first() {
-        let (rooms, _departed) = relaying();
-        let (a, mut ra) = rooms.register();
-        rooms.enter(a.id(), "r", "alice").unwrap();
-        said(&rooms, 1); // published before the join: in its replay
-        presence(&rooms, "+bob@r", None); // before the join: not news
-        presence(&rooms, "+alice@r", Some(a.id())); // the join's own Joined
-        said(&rooms, 3); // after the join
-        presence(&rooms, "+carol@r", None);
-        assert!(drain(&mut ra).is_empty(), "nothing before the join's answer");
-        let first = vec![Message::text("+alice@r"), Message::text("m1"), Message::text("m2")];
-        rooms.entered(a.id(), "r", 2, first);
-        assert_eq!(drain(&mut ra), ["+alice@r", "m1", "m2", "m3", "+carol@r"]);
-        said(&rooms, 4);
-        assert_eq!(drain(&mut ra), ["m4"], "a member now");
-    }
-
-    #[test]
-    fn a_cluster_join_gets_each_message_once_when_its_answer_comes_first() {
-        let (rooms, _departed) = relaying();
-        let (a, mut ra) = rooms.register();
-        rooms.enter(a.id(), "r", "alice").unwrap();
-        said(&rooms, 1);
-        rooms.entered(
-            a.id(),
-            "r",
-            2,
-            vec![Message::text("+alice@r"), Message::text("m1"), Message::text("m2")],
-        );
-        said(&rooms, 2); // still in flight when Redis answered: replayed already
-        presence(&rooms, "+bob@r", None); // from before the join
-        presence(&rooms, "+alice@r", Some(a.id()));
-        said(&rooms, 3);
-        presence(&rooms, "+carol@r", None);
-        assert_eq!(drain(&mut ra), ["+alice@r", "m1", "m2", "m3", "+carol@r"]);
-        assert_eq!(rooms.name_in(a.id(), "r"), Ok("alice".to_string()));
-    }
-
-    #[test]
-    fn in_a_cluster_a_departure_is_handed_on_not_announced_here() {
-        let (rooms, mut departed) = relaying();
-        let (a, mut ra) = rooms.register();
-        let (b, _rb) = rooms.register();
-        for (member, name) in [(&a, "alice"), (&b, "bob")] {
-            rooms.enter(member.id(), "r", name).unwrap();
-            rooms.entered(member.id(), "r", 0, vec![]);
-        }
-        drop(b);
-        assert!(drain(&mut ra).is_empty(), "the cluster announces it, through relay");
-        let bob = Departure { room: "r".into(), username: "bob".into() };
-        assert_eq!(departed.try_recv(), Ok(bob));
-        assert_eq!(rooms.withdraw(a.id(), "r"), Ok("alice".to_string()));
-        assert!(departed.try_recv().is_err(), "a leave is the caller's to announce");
-        assert!(rooms.room_names().is_empty());
-    }
-
     #[test]
     fn concurrent_joins_and_leaves_keep_the_rooms_consistent() {
         let rooms = manager(1 << 20, 1_000);
