@@ -13,19 +13,29 @@
 //! ```text
 //! let engine = Engine::start(args).await?;      // the chat server's flags
 //! let (me, outgoing) = engine.register();       // one per connection
-//! me.join("general", "alice", None).await?;     // and say, leave, members
+//! me.handle(&frame, None).await;                // a command from its client
+//! me.join("general", "alice", None).await?;     // or each step: say, leave, members
 //! ```
+//!
+//! [`Member::handle`] is the chat server's part of chapter 6.1: it checks
+//! the rules of a command and carries it out, answering every refusal with
+//! an `Error` event that names its room and carries the code a program acts
+//! on (chapter 5.1).
 
 use std::sync::Arc;
 
 use chrono::{SecondsFormat, Utc};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::args;
 use crate::cluster::{self, Cluster};
 use crate::outbox::Outgoing;
-use crate::protocol::ServerEvent;
+use crate::protocol::{
+    ClientMessage, ErrorCode, MAX_ROOMS_PER_CLIENT, ServerEvent, check_content, check_name,
+};
+use crate::rate::{RateLimit, Verdict};
 use crate::rooms::{self, ClientId, RoomError, RoomManager};
 
 /// The chat server's settings for its rooms, as flags (chapters 4.2, 5.1
@@ -177,7 +187,123 @@ impl Member {
 }
 // ANCHOR_END: engine
 
+// ANCHOR: handle
 impl Member {
+    /// Carries out one command, a frame from this member's client. Every
+    /// refusal is an `Error` event to the sender, naming the room the
+    /// command was about. `user`, when the handshake proved who the client
+    /// is (chapter 10.5), is the only name it may join under.
+    pub async fn handle(&self, frame: &Message, user: Option<&str>) {
+        let command = match ClientMessage::try_from(frame) {
+            Ok(command) => command,
+            Err(e) => return self.refuse(room_in(frame).as_deref(), ErrorCode::Invalid, e),
+        };
+        match command {
+            ClientMessage::Join { room, username, since } => {
+                if let Err(e) = check_name("username", &username).and(check_name("room", &room)) {
+                    return self.refuse(Some(&room), ErrorCode::BadName, e);
+                }
+                if let Some(user) = user.filter(|user| *user != username) {
+                    return self.refuse(Some(&room), ErrorCode::NotYourName, not_yours(user));
+                }
+                if self.rooms().len() >= MAX_ROOMS_PER_CLIENT {
+                    let refusal = format!("at most {MAX_ROOMS_PER_CLIENT} rooms");
+                    return self.refuse(Some(&room), ErrorCode::TooManyRooms, refusal);
+                }
+                // Joining announces it to the room, and replays what a
+                // resuming client missed, in the same step.
+                if let Err(e) = self.join(&room, &username, since).await {
+                    self.refuse(Some(&room), e.code(), format!("cannot join {room:?}: {e}"));
+                }
+            }
+            ClientMessage::Leave { room } => {
+                // The remaining members and the leaver itself hear of it.
+                if let Err(e) = self.leave(&room).await {
+                    self.refuse(Some(&room), e.code(), format!("cannot leave {room:?}: {e}"));
+                }
+            }
+            ClientMessage::Message { room, content } => {
+                if let Err(e) = check_content(&content) {
+                    return self.refuse(Some(&room), ErrorCode::BadContent, e);
+                }
+                if let Err(e) = self.say(&room, content).await {
+                    self.refuse(Some(&room), e.code(), format!("cannot send to {room:?}: {e}"));
+                }
+            }
+            ClientMessage::Members { room } => match self.members(&room).await {
+                Ok(usernames) => {
+                    self.send(ServerEvent::Members { room, usernames }.to_message());
+                }
+                Err(e) => {
+                    self.refuse(Some(&room), e.code(), format!("cannot list {room:?}: {e}"));
+                }
+            },
+            ClientMessage::Ping => {
+                self.send(ServerEvent::Pong.to_message());
+            }
+            ClientMessage::Pong => {}
+        }
+    }
+
+    /// Refuses a command: an `Error` event with the code a program acts on
+    /// and the message a person reads.
+    pub fn refuse(&self, room: Option<&str>, code: ErrorCode, message: impl ToString) {
+        let room = room.map(str::to_string);
+        self.send(ServerEvent::Error { room, code, message: message.to_string() }.to_message());
+    }
+}
+// ANCHOR_END: handle
+
+// ANCHOR: receive
+/// A client a whole burst over its rate limit: its connection is closed
+/// with 1008.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flooding;
+
+impl Member {
+    /// Takes one frame from this member's client, under its rate limit
+    /// (chapter 6.1): a command within the limit is carried out
+    /// ([`Member::handle`]), one over it refused with an `Error`.
+    ///
+    /// `frame` is taken, not borrowed, so that a caller that boxes this
+    /// future does not keep the frame in its own across the wait.
+    pub async fn receive(
+        &self,
+        frame: Message,
+        user: Option<&str>,
+        rate: &mut RateLimit,
+    ) -> Result<(), Flooding> {
+        // Pings are answered by tungstenite; pongs only prove life. After
+        // the client's close frame the stream ends on the next read.
+        if !(frame.is_text() || frame.is_binary()) {
+            return Ok(());
+        }
+        match rate.check(Instant::now()) {
+            Verdict::Allowed => self.handle(&frame, user).await,
+            Verdict::Refused => self.refuse_rate(&frame, rate),
+            Verdict::Exceeded => return Err(Flooding),
+        }
+        Ok(())
+    }
+}
+// ANCHOR_END: receive
+
+impl Member {
+    /// Refuses `frame`, a command over the rate limit: it may come again
+    /// once `rate` has a token.
+    fn refuse_rate(&self, frame: &Message, rate: &RateLimit) {
+        let command = ClientMessage::try_from(frame).ok();
+        let room = command.as_ref().and_then(room_of);
+        let (per_second, wait) = (rate.per_second(), rate.retry_after().as_millis());
+        self.refuse(
+            room,
+            ErrorCode::RateLimited,
+            format!(
+                "rate limit: at most {per_second} commands per second; refused, try again in {wait} ms"
+            ),
+        );
+    }
+
     /// This client's id, which its log lines carry.
     pub fn id(&self) -> ClientId {
         self.id
@@ -214,6 +340,30 @@ impl Drop for Member {
             Some(cluster) => cluster.disconnect(self.id),
         }
     }
+}
+
+/// The refusal of a join under another name than the one the client's
+/// token proved (chapter 10.5).
+fn not_yours(user: &str) -> String {
+    format!("your token is for {user:?}: join as {user:?}")
+}
+
+/// The room a command is about, if any.
+fn room_of(command: &ClientMessage) -> Option<&str> {
+    match command {
+        ClientMessage::Join { room, .. }
+        | ClientMessage::Leave { room }
+        | ClientMessage::Message { room, .. }
+        | ClientMessage::Members { room } => Some(room),
+        ClientMessage::Ping | ClientMessage::Pong => None,
+    }
+}
+
+/// The `"room"` of a command that did not parse (a `since` of -1, say),
+/// when it has one: its `Error` can still name the room it was about.
+fn room_in(frame: &Message) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(frame.to_text().ok()?).ok()?;
+    value.get("room")?.as_str().map(str::to_string)
 }
 
 #[cfg(test)]
@@ -312,6 +462,102 @@ mod tests {
             })
             .collect();
         assert_eq!(replayed, [2, 3]);
+    }
+
+    fn command(json: &str) -> Message {
+        Message::text(json)
+    }
+
+    fn error_of(event: &ServerEvent) -> (Option<&str>, ErrorCode) {
+        match event {
+            ServerEvent::Error { room, code, .. } => (room.as_deref(), *code),
+            other => panic!("expected an Error, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_frame_is_a_command_or_gets_an_error_naming_its_room() {
+        let engine = engine();
+        let (alice, mut to_alice) = engine.register();
+        let join = r#"{"type":"Join","room":"general","username":"alice"}"#;
+        alice.handle(&command(join), None).await;
+        alice.handle(&command(r#"{"type":"Members","room":"general"}"#), None).await;
+        alice
+            .handle(&command(r#"{"type":"Join","room":"r","username":"x","since":-1}"#), None)
+            .await;
+        alice.handle(&command("not json"), None).await;
+        alice.handle(&Message::binary(b"{}".to_vec()), None).await;
+        alice.handle(&command(r#"{"type":"Message","room":"general","content":""}"#), None).await;
+        alice.handle(&command(r#"{"type":"Join","room":"r","username":""}"#), None).await;
+        alice
+            .handle(&command(r#"{"type":"Join","room":"r","username":"bob"}"#), Some("alice"))
+            .await;
+        alice.handle(&command(r#"{"type":"Leave","room":"nowhere"}"#), None).await;
+        alice.handle(&command(r#"{"type":"Ping"}"#), None).await;
+        let seen = events(&mut to_alice);
+        assert_eq!(seen[0], joined("general", "alice"));
+        let members =
+            ServerEvent::Members { room: "general".into(), usernames: vec!["alice".into()] };
+        assert_eq!(seen[1], members);
+        let errors: Vec<_> = seen[2..9].iter().map(error_of).collect();
+        use ErrorCode::*;
+        assert_eq!(
+            errors,
+            [
+                (Some("r"), Invalid),
+                (None, Invalid),
+                (None, Invalid),
+                (Some("general"), BadContent),
+                (Some("r"), BadName),
+                (Some("r"), NotYourName),
+                (Some("nowhere"), NotMember),
+            ]
+        );
+        assert_eq!(seen[9..], [ServerEvent::Pong]);
+    }
+
+    #[tokio::test]
+    async fn at_most_sixteen_rooms_per_member() {
+        let engine = engine();
+        let (alice, mut to_alice) = engine.register();
+        for n in 0..=MAX_ROOMS_PER_CLIENT {
+            let join = format!(r#"{{"type":"Join","room":"r{n}","username":"alice"}}"#);
+            alice.handle(&command(&join), None).await;
+        }
+        assert_eq!(alice.rooms().len(), MAX_ROOMS_PER_CLIENT);
+        let last = events(&mut to_alice).pop().unwrap();
+        let room = format!("r{MAX_ROOMS_PER_CLIENT}");
+        assert_eq!(error_of(&last), (Some(room.as_str()), ErrorCode::TooManyRooms));
+    }
+
+    #[tokio::test]
+    async fn over_the_rate_limit_a_command_is_refused_then_the_client_is_flooding() {
+        let engine = engine();
+        let (alice, mut to_alice) = engine.register();
+        let mut rate = RateLimit::new(1, 2);
+        let members = command(r#"{"type":"Members","room":"general"}"#);
+        // Pings and pongs are the WebSocket's, not commands: no token.
+        for _ in 0..5 {
+            assert_eq!(
+                alice.receive(Message::Ping(Default::default()), None, &mut rate).await,
+                Ok(())
+            );
+        }
+        // A burst of 2 is carried out, then refused until a whole burst is
+        // owed (the bucket refills at 1 a second: none comes back meanwhile).
+        let mut results = Vec::new();
+        while results.len() < 10 && results.last() != Some(&Err(Flooding)) {
+            results.push(alice.receive(members.clone(), None, &mut rate).await);
+        }
+        assert_eq!(results.last(), Some(&Err(Flooding)));
+        let seen = events(&mut to_alice);
+        assert_eq!(seen.len(), results.len() - 1, "an Error for each but the last");
+        let codes: Vec<_> = seen.iter().map(error_of).collect();
+        let room = Some("general");
+        assert_eq!(codes[..2], [(room, ErrorCode::NotMember); 2]);
+        assert!(codes.len() > 2 && codes[2..].iter().all(|c| *c == (room, ErrorCode::RateLimited)));
+        let ServerEvent::Error { message, .. } = &seen[2] else { unreachable!() };
+        assert!(message.starts_with("rate limit: at most 1 commands per second"), "{message}");
     }
 
     #[tokio::test]
