@@ -36,6 +36,7 @@ count() {
 budgets=(
     examples/echo_client_first.rs 50
     examples/echo_server_first.rs 50
+    examples/chat_server_first.rs 150
     examples/echo_server.rs 80
     examples/broadcast_server.rs 150
     examples/data_pusher.rs 130

@@ -24,7 +24,6 @@
 
 use std::sync::Arc;
 
-use chrono::{SecondsFormat, Utc};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
@@ -34,6 +33,7 @@ use crate::cluster::{self, Cluster};
 use crate::outbox::Outgoing;
 use crate::protocol::{
     ClientMessage, ErrorCode, MAX_ROOMS_PER_CLIENT, ServerEvent, check_content, check_name,
+    timestamp_now,
 };
 use crate::rate::{RateLimit, Verdict};
 use crate::rooms::{self, ClientId, RoomError, RoomManager};
@@ -165,7 +165,7 @@ impl Member {
     /// Says `content` in `room`; the server stamps the time and the room's
     /// next `seq`, and the sender receives its message like everyone else.
     pub async fn say(&self, room: &str, content: String) -> Result<u64, RoomError> {
-        let timestamp = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+        let timestamp = timestamp_now();
         match &self.engine.cluster {
             // Serialised once, inside `make`, for every member.
             None => self.engine.rooms.say(self.id, room, |username, seq| {

@@ -13,7 +13,7 @@ use tokio::time::timeout;
 
 /// Every example: each has a `--help`, and each refuses a flag it does not
 /// know.
-const EXAMPLES: [&str; 16] = [
+const EXAMPLES: [&str; 17] = [
     "echo_client_first",
     "echo_server_first",
     "echo_client",
@@ -24,6 +24,7 @@ const EXAMPLES: [&str; 16] = [
     "rooms",
     "json_messages",
     "binary_messages",
+    "chat_server_first",
     "chat_server",
     "chat_client",
     "data_pusher",
