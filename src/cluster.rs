@@ -231,7 +231,8 @@ impl Cluster {
 
     // ANCHOR: join
     /// Joins `room` under `username` across the cluster, resuming after
-    /// `since` (see [`RoomManager::join`]). Answers like a single node.
+    /// `since` (see [`Member::join_since`](rooms::Member::join_since)). Answers like a
+    /// single node.
     pub async fn join(
         &self,
         id: ClientId,

@@ -13,14 +13,15 @@
 //! ```text
 //! let engine = Engine::start(args).await?;      // the chat server's flags
 //! let (me, outgoing) = engine.register();       // one per connection
-//! me.handle(&frame, None).await;                // a command from its client
+//! me.receive(frame, None, &mut rate).await?;    // a frame from its client
 //! me.join("general", "alice", None).await?;     // or each step: say, leave, members
 //! ```
 //!
-//! [`Member::handle`] is the chat server's part of chapter 6.1: it checks
-//! the rules of a command and carries it out, answering every refusal with
-//! an `Error` event that names its room and carries the code a program acts
-//! on (chapter 5.1).
+//! [`Member::receive`] and [`Member::handle`] are the chat server's part of
+//! chapter 6.1: a frame is taken under the connection's rate limit, its
+//! command checked against the rules and carried out, and every refusal
+//! answered with an `Error` event that names its room and carries the code
+//! a program acts on (chapter 5.1).
 
 use std::sync::Arc;
 

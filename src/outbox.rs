@@ -263,7 +263,7 @@ use tracing::warn;
 
 use crate::error::is_disconnect;
 
-/// Why [`write`] did not finish.
+/// Why [`write()`] did not finish.
 #[derive(Debug)]
 pub enum WriteError {
     /// The connection failed (the peer is gone); logged unless it merely

@@ -340,8 +340,8 @@ impl Member {
     }
 
     /// Joins `room` under `username`, creating the room if needed, and
-    /// announces it in the same step ([`RoomManager::join`]). Names are
-    /// unique within a room.
+    /// announces it in the same step. Names are unique within a room.
+    /// (See [`Member::join_since`] for `since`.)
     pub fn join(&self, room: &str, username: &str) -> Result<(), RoomError> {
         self.rooms.join(self.id, room, username, None)
     }
@@ -363,8 +363,9 @@ impl Member {
         self.rooms.leave(self.id, room)
     }
 
-    /// Sends a numbered message from this member to `room`
-    /// ([`RoomManager::say`]).
+    /// Sends a numbered message from this member to `room`: `make`
+    /// receives the sender's name there and the room's next `seq`, and
+    /// builds the message once, for every member.
     pub fn say(
         &self,
         room: &str,
