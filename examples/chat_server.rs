@@ -87,36 +87,28 @@
 //! Docs: docs/06-case-studies.md
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::pin::pin;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{SecondsFormat, Utc};
 use clap::Parser;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::time::{Instant, sleep_until, timeout};
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
-use tracing::{Span, field, info, warn};
+use tracing::{Span, field, info};
 use websocket_tutorial::admission::{Admission, Authenticated};
-use websocket_tutorial::cluster::{self, Cluster};
-use websocket_tutorial::error::{self, is_disconnect};
+use websocket_tutorial::engine::{Engine, EngineArgs, Member};
 use websocket_tutorial::heartbeat::{Beat, HeartbeatArgs};
-use websocket_tutorial::outbox::Outgoing;
-use websocket_tutorial::output;
-use websocket_tutorial::protocol::{
-    ClientMessage, ErrorCode, MAX_ROOMS_PER_CLIENT, ServerEvent, check_content, check_name,
-};
-use websocket_tutorial::rate::{RateLimit, Verdict};
-use websocket_tutorial::rooms::{self, Member, RoomError, RoomManager};
+use websocket_tutorial::outbox::{self, Outgoing, WriteError};
+use websocket_tutorial::rate::RateArgs;
 use websocket_tutorial::server::{self, WsStream};
 use websocket_tutorial::tls::TlsArgs;
-use websocket_tutorial::token::Secret;
-use websocket_tutorial::{args, close};
+use websocket_tutorial::token::TokenArgs;
+use websocket_tutorial::{args, close, error, output};
 
 // ANCHOR: args
 /// A chat server with rooms, speaking the JSON protocol of chapter 5.1.
@@ -126,28 +118,12 @@ struct Args {
     /// The address to listen on, IP:PORT; port 0 picks a free port.
     #[arg(default_value = server::DEFAULT_ADDR, value_parser = server::parse_addr)]
     addr: SocketAddr,
-    /// Bytes queued for a client and not yet written before it counts as too
-    /// slow and is closed with 1008.
-    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
-    #[arg(value_parser = args::positive::<usize>)]
-    outbox_bytes: usize,
-    /// Commands per second per connection; a command over the limit gets an
-    /// Error.
-    #[arg(long, value_name = "N", default_value_t = 10, value_parser = args::positive::<u32>)]
-    rate_limit: u32,
-    /// Commands that may come at once; a client a whole burst over the
-    /// limit is closed with 1008.
-    #[arg(long, value_name = "N", default_value_t = 20, value_parser = args::positive::<u32>)]
-    rate_burst: u32,
-    /// Rooms with more members announce a Joined or Left only to the member
-    /// concerned.
-    #[arg(long, value_name = "N", default_value_t = 1000)]
-    #[arg(value_parser = args::positive::<usize>)]
-    presence_limit: usize,
-    /// Messages kept per room, for clients that resume with `since`.
-    #[arg(long, value_name = "N", default_value_t = 1000)]
-    #[arg(value_parser = args::positive::<usize>)]
-    history: usize,
+    /// The rooms: --outbox-bytes, --presence-limit, --history, --redis.
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// The rate limit: --rate-limit, --rate-burst.
+    #[command(flatten)]
+    rate: RateArgs,
     #[command(flatten)]
     heartbeat: HeartbeatArgs,
     /// The longest a write may wait for the client, in milliseconds.
@@ -160,30 +136,21 @@ struct Args {
     max_connections: usize,
     #[command(flatten)]
     admission: Admission,
-    /// Require a JSON Web Token (HS256, with sub and exp) signed with this
-    /// file's content, surrounding whitespace trimmed (chapter 10.5).
-    #[arg(long, value_name = "FILE")]
-    auth_secret_file: Option<PathBuf>,
+    /// --auth-secret-file (chapter 10.5).
+    #[command(flatten)]
+    auth: TokenArgs,
     #[command(flatten)]
     tls: TlsArgs,
-    /// Be one node of a chat shared through this Redis (chapter 9), for
-    /// example redis://127.0.0.1:6379. Without it, this server is the chat.
-    #[arg(long, value_name = "URL", value_parser = cluster::parse_url)]
-    redis: Option<redis::Client>,
 }
 // ANCHOR_END: args
 
 // ANCHOR: chat
 /// What every connection shares.
 struct Chat {
-    rooms: Arc<RoomManager>,
-    /// With `--redis`: the cluster this server is a node of, which decides
-    /// joins and numbers messages for every node. `rooms` is then this
-    /// node's part of the chat.
-    cluster: Option<Arc<Cluster>>,
+    /// The rooms, on this server alone or shared by a cluster (chapter 9).
+    engine: Arc<Engine>,
     /// Commands per second per connection, and the burst allowed.
-    rate_limit: u32,
-    rate_burst: u32,
+    rate: RateArgs,
     /// When to ping a client, and how long its silence may last.
     heartbeat: HeartbeatArgs,
     /// The longest one write may wait for a client to make room.
@@ -197,11 +164,9 @@ async fn main() -> ExitCode {
     let mut args = Args::parse(); // --help or a mistake: clap exits 0 or 2
     // Read before anything is bound: a server that would refuse everyone
     // for want of its secret should not start.
-    if let Some(path) = &args.auth_secret_file {
-        match Secret::from_file(path) {
-            Ok(secret) => args.admission.tokens = Some(secret),
-            Err(e) => return output::fail(e),
-        }
+    match args.auth.secret() {
+        Ok(secret) => args.admission.tokens = secret,
+        Err(e) => return output::fail(e),
     }
     // The same for the certificate and key: a server that cannot encrypt
     // should not start.
@@ -209,27 +174,13 @@ async fn main() -> ExitCode {
         Ok(tls) => tls,
         Err(e) => return output::fail(e),
     };
-    let config = rooms::Config {
-        outbox_bytes: args.outbox_bytes,
-        presence_limit: args.presence_limit,
-        history: args.history,
-        ..rooms::Config::default()
-    };
-    let (rooms, cluster) = match args.redis {
-        None => (Arc::new(RoomManager::new(config)), None),
-        Some(redis) => {
-            let at = redis.get_connection_info().addr().to_string();
-            match Cluster::start(redis, config).await {
-                Ok(cluster) => (cluster.rooms().clone(), Some(cluster)),
-                Err(e) => return output::fail(format_args!("cannot reach Redis at {at}: {e}")),
-            }
-        }
+    let engine = match Engine::start(args.engine).await {
+        Ok(engine) => engine,
+        Err(e) => return output::fail(e),
     };
     let chat = Arc::new(Chat {
-        rooms,
-        cluster: cluster.clone(),
-        rate_limit: args.rate_limit,
-        rate_burst: args.rate_burst,
+        engine: engine.clone(),
+        rate: args.rate,
         heartbeat: args.heartbeat,
         send_timeout: args.send_timeout,
     });
@@ -258,10 +209,8 @@ async fn main() -> ExitCode {
     )
     .await;
     // Every connection has closed without announcing its departure (see
-    // `connection`); the other nodes hear of all of them at once.
-    if let Some(cluster) = cluster {
-        cluster.leave_cluster().await;
-    }
+    // `connection`); in a cluster, the other nodes hear of all of them at once.
+    engine.stop().await;
     ExitCode::SUCCESS
 }
 
@@ -292,7 +241,7 @@ fn connection(
     chat: Arc<Chat>,
 ) -> impl Future<Output = ()> {
     async move {
-        let (me, mut outgoing) = chat.rooms.register();
+        let (me, mut outgoing) = chat.engine.register();
         // From here on, every log line of this connection names the client
         // id next to its address (`serve` made the span, with room for the id).
         Span::current().record("id", field::display(me.id()));
@@ -308,7 +257,7 @@ fn connection(
         // messages. (Had this task panicked instead, dropping `me` would
         // still have done this.)
         if shutdown.is_cancelled() {
-            chat.rooms.shutting_down();
+            chat.engine.shutting_down();
         }
         let evicted = me.is_evicted();
         drop(me);
@@ -327,7 +276,7 @@ fn connection(
 /// the client was evicted for not reading it.
 async fn goodbye(ws: &mut WsStream, outgoing: &mut Outgoing, evicted: bool, ending: &Ending) {
     if !evicted {
-        let _ = timeout(close::CLOSE_TIMEOUT, feed_queued(ws, outgoing)).await;
+        let _ = timeout(close::CLOSE_TIMEOUT, outgoing.feed_rest(ws)).await;
     }
     match ending {
         Ending::Close(code, reason) => close::handshake(ws, *code, reason).await,
@@ -338,14 +287,6 @@ async fn goodbye(ws: &mut WsStream, outgoing: &mut Outgoing, evicted: bool, endi
     }
 }
 
-/// Feeds everything left in the outbox to the socket without flushing; the
-/// close frame that follows flushes it all.
-async fn feed_queued(ws: &mut WsStream, outgoing: &mut Outgoing) -> Result<(), tungstenite::Error> {
-    while let Some(msg) = outgoing.try_recv() {
-        ws.feed(msg).await?;
-    }
-    Ok(())
-}
 // ANCHOR_END: connection
 
 // ANCHOR: serve_client
@@ -374,7 +315,7 @@ async fn serve_client(
     // of the allowed silence.
     let mut heartbeat = chat.heartbeat.start();
     let mut heartbeat_timer = pin!(sleep_until(heartbeat.next_wake()));
-    let mut rate = RateLimit::new(chat.rate_limit, chat.rate_burst);
+    let mut rate = chat.rate.start();
     // Made once, outside the loop: a cancellation future registers with its
     // token when first polled, and one made anew on every turn would register
     // and unregister each time, on the token every connection shares.
@@ -413,12 +354,12 @@ async fn serve_client(
                 heartbeat.heard(Instant::now());
                 match frame {
                     Some(Ok(msg)) => {
-                        // Boxed, like a write: a command's state (with
-                        // `--redis`, a round trip to Redis) is needed only
-                        // while it runs.
-                        let handled = Box::pin(on_frame(msg, me, user, &mut rate, chat)).await;
-                        if let Some(ending) = handled {
-                            return ending;
+                        // The chat engine checks the command's rules and
+                        // carries it out. Boxed, like a write: a command's
+                        // state (with `--redis`, a round trip to Redis) is
+                        // needed only while it runs.
+                        if Box::pin(me.receive(msg, user, &mut rate)).await.is_err() {
+                            return Ending::Close(CloseCode::Policy, "rate limit exceeded".into());
                         }
                         // Fairness: a burst from this client is already in
                         // our read buffer, so `next()` would return at once,
@@ -454,9 +395,7 @@ async fn serve_client(
     }
 }
 
-/// Writes `msgs` and flushes once: under load, one system call carries
-/// many messages (tungstenite writes to the socket when its write buffer
-/// passes `write_buffer_size`, and at the flush). Waits at most
+/// Writes `msgs` and flushes once ([`outbox::write`]), within
 /// `send_timeout`, and gives way to shutdown and eviction, which the next
 /// turn of the loop then handles.
 async fn write(
@@ -466,193 +405,16 @@ async fn write(
     shutdown: &CancellationToken,
     chat: &Chat,
 ) -> Result<(), Ending> {
-    let write = async {
-        for msg in msgs {
-            ws.feed(msg).await?;
-        }
-        ws.flush().await
-    };
     tokio::select! {
-        written = timeout(chat.send_timeout, write) => match written {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => {
-                if !is_disconnect(&e) {
-                    warn!(error = %e, "write failed");
-                }
-                Err(Ending::PeerDone)
+        written = outbox::write(ws, msgs, chat.send_timeout) => match written {
+            Ok(()) => Ok(()),
+            Err(WriteError::Failed) => Err(Ending::PeerDone),
+            Err(WriteError::TimedOut) => {
+                Err(Ending::Close(CloseCode::Policy, "too slow: a write timed out".into()))
             }
-            Err(_) => Err(Ending::Close(CloseCode::Policy, "too slow: a write timed out".into())),
         },
         _ = shutdown.cancelled() => Ok(()),
         _ = me.evicted() => Ok(()),
     }
 }
 // ANCHOR_END: serve_client
-
-// ANCHOR: on_frame
-/// Handles one frame from the client; returns how the connection ends, if
-/// this frame ends it.
-async fn on_frame(
-    msg: Message,
-    me: &Member,
-    user: Option<&str>,
-    rate: &mut RateLimit,
-    chat: &Chat,
-) -> Option<Ending> {
-    // Pings are answered by tungstenite; pongs only prove life. After the
-    // client's close frame the stream ends on the next read.
-    if !(msg.is_text() || msg.is_binary()) {
-        return None;
-    }
-    let command = ClientMessage::try_from(&msg);
-    match rate.check(Instant::now()) {
-        Verdict::Allowed => match command {
-            Ok(command) => handle(command, me, user, chat).await,
-            Err(e) => reply_error(me, room_in(&msg).as_deref(), ErrorCode::Invalid, e),
-        },
-        Verdict::Refused => {
-            let room = command.ok().and_then(|c| room_of(&c).map(str::to_string));
-            let wait = rate.retry_after().as_millis();
-            let limit = chat.rate_limit;
-            reply_error(
-                me,
-                room.as_deref(),
-                ErrorCode::RateLimited,
-                format!(
-                    "rate limit: at most {limit} commands per second; refused, try again in {wait} ms"
-                ),
-            );
-        }
-        Verdict::Exceeded => {
-            return Some(Ending::Close(CloseCode::Policy, "rate limit exceeded".into()));
-        }
-    }
-    None
-}
-// ANCHOR_END: on_frame
-
-// ANCHOR: handle
-/// Carries out one command. Every refusal is an `Error` event to the sender,
-/// naming the room the command was about. `user`, with tokens, is the only
-/// name its client may join under.
-async fn handle(command: ClientMessage, me: &Member, user: Option<&str>, chat: &Chat) {
-    match command {
-        ClientMessage::Join { room, username, since } => {
-            if let Err(e) = check_name("username", &username).and(check_name("room", &room)) {
-                return reply_error(me, Some(&room), ErrorCode::BadName, e);
-            }
-            if let Some(user) = user.filter(|user| *user != username) {
-                let refusal = format!("your token is for {user:?}: join as {user:?}");
-                return reply_error(me, Some(&room), ErrorCode::NotYourName, refusal);
-            }
-            if me.rooms().len() >= MAX_ROOMS_PER_CLIENT {
-                let refusal = format!("at most {MAX_ROOMS_PER_CLIENT} rooms");
-                return reply_error(me, Some(&room), ErrorCode::TooManyRooms, refusal);
-            }
-            // Joining announces it to the room, and replays what a
-            // resuming client missed, in the same step.
-            if let Err(e) = join(chat, me, &room, &username, since).await {
-                reply_error(me, Some(&room), e.code(), format!("cannot join {room:?}: {e}"));
-            }
-        }
-        ClientMessage::Leave { room } => {
-            // The remaining members and the leaver itself hear of it.
-            if let Err(e) = leave(chat, me, &room).await {
-                reply_error(me, Some(&room), e.code(), format!("cannot leave {room:?}: {e}"));
-            }
-        }
-        ClientMessage::Message { room, content } => {
-            if let Err(e) = check_content(&content) {
-                return reply_error(me, Some(&room), ErrorCode::BadContent, e);
-            }
-            if let Err(e) = say(chat, me, &room, content).await {
-                reply_error(me, Some(&room), e.code(), format!("cannot send to {room:?}: {e}"));
-            }
-        }
-        ClientMessage::Members { room } => match members(chat, me, &room).await {
-            Ok(usernames) => {
-                me.send(ServerEvent::Members { room, usernames }.to_message());
-            }
-            Err(e) => {
-                reply_error(me, Some(&room), e.code(), format!("cannot list {room:?}: {e}"));
-            }
-        },
-        ClientMessage::Ping => {
-            me.send(ServerEvent::Pong.to_message());
-        }
-        ClientMessage::Pong => {}
-    }
-}
-// ANCHOR_END: handle
-
-// ANCHOR: engine
-// Each command is decided by this server alone, or with `--redis` by the
-// cluster: the answers are the same.
-
-async fn join(
-    chat: &Chat,
-    me: &Member,
-    room: &str,
-    username: &str,
-    since: Option<u64>,
-) -> Result<(), RoomError> {
-    match &chat.cluster {
-        None => me.join_since(room, username, since),
-        Some(cluster) => cluster.join(me, room, username, since).await,
-    }
-}
-
-async fn leave(chat: &Chat, me: &Member, room: &str) -> Result<String, RoomError> {
-    match &chat.cluster {
-        None => me.leave(room),
-        Some(cluster) => cluster.leave(me, room).await,
-    }
-}
-
-/// The server stamps the time and the room's next `seq`.
-async fn say(chat: &Chat, me: &Member, room: &str, content: String) -> Result<u64, RoomError> {
-    let timestamp = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
-    match &chat.cluster {
-        // Serialised once, inside `make`, for every member.
-        None => me.say(room, |username, seq| {
-            let username = username.to_string();
-            let room = room.to_string();
-            ServerEvent::Message { room, username, content, timestamp, seq }.to_message()
-        }),
-        // Numbered and published by Redis; every node serialises it once.
-        Some(cluster) => cluster.say(me, room, &content, &timestamp).await,
-    }
-}
-
-async fn members(chat: &Chat, me: &Member, room: &str) -> Result<Vec<String>, RoomError> {
-    match &chat.cluster {
-        None => me.members(room),
-        Some(cluster) => cluster.members(me, room).await,
-    }
-}
-// ANCHOR_END: engine
-
-/// The room a command is about, if any.
-fn room_of(command: &ClientMessage) -> Option<&str> {
-    match command {
-        ClientMessage::Join { room, .. }
-        | ClientMessage::Leave { room }
-        | ClientMessage::Message { room, .. }
-        | ClientMessage::Members { room } => Some(room),
-        ClientMessage::Ping | ClientMessage::Pong => None,
-    }
-}
-
-/// The `"room"` of a command that did not parse (a `since` of -1, say),
-/// when it has one: its `Error` can still name the room it was about.
-fn room_in(msg: &Message) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_str(msg.to_text().ok()?).ok()?;
-    value.get("room")?.as_str().map(str::to_string)
-}
-
-/// Refuses a command: an `Error` event with the code a program acts on and
-/// the message a person reads.
-fn reply_error(me: &Member, room: Option<&str>, code: ErrorCode, message: impl ToString) {
-    let room = room.map(str::to_string);
-    me.send(ServerEvent::Error { room, code, message: message.to_string() }.to_message());
-}

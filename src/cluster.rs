@@ -15,30 +15,29 @@
 //! | `chat:node:NODE:reaped` | set for an hour when a node is reaped, for its restore |
 //! | `chat:nodes` | set: the nodes that may have members |
 //!
-//! **How a message travels.** A node runs one Lua script ([`SAY`]): it
+//! **How a message travels.** A node runs one Lua script (`say.lua`): it
 //! checks that the sender holds its name, takes the room's next `seq`,
 //! appends the message to the history and publishes it on one channel,
 //! `chat:events`. Redis runs a script alone, start to end, so numbering,
 //! storing and publishing are one step: no two messages get one `seq`, and
 //! Redis publishes them in `seq` order. Every node subscribes to that
 //! channel over one connection, which brings it everything in that same
-//! order, and hands each event to its room manager
-//! ([`RoomManager::relay`]), which delivers it to the node's members. So
+//! order, and hands each event on to the node's members (`relay.rs`,
+//! through the room manager's outboxes). So
 //! every member, on any node, sees a room's messages in `seq` order; the
 //! sender sees its own when they come back through the channel.
 //!
-//! **Joins** ([`JOIN`]) claim the name with `HSETNX`, publish the `Joined`
+//! **Joins** (`join.lua`) claim the name with `HSETNX`, publish the `Joined`
 //! and read the history after `since`, in one script. The joiner must get
 //! each message once: replayed if said before the script, live if after.
 //! The node makes it a *joining* member before it runs the script, so
 //! nothing published after it can pass the member by, and then sorts the
 //! stream by two facts: the `seq` the script saw last, and the script's own
-//! `Joined` coming through the channel (see `Joining` in
-//! [`crate::rooms`]).
+//! `Joined` coming through the channel (see `Joining` in `relay.rs`).
 //!
 //! **Failures.**
 //! - *A node dies* (SIGKILL, a crash, a lost network): it stops refreshing
-//!   its `alive` key, which expires after 3 s. Every node runs [`REAP`]
+//!   its `alive` key, which expires after 3 s. Every node runs `reap.lua`
 //!   once a second; the first to find the key gone removes the dead node's
 //!   members and publishes their `Left`. A node that shuts down cleanly
 //!   reaps itself at once.
@@ -47,7 +46,7 @@
 //!   Redis gets an `Error`, "the chat is temporarily unavailable";
 //!   connections stay open. The event stream, pinged every second, is
 //!   reconnected with a backoff capped at 1 s, and then the node *restores*
-//!   ([`RESTORE`]): it claims its members' names again (announcing the ones
+//!   (`restore.lua`): it claims its members' names again (announcing the ones
 //!   the cluster had lost) and raises each room's `seq` to at least what it
 //!   has seen (a Redis restarted without persistence has forgotten both),
 //!   and catches up from the history on what was published while it was
@@ -60,7 +59,7 @@
 //!
 //! What this does not do: Redis itself is one process, and a chat that must
 //! outlive it needs Redis Sentinel or Cluster (the scripts would then have
-//! to declare every key they touch: [`REAP`] does not). Presence events
+//! to declare every key they touch: `reap.lua` does not). Presence events
 //! published while a node's stream was away are not shown on that node;
 //! `Members` always tells the truth.
 
@@ -76,9 +75,11 @@ use tokio::time::{interval, sleep, timeout};
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, info, warn};
 
-use crate::outbox::frame_len;
 use crate::protocol::ServerEvent;
-use crate::rooms::{self, ClientId, Departure, Member, Relayed, RoomError, RoomManager};
+use crate::rooms::{self, ClientId, RoomError, RoomManager};
+
+mod relay;
+use relay::{Departure, Relay, Relayed};
 
 /// The channel every node publishes its events on and listens to.
 const CHANNEL: &str = "chat:events";
@@ -96,129 +97,15 @@ const ALIVE_FOR: Duration = Duration::from_secs(3);
 /// (the floor), but its history is gone.
 const RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 
-// ANCHOR: scripts
-/// Removes one member from a room and announces it: used by [`LEAVE`] and
-/// [`REAP`]. Does nothing unless `node` holds the name, so a late leave can
-/// never remove a name a newer member holds.
-const DEPART: &str = r#"
-local function depart(members, mine, room, username, node, channel, limit)
-  if redis.call('HGET', members, username) ~= node then return 0 end
-  local announce = redis.call('HLEN', members) <= limit
-  redis.call('HDEL', members, username)
-  redis.call('SREM', mine, cjson.encode({room, username}))
-  redis.call('PUBLISH', channel, cjson.encode({kind = 'left', room = room,
-    username = username, announce = announce}))
-  return 1
-end
-"#;
-
-/// KEYS: members, seq, history, the node's members.
-/// ARGV: channel, node, client, room, username, since (-1: none), floor,
-/// presence limit, retention. Returns {'ok' | 'taken' | 'ahead', last seq,
-/// missed}.
-pub const JOIN: &str = r#"
-local last = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), tonumber(ARGV[7]))
-local since = tonumber(ARGV[6])
-if since > last then return {'ahead', last, {}} end
-if redis.call('HSETNX', KEYS[1], ARGV[5], ARGV[2]) == 0 then return {'taken', last, {}} end
-redis.call('SET', KEYS[2], last, 'EX', ARGV[9])
-redis.call('SADD', KEYS[4], cjson.encode({ARGV[4], ARGV[5]}))
-local announce = redis.call('HLEN', KEYS[1]) <= tonumber(ARGV[8])
-redis.call('PUBLISH', ARGV[1], cjson.encode({kind = 'joined', room = ARGV[4],
-  username = ARGV[5], node = ARGV[2], client = ARGV[3], announce = announce}))
-local missed = {}
-if since >= 0 and last > since then
-  missed = redis.call('LRANGE', KEYS[3], -(last - since), -1)
-end
-return {'ok', last, missed}
-"#;
-
-/// KEYS: members, seq, history.
-/// ARGV: channel, node, room, username, content, timestamp, floor, history
-/// length, retention. Returns the message's seq, or -1 when this node does not hold
-/// the name (Redis lost it, and the node has not restored it yet).
-pub const SAY: &str = r#"
-if redis.call('HGET', KEYS[1], ARGV[4]) ~= ARGV[2] then return -1 end
-local seq = redis.call('INCR', KEYS[2])
-local floor = tonumber(ARGV[7])
-if seq <= floor then
-  seq = floor + 1
-  redis.call('SET', KEYS[2], seq)
-end
-local event = cjson.encode({kind = 'said', room = ARGV[3], seq = seq,
-  username = ARGV[4], content = ARGV[5], timestamp = ARGV[6]})
-redis.call('RPUSH', KEYS[3], event)
-redis.call('LTRIM', KEYS[3], -tonumber(ARGV[8]), -1)
-redis.call('EXPIRE', KEYS[2], ARGV[9])
-redis.call('EXPIRE', KEYS[3], ARGV[9])
-redis.call('PUBLISH', ARGV[1], event)
-return seq
-"#;
-
-/// KEYS: members, the node's members. ARGV: channel, node, room, username,
-/// presence limit. Returns 1 if the member was removed.
-pub const LEAVE: &str = r#"
-return depart(KEYS[1], KEYS[2], ARGV[3], ARGV[4], ARGV[2], ARGV[1], tonumber(ARGV[5]))
-"#;
-
-/// KEYS: the set of nodes. ARGV: channel, presence limit, and a node to
-/// remove now ('' to remove only the nodes whose `alive` key has expired).
-/// Returns how many nodes it removed.
-pub const REAP: &str = r#"
-local nodes = redis.call('SMEMBERS', KEYS[1])
-if ARGV[3] ~= '' then nodes = {ARGV[3]} end
-local gone = 0
-for _, node in ipairs(nodes) do
-  local prefix = 'chat:node:' .. node
-  if ARGV[3] ~= '' or redis.call('EXISTS', prefix .. ':alive') == 0 then
-    for _, entry in ipairs(redis.call('SMEMBERS', prefix .. ':members')) do
-      local room, username = unpack(cjson.decode(entry))
-      depart('chat:room:' .. room .. ':members', prefix .. ':members', room, username,
-        node, ARGV[1], tonumber(ARGV[2]))
-    end
-    redis.call('DEL', prefix .. ':members', prefix .. ':alive')
-    -- If the node was alive after all, its restore will announce its
-    -- members again: the others were told they left.
-    redis.call('SET', prefix .. ':reaped', 1, 'EX', 3600)
-    redis.call('SREM', KEYS[1], node)
-    gone = gone + 1
-  end
-end
-return gone
-"#;
-
-/// KEYS: members, seq, history, the node's members, the node's `reaped`
-/// mark. ARGV: channel, node, room, floor, presence limit, retention, then
-/// the names this node's members have there. Returns {names another node
-/// holds now, the messages after floor}. A name is announced again only if
-/// the node was reaped: after a Redis restart nobody was told it left.
-pub const RESTORE: &str = r#"
-local node, room, floor = ARGV[2], ARGV[3], tonumber(ARGV[4])
-local last = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), floor)
-redis.call('SET', KEYS[2], last, 'EX', ARGV[6])
-local reaped = redis.call('EXISTS', KEYS[5]) == 1
-local taken = {}
-for i = 7, #ARGV do
-  local holder = redis.call('HGET', KEYS[1], ARGV[i])
-  if holder == false then
-    redis.call('HSET', KEYS[1], ARGV[i], node)
-    local announce = redis.call('HLEN', KEYS[1]) <= tonumber(ARGV[5])
-    if reaped then
-      redis.call('PUBLISH', ARGV[1], cjson.encode({kind = 'joined', room = room,
-        username = ARGV[i], node = node, announce = announce}))
-    end
-  elseif holder ~= node then
-    table.insert(taken, ARGV[i])
-  end
-  if holder == false or holder == node then
-    redis.call('SADD', KEYS[4], cjson.encode({room, ARGV[i]}))
-  end
-end
-local missed = {}
-if last > floor then missed = redis.call('LRANGE', KEYS[3], -(last - floor), -1) end
-return {taken, missed}
-"#;
-// ANCHOR_END: scripts
+// The scripts Redis runs, each a file of its own (src/cluster/*.lua, quoted
+// in chapter 9.2). `depart.lua` defines a function that `leave.lua` and
+// `reap.lua` call, so it goes in front of both.
+const DEPART: &str = include_str!("cluster/depart.lua");
+const JOIN: &str = include_str!("cluster/join.lua");
+const SAY: &str = include_str!("cluster/say.lua");
+const LEAVE: &str = include_str!("cluster/leave.lua");
+const REAP: &str = include_str!("cluster/reap.lua");
+const RESTORE: &str = include_str!("cluster/restore.lua");
 
 // ANCHOR: event
 /// An event as the scripts publish it on [`CHANNEL`] (and keep in history),
@@ -260,16 +147,16 @@ fn room_key(room: &str, what: &str) -> String {
 pub struct Cluster {
     /// This node's id: random, new at every start.
     node: String,
-    rooms: Arc<RoomManager>,
+    /// This node's members, as the cluster sees them, and the room manager
+    /// that delivers to them.
+    relay: Relay,
     redis: ConnectionManager,
     client: Client,
     /// Where a leave that Redis could not take goes, to be tried again.
     departures: mpsc::UnboundedSender<Departure>,
-    history: usize,
-    presence_limit: usize,
-    /// The most bytes of replay one join may queue: half the outbox, as on
-    /// a single node.
-    replay_budget: usize,
+    /// The room manager's settings: its limits, and how it words presence
+    /// and gaps, which a node's events are worded with too.
+    config: rooms::Config,
     join: Script,
     say: Script,
     leave: Script,
@@ -291,12 +178,9 @@ impl Cluster {
     /// the event stream, and starts the node's background tasks. Returns the
     /// node, whose [`Cluster::rooms`] the connections register with. Fails
     /// if Redis cannot be reached now.
-    pub async fn start(client: Client, mut config: rooms::Config) -> RedisResult<Arc<Cluster>> {
+    pub async fn start(client: Client, config: rooms::Config) -> RedisResult<Arc<Cluster>> {
         let (departures, departed) = mpsc::unbounded_channel();
-        config.relay = Some(departures.clone());
-        let (history, presence_limit) = (config.history, config.presence_limit);
-        let replay_budget = config.outbox_bytes / 2;
-        let rooms = Arc::new(RoomManager::new(config));
+        let rooms = Arc::new(RoomManager::quiet(config.clone()));
         // Fail fast, and let the next command reconnect: a node whose Redis
         // is gone answers its clients at once instead of holding them.
         let settings = ConnectionManagerConfig::new()
@@ -307,13 +191,11 @@ impl Cluster {
         let redis = ConnectionManager::new_with_config(client.clone(), settings).await?;
         let cluster = Arc::new(Cluster {
             node: format!("{:016x}", rand::random::<u64>()),
-            rooms,
+            relay: Relay::new(rooms, departures.clone()),
             redis,
             client,
             departures,
-            history,
-            presence_limit,
-            replay_budget,
+            config,
             join: Script::new(JOIN),
             say: Script::new(SAY),
             leave: Script::new(&format!("{DEPART}{LEAVE}")),
@@ -332,21 +214,34 @@ impl Cluster {
 
     /// The node's room manager: connections register with it.
     pub fn rooms(&self) -> &Arc<RoomManager> {
-        &self.rooms
+        self.relay.rooms()
+    }
+
+    /// Client `id`'s connection has ended: the cluster hears that it left
+    /// every room it was in here.
+    pub fn disconnect(&self, id: ClientId) {
+        self.relay.disconnect(id);
+    }
+
+    /// The server is shutting down: departures are no longer announced one
+    /// by one; [`Cluster::leave_cluster`] takes them all out at once.
+    pub fn shutting_down(&self) {
+        self.relay.shutting_down();
     }
 
     // ANCHOR: join
     /// Joins `room` under `username` across the cluster, resuming after
-    /// `since` (see [`Member::join_since`]). Answers like a single node.
+    /// `since` (see [`Member::join_since`](rooms::Member::join_since)). Answers like a
+    /// single node.
     pub async fn join(
         &self,
-        me: &Member,
+        id: ClientId,
         room: &str,
         username: &str,
         since: Option<u64>,
     ) -> Result<(), RoomError> {
-        me.enter(room, username)?;
-        let floor = self.rooms.last_seq(room);
+        self.relay.enter(id, room, username)?;
+        let floor = self.relay.last_seq(room);
         let since_arg = since.map_or(-1, |s| i64::try_from(s).unwrap_or(i64::MAX));
         let answer: RedisResult<(String, u64, Vec<String>)> = self
             .join
@@ -356,23 +251,22 @@ impl Cluster {
             .key(format!("chat:node:{}:members", self.node))
             .arg(CHANNEL)
             .arg(&self.node)
-            .arg(me.id().number())
+            .arg(id.number())
             .arg(room)
             .arg(username)
             .arg(since_arg)
             .arg(floor)
-            .arg(self.presence_limit)
+            .arg(self.config.presence_limit)
             .arg(RETENTION.as_secs())
             .invoke_async(&mut self.redis.clone())
             .await;
         let refusal = match answer {
             Ok((status, last, missed)) if status == "ok" => {
-                let joined = ServerEvent::Joined { room: room.into(), username: username.into() };
-                let mut first = vec![joined.to_message()];
+                let mut first = vec![(self.config.joined)(room, username)];
                 if let Some(since) = since {
                     first.extend(self.replay(room, since, last, &missed));
                 }
-                me.entered(room, last, first);
+                self.relay.entered(id, room, last, first);
                 return Ok(());
             }
             Ok((status, _, _)) if status == "taken" => RoomError::NameTaken,
@@ -387,40 +281,27 @@ impl Cluster {
                 RoomError::Unavailable
             }
         };
-        let _ = me.withdraw(room);
+        let _ = self.relay.withdraw(id, room);
         Err(refusal)
     }
 
-    /// What a joiner resuming after `since` is sent after its `Joined`: a
-    /// `Gap` if history no longer reaches back to `since + 1`, then the
-    /// messages it missed, as many of the newest as fit half its outbox.
+    /// What a joiner resuming after `since` is sent after its `Joined`: the
+    /// messages it missed, from the room's history in Redis, replayed as a
+    /// single server replays its own (see [`rooms::replay`]).
     fn replay(&self, room: &str, since: u64, last: u64, missed: &[String]) -> Vec<Message> {
-        let mut messages: Vec<(u64, Message)> = missed
+        let messages: Vec<(u64, Message)> = missed
             .iter()
             .filter_map(|json| match serde_json::from_str(json) {
-                Ok(Event::Said { room, seq, username, content, timestamp }) if seq > since => {
+                Ok(Event::Said { room, seq, username, content, timestamp }) => {
                     let event = ServerEvent::Message { room, username, content, timestamp, seq };
                     Some((seq, event.to_message()))
                 }
                 _ => None,
             })
             .collect();
-        let mut bytes = 0;
-        let fits = messages
-            .iter()
-            .rev()
-            .take_while(|(_, msg)| {
-                bytes += frame_len(msg);
-                bytes <= self.replay_budget
-            })
-            .count();
-        messages.drain(..messages.len() - fits);
-        let first_sent = messages.first().map_or(last + 1, |(seq, _)| *seq);
-        let gap = (since + 1 < first_sent).then(|| {
-            ServerEvent::Gap { room: room.into(), first: since + 1, last: first_sent - 1 }
-                .to_message()
-        });
-        gap.into_iter().chain(messages.into_iter().map(|(_, msg)| msg)).collect()
+        let held = messages.iter().map(|(seq, msg)| (*seq, msg));
+        let budget = self.config.outbox_bytes / 2;
+        rooms::replay(room, since, last, held, budget, self.config.gap)
     }
     // ANCHOR_END: join
 
@@ -430,12 +311,12 @@ impl Cluster {
     /// its `seq`.
     pub async fn say(
         &self,
-        me: &Member,
+        id: ClientId,
         room: &str,
         content: &str,
         timestamp: &str,
     ) -> Result<u64, RoomError> {
-        let username = me.name_in(room)?;
+        let username = self.relay.name_in(id, room)?;
         let seq: RedisResult<i64> = self
             .say
             .key(room_key(room, "members"))
@@ -447,8 +328,8 @@ impl Cluster {
             .arg(&username)
             .arg(content)
             .arg(timestamp)
-            .arg(self.rooms.last_seq(room))
-            .arg(self.history)
+            .arg(self.relay.last_seq(room))
+            .arg(self.config.history)
             .arg(RETENTION.as_secs())
             .invoke_async(&mut self.redis.clone())
             .await;
@@ -465,9 +346,9 @@ impl Cluster {
     /// Leaves `room`: the leaver hears its `Left` at once, everyone else
     /// through the event stream. A leave Redis cannot take now is retried
     /// in the background; the name stays taken until then.
-    pub async fn leave(&self, me: &Member, room: &str) -> Result<String, RoomError> {
-        let username = me.withdraw(room)?;
-        me.send(ServerEvent::Left { room: room.into(), username: username.clone() }.to_message());
+    pub async fn leave(&self, id: ClientId, room: &str) -> Result<String, RoomError> {
+        let username = self.relay.withdraw(id, room)?;
+        self.relay.rooms().send(id, (self.config.left)(room, &username));
         let departure = Departure { room: room.into(), username: username.clone() };
         if let Err(e) = self.depart(&departure).await {
             warn!(error = %e, room, "leave: Redis failed; will retry");
@@ -478,8 +359,8 @@ impl Cluster {
 
     /// The names of `room`'s members on every node, sorted; only a member
     /// may ask.
-    pub async fn members(&self, me: &Member, room: &str) -> Result<Vec<String>, RoomError> {
-        me.name_in(room)?;
+    pub async fn members(&self, id: ClientId, room: &str) -> Result<Vec<String>, RoomError> {
+        self.relay.name_in(id, room)?;
         let names: RedisResult<Vec<String>> = redis::cmd("HKEYS")
             .arg(room_key(room, "members"))
             .query_async(&mut self.redis.clone())
@@ -509,7 +390,7 @@ impl Cluster {
             .arg(&self.node)
             .arg(&departure.room)
             .arg(&departure.username)
-            .arg(self.presence_limit)
+            .arg(self.config.presence_limit)
             .invoke_async(&mut self.redis.clone())
             .await
     }
@@ -520,7 +401,7 @@ impl Cluster {
         self.reap
             .key("chat:nodes")
             .arg(CHANNEL)
-            .arg(self.presence_limit)
+            .arg(self.config.presence_limit)
             .arg(node)
             .invoke_async(&mut self.redis.clone())
             .await
@@ -644,7 +525,7 @@ impl Cluster {
                 debug!(error = %e, "restore failed; trying again");
                 continue;
             }
-            self.rooms.relay_resumed();
+            self.relay.relay_resumed();
             info!("event stream back");
             return subscription;
         }
@@ -654,7 +535,7 @@ impl Cluster {
     /// to what this node has seen, and hands on the messages it missed.
     async fn restore(&self) -> RedisResult<()> {
         let reaped = format!("chat:node:{}:reaped", self.node);
-        for (room, floor, names) in self.rooms.local_rooms() {
+        for (room, floor, names) in self.relay.local_rooms() {
             let (taken, missed): (Vec<String>, Vec<String>) = self
                 .restore
                 .key(room_key(&room, "members"))
@@ -666,7 +547,7 @@ impl Cluster {
                 .arg(&self.node)
                 .arg(&room)
                 .arg(floor)
-                .arg(self.presence_limit)
+                .arg(self.config.presence_limit)
                 .arg(RETENTION.as_secs())
                 .arg(names)
                 .invoke_async(&mut self.redis.clone())
@@ -696,7 +577,7 @@ impl Cluster {
             // a restore announcing it again, or a reap that took this node
             // for dead while it was only cut off from Redis.
             Event::Joined { room, username, .. } | Event::Left { room, username, .. }
-                if self.rooms.has_member(&room, &username) =>
+                if self.relay.has_member(&room, &username) =>
             {
                 return;
             }
@@ -705,15 +586,15 @@ impl Cluster {
                     .filter(|_| node == self.node)
                     .and_then(|client| client.parse().ok())
                     .map(ClientId::from_number);
-                let event = ServerEvent::Joined { room: room.clone(), username };
-                (room, Relayed::Presence { announce, joiner }, event.to_message())
+                let event = (self.config.joined)(&room, &username);
+                (room, Relayed::Presence { announce, joiner }, event)
             }
             Event::Left { room, username, announce } => {
-                let event = ServerEvent::Left { room: room.clone(), username };
-                (room, Relayed::Presence { announce, joiner: None }, event.to_message())
+                let event = (self.config.left)(&room, &username);
+                (room, Relayed::Presence { announce, joiner: None }, event)
             }
         };
-        self.rooms.relay(&room, relayed, &msg);
+        self.relay.relay(&room, relayed, &msg);
     }
     // ANCHOR_END: listen
 }

@@ -9,6 +9,7 @@
 //! | [`protocol`] | the JSON client commands and the chat server's events | 5.1, 6.1 |
 //! | [`codec`] | the binary format: one type byte, then the payload | 5.2 |
 //! | [`rooms`] | the room manager: members' outboxes, serialise once, presence, evict slow members | 4.2, 6.1 |
+//! | [`engine`] | the chat server's rooms, on one server or in a cluster: join, leave, say, members | 6.1, 9 |
 //! | [`cluster`] | one chat across several servers: Redis numbers, stores and publishes, each node delivers | 9 |
 //! | [`outbox`] | a client's outgoing queue, bounded in bytes not yet written | 4.2, 6.1 |
 //! | [`rate`] | a per-connection rate limit (token bucket) | 6.1 |
@@ -46,6 +47,7 @@ pub mod client;
 pub mod close;
 pub mod cluster;
 pub mod codec;
+pub mod engine;
 pub mod error;
 pub mod failover;
 pub mod heartbeat;

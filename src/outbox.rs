@@ -251,9 +251,110 @@ impl Iterator for Batch {
     }
 }
 
+// The connection's side, in chapter 6.1's chat server: writing what the
+// outbox hands over, with a deadline, and what is left at the end.
+
+use std::time::Duration;
+
+use futures_util::{Sink, SinkExt};
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite;
+use tracing::warn;
+
+use crate::error::is_disconnect;
+
+/// Why [`write()`] did not finish.
+#[derive(Debug)]
+pub enum WriteError {
+    /// The connection failed (the peer is gone); logged unless it merely
+    /// disconnected.
+    Failed,
+    /// The peer did not take the messages within the deadline.
+    TimedOut,
+}
+
+/// Writes `msgs` to `ws` and flushes once: under load, one system call
+/// carries many messages (tungstenite writes to the socket when its write
+/// buffer passes `write_buffer_size`, and at the flush). Waits at most
+/// `deadline` for a peer that does not read.
+pub async fn write<S>(
+    ws: &mut S,
+    msgs: impl IntoIterator<Item = Message>,
+    deadline: Duration,
+) -> Result<(), WriteError>
+where
+    S: Sink<Message, Error = tungstenite::Error> + Unpin,
+{
+    let write = async {
+        for msg in msgs {
+            ws.feed(msg).await?;
+        }
+        ws.flush().await
+    };
+    match timeout(deadline, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            if !is_disconnect(&e) {
+                warn!(error = %e, "write failed");
+            }
+            Err(WriteError::Failed)
+        }
+        Err(_) => Err(WriteError::TimedOut),
+    }
+}
+
+impl Outgoing {
+    /// Feeds everything still queued to `ws` without flushing, at the end of
+    /// a connection: the close frame that follows flushes it all.
+    pub async fn feed_rest<S>(&mut self, ws: &mut S) -> Result<(), S::Error>
+    where
+        S: Sink<Message> + Unpin,
+    {
+        while let Some(msg) = self.try_recv() {
+            ws.feed(msg).await?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_write_flushes_once_and_gives_up_on_a_peer_that_does_not_read() {
+        use tokio_tungstenite::WebSocketStream;
+        use tokio_tungstenite::tungstenite::protocol::Role;
+        let (near, far) = tokio::io::duplex(64 * 1024);
+        let mut ws = WebSocketStream::from_raw_socket(near, Role::Server, None).await;
+        let mut peer = WebSocketStream::from_raw_socket(far, Role::Client, None).await;
+        let msgs = [Message::text("a"), Message::text("b")];
+        write(&mut ws, msgs, Duration::from_secs(5)).await.unwrap();
+        use futures_util::StreamExt;
+        assert_eq!(peer.next().await.unwrap().unwrap(), Message::text("a"));
+        assert_eq!(peer.next().await.unwrap().unwrap(), Message::text("b"));
+        // The peer stops reading: 64 KiB of pipe fill, and the write waits
+        // for the deadline, no longer.
+        let big = (0..4).map(|_| Message::text("x".repeat(32 * 1024)));
+        let started = tokio::time::Instant::now();
+        let written = write(&mut ws, big, Duration::from_millis(100)).await;
+        assert!(matches!(written, Err(WriteError::TimedOut)), "{written:?}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        drop(peer);
+        let written = write(&mut ws, [Message::text("c")], Duration::from_secs(5)).await;
+        assert!(matches!(written, Err(WriteError::Failed)), "{written:?}");
+    }
+
+    #[tokio::test]
+    async fn what_is_left_is_fed_in_order_without_waiting() {
+        let (outbox, mut outgoing) = outbox(1024);
+        outbox.push(Message::text("one")).unwrap();
+        outbox.push(Message::text("two")).unwrap();
+        let mut sink: Vec<Message> = Vec::new();
+        outgoing.feed_rest(&mut sink).await.unwrap();
+        assert_eq!(sink, [Message::text("one"), Message::text("two")]);
+        assert!(outgoing.try_recv().is_none());
+    }
 
     #[test]
     fn frame_len_counts_the_header() {

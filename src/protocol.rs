@@ -171,6 +171,12 @@ pub fn check_content(content: &str) -> Result<(), String> {
 }
 // ANCHOR_END: checks
 
+/// The time a server stamps on a `Message` now: RFC 3339 in UTC with
+/// milliseconds, `2026-11-25T19:50:35.123Z`.
+pub fn timestamp_now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 // ANCHOR: from_message
 /// Serialises `value` into a text [`Message`]. The result is cheap to clone
 /// (its payload is reference counted), so serialise once and clone per
@@ -233,6 +239,13 @@ impl TryFrom<&Message> for ServerEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_timestamp_is_utc_to_the_millisecond() {
+        let stamp = timestamp_now();
+        assert!(chrono::DateTime::parse_from_rfc3339(&stamp).is_ok(), "{stamp}");
+        assert!(stamp.len() == 24 && stamp.ends_with('Z') && stamp.as_bytes()[19] == b'.');
+    }
 
     fn wire(msg: &ClientMessage) -> String {
         msg.to_message().into_text().unwrap().to_string()

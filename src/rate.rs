@@ -73,6 +73,35 @@ impl RateLimit {
 }
 // ANCHOR_END: rate
 
+/// The chat server's rate limit, as flags (chapter 6.1).
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct RateArgs {
+    /// Commands per second per connection; a command over the limit gets an
+    /// Error.
+    #[arg(long = "rate-limit", value_name = "N", default_value_t = 10)]
+    #[arg(value_parser = crate::args::positive::<u32>)]
+    pub per_second: u32,
+    /// Commands that may come at once; a client a whole burst over the
+    /// limit is closed with 1008.
+    #[arg(long = "rate-burst", value_name = "N", default_value_t = 20)]
+    #[arg(value_parser = crate::args::positive::<u32>)]
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// The commands allowed per second.
+    pub fn per_second(&self) -> u32 {
+        self.per_second as u32 // made from a u32
+    }
+}
+
+impl RateArgs {
+    /// A full bucket for a new connection.
+    pub fn start(&self) -> RateLimit {
+        RateLimit::new(self.per_second, self.burst)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +127,28 @@ mod tests {
         assert_eq!(verdicts.iter().filter(|v| **v == Verdict::Allowed).count(), 5);
         assert_eq!(verdicts[5..9], [Verdict::Refused; 4]);
         assert_eq!(verdicts[9], Verdict::Exceeded, "a whole burst in debt");
+    }
+
+    #[test]
+    fn the_flags_set_the_bucket_and_refuse_zero() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Flags {
+            #[command(flatten)]
+            rate: RateArgs,
+        }
+        let flags = Flags::try_parse_from(["x", "--rate-limit", "2", "--rate-burst", "3"]).unwrap();
+        let mut limit = flags.rate.start();
+        let now = Instant::now();
+        let verdicts: Vec<_> = (0..4).map(|_| limit.check(now)).collect();
+        use Verdict::*;
+        assert_eq!(verdicts, [Allowed, Allowed, Allowed, Refused]);
+        assert_eq!(limit.retry_after(), Duration::from_secs(1), "2 a second, one owed");
+        assert_eq!(limit.per_second(), 2);
+        let defaults = Flags::try_parse_from(["x"]).unwrap().rate;
+        assert_eq!((defaults.per_second, defaults.burst), (10, 20));
+        assert!(Flags::try_parse_from(["x", "--rate-limit", "0"]).is_err());
+        assert!(Flags::try_parse_from(["x", "--rate-burst", "0"]).is_err());
     }
 
     #[test]

@@ -46,7 +46,6 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
@@ -146,20 +145,6 @@ pub struct Config {
     /// The notice, before a replay, that messages `first..=last` of `room`
     /// are gone from its history.
     pub gap: fn(room: &str, first: u64, last: u64) -> Message,
-    /// `None`: this manager is the whole chat. `Some`: it is one node's
-    /// part of a cluster ([`crate::cluster`]). The cluster then decides
-    /// joins, numbers messages and announces presence, and hands them back
-    /// through [`RoomManager::relay`]; a member that departs here without
-    /// leaving (a disconnect, an eviction) is sent down this channel, for
-    /// the cluster to announce.
-    pub relay: Option<mpsc::UnboundedSender<Departure>>,
-}
-
-/// In a cluster: a member that left `room` here without a `Leave`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Departure {
-    pub room: String,
-    pub username: String,
 }
 
 impl Default for Config {
@@ -180,7 +165,6 @@ impl Default for Config {
             gap: |room, first, last| {
                 ServerEvent::Gap { room: room.into(), first, last }.to_message()
             },
-            relay: None,
         }
     }
 }
@@ -209,17 +193,10 @@ struct Room {
     /// (and test output) is deterministic.
     members: BTreeMap<ClientId, String>,
     /// The `seq` of the last numbered message; the next one gets `seq + 1`.
-    /// In a cluster: of the last message handed on here.
     seq: u64,
-    /// In a cluster: the highest `seq` a join here was told the room had
-    /// reached, which may be ahead of `seq` (a replay is not handed on).
-    known: u64,
     /// The last messages said here, oldest first, the newest being `seq`:
     /// they are numbered without gaps, so their own numbers need no storing.
     history: VecDeque<Message>,
-    /// In a cluster: members whose join the cluster has not yet confirmed
-    /// here. They are not in `members` until it has.
-    joining: BTreeMap<ClientId, Joining>,
 }
 
 #[derive(Debug)]
@@ -247,46 +224,10 @@ pub struct Member {
 
 impl Drop for Member {
     fn drop(&mut self) {
-        let mut state = self.rooms.lock();
-        state.depart(self.id);
-        state.clients.remove(&self.id);
+        self.rooms.disconnect(self.id);
     }
 }
 // ANCHOR_END: member
-
-// ANCHOR: joining
-/// In a cluster, a join is confirmed twice, by two roads: the join's own
-/// answer from Redis (the room's `seq` at that moment, and the history the
-/// joiner missed) reaches the connection, and the join's `Joined` event
-/// reaches this node's event stream, in the one order Redis published
-/// everything in. Until both have come, the member is *joining*: what the
-/// stream brings it is sorted by these two facts, so that each message
-/// reaches it once (replayed or live, never both) and presence from before
-/// its join is not shown as news.
-#[derive(Debug)]
-struct Joining {
-    username: String,
-    /// The room's last `seq` when Redis let it in: `Some` once the answer
-    /// has reached [`Member::entered`]. Every later message has a larger one.
-    last: Option<u64>,
-    /// Its own `Joined` has come through the stream: whatever the stream
-    /// brings after it happened after the join.
-    marked: bool,
-    /// What the stream brought before the answer: sorted by `entered`.
-    early: Vec<(Relayed, Message)>,
-}
-
-/// What kind of cluster event [`RoomManager::relay`] hands on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Relayed {
-    /// Message number `seq` of the room.
-    Said(u64),
-    /// A `Joined` or a `Left`. `announce` is false when the room was past
-    /// the presence limit: then only the member concerned hears it.
-    /// `joiner` names the member of *this* node a `Joined` is about.
-    Presence { announce: bool, joiner: Option<ClientId> },
-}
-// ANCHOR_END: joining
 
 impl RoomManager {
     /// An empty manager.
@@ -295,11 +236,26 @@ impl RoomManager {
         RoomManager { next_id: AtomicU64::new(0), state: Mutex::new(state) }
     }
 
+    /// A manager that announces no departure: a cluster's node, whose
+    /// cluster announces presence to every node (chapter 9).
+    pub(crate) fn quiet(config: Config) -> RoomManager {
+        let rooms = RoomManager::new(config);
+        rooms.shutting_down();
+        rooms
+    }
+
     // ANCHOR: register
     /// Registers a new client. Returns its [`Member`] handle and the
     /// receiving end of its outbox, which the connection drains into the
     /// socket.
     pub fn register(self: &Arc<Self>) -> (Member, Outgoing) {
+        let (id, evicted, outgoing) = self.connect();
+        (Member { id, evicted, rooms: self.clone() }, outgoing)
+    }
+
+    /// A new client: its id, the token its eviction cancels, and the
+    /// receiving end of its outbox.
+    pub(crate) fn connect(&self) -> (ClientId, CancellationToken, Outgoing) {
         // Relaxed is enough: we need unique numbers, not ordering with
         // other memory.
         let id = ClientId(self.next_id.fetch_add(1, Ordering::Relaxed) + 1);
@@ -308,9 +264,19 @@ impl RoomManager {
         let evicted = CancellationToken::new();
         let client = Client { outbox, evicted: evicted.clone(), rooms: Vec::new() };
         state.clients.insert(id, client);
-        (Member { id, evicted, rooms: self.clone() }, outgoing)
+        (id, evicted, outgoing)
     }
     // ANCHOR_END: register
+
+    // ANCHOR: disconnect
+    /// Takes client `id` out of every room, announcing its departure, and
+    /// forgets it: its outbox goes, and its id is no one's any more.
+    pub(crate) fn disconnect(&self, id: ClientId) {
+        let mut state = self.lock();
+        state.depart(id);
+        state.clients.remove(&id);
+    }
+    // ANCHOR_END: disconnect
 
     /// From now on, departures are not announced: the whole server is going
     /// away, and telling each of N leaving members about the N-1 others would
@@ -327,19 +293,6 @@ impl RoomManager {
         members.into_iter().collect()
     }
 
-    /// The `seq` of the last message of `room` numbered or handed on here,
-    /// or in a cluster known from a join (0 when it has none): the floor a
-    /// node gives the cluster's counter.
-    pub fn last_seq(&self, room: &str) -> u64 {
-        self.lock().rooms.get(room).map_or(0, |r| r.seq.max(r.known))
-    }
-
-    /// Whether `username` is a member of `room` here (its join complete).
-    pub fn has_member(&self, room: &str, username: &str) -> bool {
-        let state = self.lock();
-        state.rooms.get(room).is_some_and(|r| r.members.values().any(|name| name == username))
-    }
-
     /// The names of all existing rooms, sorted.
     pub fn room_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.lock().rooms.keys().cloned().collect();
@@ -354,101 +307,6 @@ impl RoomManager {
         self.lock().deliver(room, msg)
     }
     // ANCHOR_END: broadcast
-
-    // ANCHOR: relay
-    /// In a cluster: hands on one event of `room` from the cluster's event
-    /// stream, which brings every node every event in the one order Redis
-    /// published them. Members hear it by the rules of a single node
-    /// (presence past the limit goes to nobody else); joining members sort
-    /// it by their two facts (see [`Joining`]). A message whose `seq` this
-    /// node has already handed on is dropped: catching up after a lost
-    /// connection to Redis may bring it twice.
-    pub fn relay(&self, room: &str, event: Relayed, msg: &Message) {
-        let mut guard = self.lock();
-        let state = &mut *guard;
-        let Some(room_state) = state.rooms.get_mut(room) else { return };
-        if let Relayed::Said(seq) = event {
-            if seq <= room_state.seq {
-                return;
-            }
-            room_state.seq = seq;
-        }
-        let (for_all, joiner) = match event {
-            Relayed::Said(_) => (true, None),
-            Relayed::Presence { announce, joiner } => (announce, joiner),
-        };
-        let mut send = Vec::new();
-        let mut complete = Vec::new();
-        for (id, joining) in &mut room_state.joining {
-            if joiner == Some(*id) {
-                // Its own Joined: from here on, the stream is news to it.
-                joining.marked = true;
-                joining.early.retain(|(event, _)| matches!(event, Relayed::Said(_)));
-                if joining.last.is_some() {
-                    complete.push(*id);
-                }
-            } else if !for_all {
-                // Not for it (past the presence limit).
-            } else if let Some(last) = joining.last {
-                // Answered, not yet marked: only a message it cannot have
-                // had in its replay is news.
-                if matches!(event, Relayed::Said(seq) if seq > last) {
-                    send.push(*id);
-                }
-            } else {
-                joining.early.push((event, msg.clone()));
-            }
-        }
-        // Members first: the member completing its join here was sent its
-        // own Joined by `entered`.
-        if for_all {
-            state.deliver(room, msg);
-        }
-        if let Some(room_state) = state.rooms.get_mut(room) {
-            for id in complete {
-                if let Some(joining) = room_state.joining.remove(&id) {
-                    room_state.members.insert(id, joining.username);
-                }
-            }
-        }
-        for id in send {
-            state.send_to(id, msg.clone());
-        }
-    }
-
-    /// In a cluster, after the event stream was lost and is back: a joining
-    /// member's own `Joined` may have been published meanwhile and will
-    /// never come, so each stops waiting for it. (The messages it missed
-    /// come by `seq`; a `Joined` or `Left` said meanwhile is not shown.)
-    pub fn relay_resumed(&self) {
-        let mut guard = self.lock();
-        for room_state in guard.rooms.values_mut() {
-            let ids: Vec<ClientId> = room_state.joining.keys().copied().collect();
-            for id in ids {
-                let Some(joining) = room_state.joining.get_mut(&id) else { continue };
-                joining.marked = true;
-                joining.early.retain(|(event, _)| matches!(event, Relayed::Said(_)));
-                if joining.last.is_some()
-                    && let Some(joining) = room_state.joining.remove(&id)
-                {
-                    room_state.members.insert(id, joining.username);
-                }
-            }
-        }
-    }
-
-    /// In a cluster: each room this node has members in, with the last `seq`
-    /// handed on here and the names of the members the cluster has let in.
-    pub fn local_rooms(&self) -> Vec<(String, u64, Vec<String>)> {
-        let state = self.lock();
-        let rooms = state.rooms.iter().map(|(name, room)| {
-            let confirmed = room.joining.values().filter(|j| j.last.is_some());
-            let names = room.members.values().chain(confirmed.map(|j| &j.username));
-            (name.clone(), room.seq, names.cloned().collect())
-        });
-        rooms.collect()
-    }
-    // ANCHOR_END: relay
 
     // ANCHOR: lock
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -478,8 +336,61 @@ impl Member {
 
     /// The rooms this client is in, sorted.
     pub fn rooms(&self) -> Vec<String> {
-        let state = self.rooms.lock();
-        let client = state.clients.get(&self.id);
+        self.rooms.rooms_of(self.id)
+    }
+
+    /// Joins `room` under `username`, creating the room if needed, and
+    /// announces it in the same step. Names are unique within a room.
+    /// (See [`Member::join_since`] for `since`.)
+    pub fn join(&self, room: &str, username: &str) -> Result<(), RoomError> {
+        self.rooms.join(self.id, room, username, None)
+    }
+
+    /// [`Member::join`], and with `since`, the room's messages after that
+    /// `seq`, sent to this member alone right after its join event.
+    pub fn join_since(
+        &self,
+        room: &str,
+        username: &str,
+        since: Option<u64>,
+    ) -> Result<(), RoomError> {
+        self.rooms.join(self.id, room, username, since)
+    }
+
+    /// Leaves `room`, deleting it if it is now empty, and announces it (to
+    /// the leaver too). Returns the name the client had there.
+    pub fn leave(&self, room: &str) -> Result<String, RoomError> {
+        self.rooms.leave(self.id, room)
+    }
+
+    /// Sends a numbered message from this member to `room`: `make`
+    /// receives the sender's name there and the room's next `seq`, and
+    /// builds the message once, for every member.
+    pub fn say(
+        &self,
+        room: &str,
+        make: impl FnOnce(&str, u64) -> Message,
+    ) -> Result<u64, RoomError> {
+        self.rooms.say(self.id, room, make)
+    }
+
+    /// The names of the members of `room`, sorted; only a member may ask.
+    pub fn members(&self, room: &str) -> Result<Vec<String>, RoomError> {
+        self.rooms.names(self.id, room)
+    }
+
+    /// Queues `msg` for this client alone. Returns false when it could not
+    /// be queued (the client is over its budget, and now evicted, or gone).
+    pub fn send(&self, msg: Message) -> bool {
+        self.rooms.send(self.id, msg)
+    }
+}
+
+impl RoomManager {
+    /// The rooms client `id` is in, sorted.
+    pub(crate) fn rooms_of(&self, id: ClientId) -> Vec<String> {
+        let state = self.lock();
+        let client = state.clients.get(&id);
         let names = client.map(|c| c.room_names().map(str::to_string).collect());
         let mut rooms: Vec<String> = names.unwrap_or_default();
         rooms.sort();
@@ -487,29 +398,25 @@ impl Member {
     }
 
     // ANCHOR: join
-    /// Joins `room` under `username`, creating the room if needed, and
-    /// announces it in the same step. Names are unique within a room.
-    pub fn join(&self, room: &str, username: &str) -> Result<(), RoomError> {
-        self.join_since(room, username, None)
-    }
-
-    /// [`Member::join`], and with `since`, the room's messages after that
-    /// `seq`, sent to this member alone right after its join event: a
-    /// reconnecting client gets what it missed. Under the same lock as
-    /// [`Member::say`], so no message is both replayed and delivered live,
-    /// and none is neither. When the history no longer reaches back to
-    /// `since + 1`, a [`Config::gap`] notice names what is gone first. A
-    /// `since` ahead of the room's last `seq` is refused, and nothing
-    /// changes.
-    pub fn join_since(
+    /// Joins client `id` to `room` under `username`, creating the room if
+    /// needed, and announces it in the same step. Names are unique within a
+    /// room. With `since`, the room's messages after that `seq` follow, sent
+    /// to this member alone right after its join event: a reconnecting
+    /// client gets what it missed. Under the same lock as [`Self::say`], so
+    /// no message is both replayed and delivered live, and none is neither.
+    /// When the history no longer reaches back to `since + 1`, a
+    /// [`Config::gap`] notice names what is gone first. A `since` ahead of
+    /// the room's last `seq` is refused, and nothing changes.
+    pub(crate) fn join(
         &self,
+        id: ClientId,
         room: &str,
         username: &str,
         since: Option<u64>,
     ) -> Result<(), RoomError> {
-        let mut guard = self.rooms.lock();
+        let mut guard = self.lock();
         let state = &mut *guard;
-        state.may_join(self.id, room)?;
+        state.may_join(id, room)?;
         // Names are unique within a room, so that "bob said" means one bob,
         // and a client can recognise its own Joined and Left events by name.
         let members = state.rooms.get(room).map(|r| &r.members);
@@ -520,54 +427,55 @@ impl Member {
         if let Some(since) = since.filter(|&since| since > last) {
             return Err(RoomError::SinceAhead { since, last });
         }
-        if let Some(client) = state.clients.get_mut(&self.id) {
+        if let Some(client) = state.clients.get_mut(&id) {
             client.rooms.push((room.to_string(), username.to_string()));
         }
         let members = &mut state.rooms.entry(room.to_string()).or_default().members;
-        members.insert(self.id, username.to_string());
+        members.insert(id, username.to_string());
         let everyone = members.len() <= state.config.presence_limit;
         let joined = (state.config.joined)(room, username);
         if everyone {
             state.deliver(room, &joined);
         } else {
-            state.send_to(self.id, joined);
+            state.send_to(id, joined);
         }
         if let Some(since) = since {
-            state.replay(room, self.id, since);
+            state.replay_to(room, id, since);
         }
         Ok(())
     }
     // ANCHOR_END: join
 
     /// Leaves `room`, deleting it if it is now empty, and announces it (to
-    /// the leaver too). Returns the name the client had there.
-    pub fn leave(&self, room: &str) -> Result<String, RoomError> {
-        let mut state = self.rooms.lock();
-        let client = state.clients.get_mut(&self.id).ok_or(RoomError::Gone)?;
+    /// the leaver too). Returns the name client `id` had there.
+    pub(crate) fn leave(&self, id: ClientId, room: &str) -> Result<String, RoomError> {
+        let mut state = self.lock();
+        let client = state.clients.get_mut(&id).ok_or(RoomError::Gone)?;
         let index = client.room_names().position(|r| r == room).ok_or(RoomError::NotJoined)?;
         let (_, username) = client.rooms.swap_remove(index);
         let left = (state.config.left)(room, &username);
-        state.remove_member(room, self.id, &left);
-        state.send_to(self.id, left);
+        state.remove_member(room, id, &left);
+        state.send_to(id, left);
         Ok(username)
     }
 
     // ANCHOR: say
-    /// Sends a numbered message from this member to `room`.
+    /// Sends a numbered message from client `id` to `room`.
     ///
     /// `make` receives the sender's name in that room and the room's next
     /// `seq`, and builds the message once. Numbering and delivery happen
     /// under the same lock, so every member sees the messages in `seq` order
     /// with no gaps (unless it is evicted).
-    pub fn say(
+    pub(crate) fn say(
         &self,
+        id: ClientId,
         room: &str,
         make: impl FnOnce(&str, u64) -> Message,
     ) -> Result<u64, RoomError> {
-        let mut guard = self.rooms.lock();
+        let mut guard = self.lock();
         let state = &mut *guard;
         let room_state = state.rooms.get_mut(room).ok_or(RoomError::NotJoined)?;
-        let username = room_state.members.get(&self.id).ok_or(RoomError::NotJoined)?;
+        let username = room_state.members.get(&id).ok_or(RoomError::NotJoined)?;
         room_state.seq += 1;
         let seq = room_state.seq;
         let msg = make(username, seq);
@@ -586,10 +494,10 @@ impl Member {
     // ANCHOR_END: say
 
     /// The names of the members of `room`, sorted; only a member may ask.
-    pub fn members(&self, room: &str) -> Result<Vec<String>, RoomError> {
-        let state = self.rooms.lock();
+    pub(crate) fn names(&self, id: ClientId, room: &str) -> Result<Vec<String>, RoomError> {
+        let state = self.lock();
         let room_state = state.rooms.get(room).ok_or(RoomError::NotJoined)?;
-        if !room_state.members.contains_key(&self.id) {
+        if !room_state.members.contains_key(&id) {
             return Err(RoomError::NotJoined);
         }
         let mut names: Vec<String> = room_state.members.values().cloned().collect();
@@ -597,107 +505,70 @@ impl Member {
         Ok(names)
     }
 
-    /// Queues `msg` for this client alone. Returns false when it could not
+    /// Queues `msg` for client `id` alone. Returns false when it could not
     /// be queued (the client is over its budget, and now evicted, or gone).
-    pub fn send(&self, msg: Message) -> bool {
-        self.rooms.lock().send_to(self.id, msg)
+    pub(crate) fn send(&self, id: ClientId, msg: Message) -> bool {
+        self.lock().send_to(id, msg)
     }
 
-    // ANCHOR: enter
-    /// In a cluster, the first step of a join: becomes a *joining* member
-    /// of `room` here, before the cluster is asked, so that nothing the
-    /// cluster says after its answer can pass this member by. Checks what
-    /// this node alone can check; announces nothing.
-    pub fn enter(&self, room: &str, username: &str) -> Result<(), RoomError> {
-        let mut guard = self.rooms.lock();
-        let state = &mut *guard;
-        state.may_join(self.id, room)?;
-        let room_state = state.rooms.entry(room.to_string()).or_default();
-        if room_state.names().any(|name| name == username) {
+    // The steps of a cluster's join and leave (chapter 9,
+    // `crate::cluster::relay`), which decides them with the other nodes and
+    // announces them itself.
+
+    /// Holds `room` for client `id` under `username` while the cluster is
+    /// asked: the room counts among the client's, and is not yet delivered
+    /// to. Checks what the room manager alone can check.
+    pub(crate) fn reserve(
+        &self,
+        id: ClientId,
+        room: &str,
+        username: &str,
+    ) -> Result<(), RoomError> {
+        let mut state = self.lock();
+        state.may_join(id, room)?;
+        let members = state.rooms.get(room).map(|r| &r.members);
+        if members.is_some_and(|m| m.values().any(|name| name == username)) {
             return Err(RoomError::NameTaken);
         }
-        if let Some(client) = state.clients.get_mut(&self.id) {
+        if let Some(client) = state.clients.get_mut(&id) {
             client.rooms.push((room.to_string(), username.to_string()));
         }
-        let joining =
-            Joining { username: username.to_string(), last: None, marked: false, early: vec![] };
-        room_state.joining.insert(self.id, joining);
         Ok(())
     }
 
-    /// In a cluster, the last step of a join: the cluster let this member
-    /// in when the room's last message was `last`. Sends it `first` (its
-    /// `Joined`, and any gap notice and replay), then what the event stream
-    /// brought meanwhile that it has not seen: messages after `last`, and
-    /// presence after its own `Joined`.
-    pub fn entered(&self, room: &str, last: u64, first: Vec<Message>) {
-        let mut guard = self.rooms.lock();
-        let state = &mut *guard;
-        let Some(room_state) = state.rooms.get_mut(room) else { return };
-        let Some(mut joining) = room_state.joining.remove(&self.id) else { return };
-        room_state.known = room_state.known.max(last);
-        let mut out = first;
-        for (event, msg) in std::mem::take(&mut joining.early) {
-            let new = match event {
-                Relayed::Said(seq) => seq > last,
-                // `early` keeps no presence from before the marker.
-                Relayed::Presence { .. } => joining.marked,
-            };
-            if new {
-                out.push(msg);
-            }
-        }
-        if joining.marked {
-            room_state.members.insert(self.id, joining.username);
-        } else {
-            joining.last = Some(last);
-            room_state.joining.insert(self.id, joining);
-        }
-        for msg in out {
-            if !state.send_to(self.id, msg) {
-                return; // evicted or gone: nothing more for it
-            }
-        }
+    /// Makes client `id`, which holds `room` ([`Self::reserve`]), a member
+    /// that the room's messages are delivered to, announcing nothing.
+    /// Returns false when it no longer holds it (it was evicted, or left).
+    pub(crate) fn admit(&self, id: ClientId, room: &str) -> bool {
+        let mut state = self.lock();
+        let held = state.clients.get(&id).and_then(|c| c.rooms.iter().find(|(r, _)| r == room));
+        let Some((_, username)) = held.cloned() else { return false };
+        state.rooms.entry(room.to_string()).or_default().members.insert(id, username);
+        true
     }
 
-    /// Takes this member out of `room` here, announcing nothing: the
-    /// cluster refused the join, or is told of the leave by the caller.
-    /// Returns the name it had there.
-    pub fn withdraw(&self, room: &str) -> Result<String, RoomError> {
-        let mut state = self.rooms.lock();
-        let client = state.clients.get_mut(&self.id).ok_or(RoomError::Gone)?;
+    /// Takes client `id` out of `room`, announcing nothing: the cluster
+    /// refused the join, or is told of the leave by the caller. Returns the
+    /// name it had there.
+    pub(crate) fn withdraw(&self, id: ClientId, room: &str) -> Result<String, RoomError> {
+        let mut state = self.lock();
+        let client = state.clients.get_mut(&id).ok_or(RoomError::Gone)?;
         let index = client.room_names().position(|r| r == room).ok_or(RoomError::NotJoined)?;
         let (_, username) = client.rooms.swap_remove(index);
-        state.forget_member(room, self.id);
+        state.forget_member(room, id);
         Ok(username)
     }
-    // ANCHOR_END: enter
 
-    /// The name this client has in `room`, once it has been let in (in a
-    /// cluster: once [`Member::entered`] has run, even if the event stream
-    /// has not yet brought its `Joined`).
-    pub fn name_in(&self, room: &str) -> Result<String, RoomError> {
-        let state = self.rooms.lock();
-        let room_state = state.rooms.get(room).ok_or(RoomError::NotJoined)?;
-        if let Some(name) = room_state.members.get(&self.id) {
-            return Ok(name.clone());
-        }
-        let joining = room_state.joining.get(&self.id).filter(|j| j.last.is_some());
-        joining.map(|j| j.username.clone()).ok_or(RoomError::NotJoined)
+    /// Whether client `id` is still served: registered, and not evicted.
+    pub(crate) fn is_active(&self, id: ClientId) -> bool {
+        let state = self.lock();
+        state.clients.get(&id).is_some_and(|c| !c.evicted.is_cancelled())
     }
 }
 
 impl Client {
     fn room_names(&self) -> impl Iterator<Item = &str> {
         self.rooms.iter().map(|(room, _)| room.as_str())
-    }
-}
-
-impl Room {
-    /// The names taken here: by members, and by joining members.
-    fn names(&self) -> impl Iterator<Item = &str> {
-        let joining = self.joining.values().map(|j| j.username.as_str());
-        self.members.values().map(String::as_str).chain(joining)
     }
 }
 
@@ -761,19 +632,8 @@ impl State {
     fn depart(&mut self, id: ClientId) {
         let Some(client) = self.clients.get_mut(&id) else { return };
         for (room, username) in std::mem::take(&mut client.rooms) {
-            match &self.config.relay {
-                None => {
-                    let left = (self.config.left)(&room, &username);
-                    self.remove_member(&room, id, &left);
-                }
-                // In a cluster, the cluster announces it, to every node.
-                Some(departures) => {
-                    if !self.quiet {
-                        let _ = departures.send(Departure { room: room.clone(), username });
-                    }
-                    self.forget_member(&room, id);
-                }
-            }
+            let left = (self.config.left)(&room, &username);
+            self.remove_member(&room, id, &left);
         }
     }
     // ANCHOR_END: deliver
@@ -790,13 +650,12 @@ impl State {
         }
     }
 
-    /// Removes `id` from `room` (a member or a joining one), deleting the
-    /// room if it is now empty. Returns whether the room remains.
+    /// Removes `id` from `room`, deleting the room if it is now empty.
+    /// Returns whether the room remains.
     fn forget_member(&mut self, room: &str, id: ClientId) -> bool {
         let Some(room_state) = self.rooms.get_mut(room) else { return false };
         room_state.members.remove(&id);
-        room_state.joining.remove(&id);
-        if room_state.members.is_empty() && room_state.joining.is_empty() {
+        if room_state.members.is_empty() {
             self.rooms.remove(room);
             return false;
         }
@@ -804,45 +663,61 @@ impl State {
     }
     // ANCHOR_END: remove_member
 
-    // ANCHOR: replay
-    /// Sends `id` the messages of `room` after `since` that its history
-    /// holds, preceded by a gap notice when it no longer reaches back to
-    /// `since + 1`. The caller holds the lock and has just made `id` a
-    /// member, so the next message said in the room is delivered live.
-    ///
-    /// A replay is bounded by half the outbox budget, newest messages kept:
-    /// the joiner, whose outbox may already hold its join event, is not
-    /// evicted for what it asked (reconnecting, it would ask again and again);
-    /// older messages that would not fit are reported in the gap too.
-    fn replay(&mut self, room: &str, id: ClientId, since: u64) {
+    // ANCHOR: replay_to
+    /// Sends `id` what it missed in `room` since `since` ([`replay`]). The
+    /// caller holds the lock and has just made `id` a member, so the next
+    /// message said in the room is delivered live.
+    fn replay_to(&mut self, room: &str, id: ClientId, since: u64) {
         let Some(room_state) = self.rooms.get(room) else { return };
         let history = &room_state.history;
-        // `since <= seq` was checked by the caller.
-        let missed = (room_state.seq - since) as usize;
-        let held = missed.min(history.len());
+        // Numbered without gaps, the newest being `seq` (`since <= seq` was
+        // checked by the caller).
+        let oldest = room_state.seq + 1 - history.len() as u64;
+        let held = history.iter().enumerate().map(|(i, msg)| (oldest + i as u64, msg));
         let budget = self.config.outbox_bytes / 2;
-        let mut bytes = 0;
-        let fits = history
-            .iter()
-            .rev()
-            .take(held)
-            .take_while(|msg| {
-                bytes += outbox::frame_len(msg);
-                bytes <= budget
-            })
-            .count();
-        let first_sent = room_state.seq - fits as u64 + 1;
-        let gap =
-            (since + 1 < first_sent).then(|| (self.config.gap)(room, since + 1, first_sent - 1));
-        let replayed: Vec<Message> = history.iter().skip(history.len() - fits).cloned().collect();
-        for msg in gap.into_iter().chain(replayed) {
+        for msg in replay(room, since, room_state.seq, held, budget, self.config.gap) {
             if !self.send_to(id, msg) {
                 return; // evicted or gone after all: nothing more for it
             }
         }
     }
-    // ANCHOR_END: replay
+    // ANCHOR_END: replay_to
 }
+
+// ANCHOR: replay
+/// What a member resuming after `since` is sent right after its join event,
+/// when the room's last message is `last`: the messages after `since` that
+/// `held` (`(seq, message)`, oldest first) still has, preceded by a `gap`
+/// notice when they no longer reach back to `since + 1`.
+///
+/// A replay is bounded by `budget` bytes of frames, half the outbox budget,
+/// newest messages kept: the joiner, whose outbox may already hold its join
+/// event, is not evicted for what it asked (reconnecting, it would ask again
+/// and again); older messages that would not fit are reported in the gap
+/// too. (The cluster of chapter 9 replays its Redis history with it too.)
+pub(crate) fn replay<'a>(
+    room: &str,
+    since: u64,
+    last: u64,
+    held: impl DoubleEndedIterator<Item = (u64, &'a Message)>,
+    budget: usize,
+    gap: fn(room: &str, first: u64, last: u64) -> Message,
+) -> Vec<Message> {
+    let mut bytes = 0;
+    let mut first_sent = last + 1;
+    let mut newest_first = Vec::new();
+    for (seq, msg) in held.rev().take_while(|(seq, _)| *seq > since) {
+        bytes += outbox::frame_len(msg);
+        if bytes > budget {
+            break;
+        }
+        newest_first.push(msg);
+        first_sent = seq;
+    }
+    let gap = (since + 1 < first_sent).then(|| gap(room, since + 1, first_sent - 1));
+    gap.into_iter().chain(newest_first.into_iter().rev().cloned()).collect()
+}
+// ANCHOR_END: replay
 
 #[cfg(test)]
 mod tests {
@@ -856,7 +731,6 @@ mod tests {
             joined: |room, name| Message::text(format!("+{name}@{room}")),
             left: |room, name| Message::text(format!("-{name}@{room}")),
             gap: |room, first, last| Message::text(format!("gap {first}..{last}@{room}")),
-            relay: None,
         };
         Arc::new(RoomManager::new(config))
     }
@@ -1075,6 +949,30 @@ mod tests {
         assert!(!b.is_evicted());
     }
 
+    /// The one replay, as a cluster's node uses it too: its history comes
+    /// from Redis and may hold less than the room's `seq` says.
+    #[test]
+    fn replay_sends_what_fits_after_since_and_names_the_rest_in_a_gap() {
+        let gap = |room: &str, first, last| Message::text(format!("gap {first}..{last}@{room}"));
+        let history: Vec<(u64, Message)> =
+            (4..=6).map(|seq| (seq, Message::text(format!("{seq:>9}")))).collect();
+        let held = || history.iter().map(|(seq, msg)| (*seq, msg));
+        let texts = |msgs: Vec<Message>| -> Vec<String> {
+            msgs.into_iter().map(|m| m.into_text().unwrap().to_string()).collect()
+        };
+        // All of it fits; nothing before 4 is held: 2 and 3 are a gap.
+        let all = replay("r", 1, 6, held(), 1024, gap);
+        assert_eq!(texts(all), ["gap 2..3@r", "        4", "        5", "        6"]);
+        // 11-byte frames, 25 bytes: the newest two; 4 joins the gap.
+        let some = replay("r", 1, 6, held(), 25, gap);
+        assert_eq!(texts(some), ["gap 2..4@r", "        5", "        6"]);
+        // Resuming at 5 replays 6 only, with no gap.
+        assert_eq!(texts(replay("r", 5, 6, held(), 1024, gap)), ["        6"]);
+        // A history that lost everything (a Redis restarted empty).
+        assert_eq!(texts(replay("r", 2, 6, std::iter::empty(), 1024, gap)), ["gap 3..6@r"]);
+        assert!(replay("r", 6, 6, std::iter::empty(), 1024, gap).is_empty());
+    }
+
     #[test]
     fn a_since_ahead_of_the_room_is_refused_and_changes_nothing() {
         let rooms = manager(1024, 10);
@@ -1108,6 +1006,27 @@ mod tests {
         assert_eq!(a.members("r"), Ok(vec!["adam".to_string(), "zoe".to_string()]));
         assert_eq!(c.members("r"), Err(RoomError::NotJoined));
         assert_eq!(c.members("nowhere"), Err(RoomError::NotJoined));
+    }
+
+    #[test]
+    fn a_quiet_manager_delivers_to_admitted_members_and_announces_nothing() {
+        // A cluster's node (chapter 9): the cluster decides and announces.
+        let rooms = Arc::new(RoomManager::quiet(manager(1024, 10).lock().config.clone()));
+        let (a, mut ra) = rooms.register();
+        let (b, _rb) = rooms.register();
+        assert!(!rooms.admit(a.id(), "r"), "a room it does not hold");
+        rooms.reserve(a.id(), "r", "alice").unwrap();
+        rooms.reserve(b.id(), "r", "bob").unwrap();
+        assert_eq!(rooms.reserve(b.id(), "r", "bob"), Err(RoomError::AlreadyJoined));
+        assert_eq!(a.rooms(), ["r"], "held, so it counts among its rooms");
+        assert!(rooms.room_names().is_empty(), "not delivered to before it is admitted");
+        assert!(rooms.admit(a.id(), "r") && rooms.admit(b.id(), "r"));
+        assert_eq!(rooms.broadcast("r", &Message::text("hi")), 2);
+        drop(b);
+        assert_eq!(drain(&mut ra), ["hi"], "no Left: the cluster announces it");
+        assert_eq!(rooms.withdraw(a.id(), "r"), Ok("alice".to_string()));
+        assert_eq!(drain(&mut ra), Vec::<String>::new());
+        assert!(rooms.room_names().is_empty());
     }
 
     #[test]
@@ -1218,78 +1137,6 @@ mod tests {
     }
 
     /// A cluster's manager, with the receiving end of its departures.
-    fn relaying() -> (Arc<RoomManager>, mpsc::UnboundedReceiver<Departure>) {
-        let (departures, departed) = mpsc::unbounded_channel();
-        let rooms = manager(1024, 10);
-        let mut config = rooms.lock().config.clone();
-        config.relay = Some(departures);
-        (Arc::new(RoomManager::new(config)), departed)
-    }
-
-    fn said(rooms: &RoomManager, seq: u64) {
-        rooms.relay("r", Relayed::Said(seq), &Message::text(format!("m{seq}")));
-    }
-
-    fn presence(rooms: &RoomManager, text: &str, joiner: Option<ClientId>) {
-        rooms.relay("r", Relayed::Presence { announce: true, joiner }, &Message::text(text));
-    }
-
-    #[test]
-    fn a_cluster_join_gets_each_message_once_when_its_joined_comes_first() {
-        let (rooms, _departed) = relaying();
-        let (a, mut ra) = rooms.register();
-        a.enter("r", "alice").unwrap();
-        said(&rooms, 1); // published before the join: in its replay
-        presence(&rooms, "+bob@r", None); // before the join: not news
-        presence(&rooms, "+alice@r", Some(a.id())); // the join's own Joined
-        said(&rooms, 3); // after the join
-        presence(&rooms, "+carol@r", None);
-        assert!(drain(&mut ra).is_empty(), "nothing before the join's answer");
-        let first = vec![Message::text("+alice@r"), Message::text("m1"), Message::text("m2")];
-        a.entered("r", 2, first);
-        assert_eq!(drain(&mut ra), ["+alice@r", "m1", "m2", "m3", "+carol@r"]);
-        said(&rooms, 4);
-        assert_eq!(drain(&mut ra), ["m4"], "a member now");
-    }
-
-    #[test]
-    fn a_cluster_join_gets_each_message_once_when_its_answer_comes_first() {
-        let (rooms, _departed) = relaying();
-        let (a, mut ra) = rooms.register();
-        a.enter("r", "alice").unwrap();
-        said(&rooms, 1);
-        a.entered(
-            "r",
-            2,
-            vec![Message::text("+alice@r"), Message::text("m1"), Message::text("m2")],
-        );
-        said(&rooms, 2); // still in flight when Redis answered: replayed already
-        presence(&rooms, "+bob@r", None); // from before the join
-        presence(&rooms, "+alice@r", Some(a.id()));
-        said(&rooms, 3);
-        presence(&rooms, "+carol@r", None);
-        assert_eq!(drain(&mut ra), ["+alice@r", "m1", "m2", "m3", "+carol@r"]);
-        assert_eq!(a.name_in("r"), Ok("alice".to_string()));
-    }
-
-    #[test]
-    fn in_a_cluster_a_departure_is_handed_on_not_announced_here() {
-        let (rooms, mut departed) = relaying();
-        let (a, mut ra) = rooms.register();
-        let (b, _rb) = rooms.register();
-        for (member, name) in [(&a, "alice"), (&b, "bob")] {
-            member.enter("r", name).unwrap();
-            member.entered("r", 0, vec![]);
-        }
-        drop(b);
-        assert!(drain(&mut ra).is_empty(), "the cluster announces it, through relay");
-        let bob = Departure { room: "r".into(), username: "bob".into() };
-        assert_eq!(departed.try_recv(), Ok(bob));
-        assert_eq!(a.withdraw("r"), Ok("alice".to_string()));
-        assert!(departed.try_recv().is_err(), "a leave is the caller's to announce");
-        assert!(rooms.room_names().is_empty());
-    }
-
     #[test]
     fn concurrent_joins_and_leaves_keep_the_rooms_consistent() {
         let rooms = manager(1 << 20, 1_000);

@@ -19,7 +19,7 @@
 //! ```
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jsonwebtoken::errors::Error as JwtError;
@@ -27,6 +27,23 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use tokio_tungstenite::tungstenite::handshake::server::Request;
 use tokio_tungstenite::tungstenite::http::header;
+
+/// The server's flag that asks every client for a token.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TokenArgs {
+    /// Require a JSON Web Token (HS256, with sub and exp) signed with this
+    /// file's content, surrounding whitespace trimmed (chapter 10.5).
+    #[arg(long, value_name = "FILE")]
+    pub auth_secret_file: Option<PathBuf>,
+}
+
+impl TokenArgs {
+    /// The secret, with the flag: read at once, so that a server that would
+    /// refuse everyone for want of it does not start ([`Secret::from_file`]).
+    pub fn secret(&self) -> Result<Option<Secret>, String> {
+        self.auth_secret_file.as_deref().map(Secret::from_file).transpose()
+    }
+}
 
 /// What a token says: who (`sub`), and until when (`exp`, seconds since
 /// 1970 UTC).
@@ -202,6 +219,13 @@ mod tests {
         assert!(Secret::from_file(&file).unwrap_err().contains("is empty"));
         let missing = dir.join("missing");
         assert!(Secret::from_file(&missing).unwrap_err().contains("cannot read"));
+        let flag =
+            |path: Option<&Path>| TokenArgs { auth_secret_file: path.map(Path::to_path_buf) };
+        assert!(flag(None).secret().unwrap().is_none(), "no flag, no tokens");
+        assert!(flag(Some(&missing)).secret().unwrap_err().contains("cannot read"));
+        std::fs::write(&file, "s3cret").unwrap();
+        let token = secret().make("bob", Duration::from_secs(60)).unwrap();
+        assert_eq!(flag(Some(&file)).secret().unwrap().unwrap().verify(&token).unwrap(), "bob");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -20,6 +20,11 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data as OpData, Op
 use websocket_tutorial::client::WsClient;
 use websocket_tutorial::protocol::{ClientMessage, ErrorCode, ServerEvent};
 
+/// The chat servers of chapter 6.1: the first version, and what it grows
+/// into. Each test that starts neither by name holds for both (a failure
+/// says which, in the `against NAME` line before it).
+const CHAT_SERVERS: [&str; 2] = ["chat_server_first", "chat_server"];
+
 /// A chat client speaking the JSON protocol.
 struct Chat {
     ws: WsClient,
@@ -113,33 +118,36 @@ fn left(room: &str, username: &str) -> ServerEvent {
 /// their original `seq` and timestamp, then the live ones.
 #[tokio::test]
 async fn a_join_with_since_replays_exactly_the_missed_messages_then_live_ones() {
-    let server = Server::start("chat_server", &[]).await;
-    let mut alice = Chat::connect(&server).await;
-    let mut bob = Chat::connect(&server).await;
-    alice.join_ok("general", "alice").await;
-    bob.join_ok("general", "bob").await;
-    assert_eq!(alice.event().await, joined("general", "bob"));
-    alice.say("general", "one").await;
-    assert_eq!(said(alice.event().await).2, 1);
-    assert_eq!(said(bob.event().await).2, 1);
-    drop(bob); // the connection drops
-    assert_eq!(alice.event().await, left("general", "bob"));
+    for name in CHAT_SERVERS {
+        eprintln!("against {name}");
+        let server = Server::start(name, &[]).await;
+        let mut alice = Chat::connect(&server).await;
+        let mut bob = Chat::connect(&server).await;
+        alice.join_ok("general", "alice").await;
+        bob.join_ok("general", "bob").await;
+        assert_eq!(alice.event().await, joined("general", "bob"));
+        alice.say("general", "one").await;
+        assert_eq!(said(alice.event().await).2, 1);
+        assert_eq!(said(bob.event().await).2, 1);
+        drop(bob); // the connection drops
+        assert_eq!(alice.event().await, left("general", "bob"));
 
-    let mut missed = Vec::new();
-    for content in ["two", "three"] {
-        alice.say("general", content).await;
-        missed.push(alice.event().await);
+        let mut missed = Vec::new();
+        for content in ["two", "three"] {
+            alice.say("general", content).await;
+            missed.push(alice.event().await);
+        }
+        let mut bob = Chat::connect(&server).await;
+        bob.join_since("general", "bob", 1).await;
+        assert_eq!(bob.event().await, joined("general", "bob"));
+        for original in missed {
+            assert_eq!(bob.event().await, original, "the very message, seq and timestamp");
+        }
+        alice.say("general", "four").await;
+        assert_eq!(said(bob.event().await), ("alice".into(), "four".into(), 4));
+        bob.expect_nothing_pending().await;
+        server.stop().await;
     }
-    let mut bob = Chat::connect(&server).await;
-    bob.join_since("general", "bob", 1).await;
-    assert_eq!(bob.event().await, joined("general", "bob"));
-    for original in missed {
-        assert_eq!(bob.event().await, original, "the very message, seq and timestamp");
-    }
-    alice.say("general", "four").await;
-    assert_eq!(said(bob.event().await), ("alice".into(), "four".into(), 4));
-    bob.expect_nothing_pending().await;
-    server.stop().await;
 }
 
 /// Messages said while a client joins with `since` are each either
@@ -224,156 +232,168 @@ async fn a_bad_since_is_an_error_with_the_room_and_the_join_does_not_happen() {
 /// naming the room to anyone else.
 #[tokio::test]
 async fn members_are_listed_to_members_and_refused_to_others() {
-    let server = Server::start("chat_server", &[]).await;
-    let mut zoe = Chat::connect(&server).await;
-    let mut adam = Chat::connect(&server).await;
-    let mut carol = Chat::connect(&server).await;
-    zoe.join_ok("general", "zoe").await;
-    adam.join_ok("general", "adam").await;
-    carol.join_ok("other", "carol").await;
+    for name in CHAT_SERVERS {
+        eprintln!("against {name}");
+        let server = Server::start(name, &[]).await;
+        let mut zoe = Chat::connect(&server).await;
+        let mut adam = Chat::connect(&server).await;
+        let mut carol = Chat::connect(&server).await;
+        zoe.join_ok("general", "zoe").await;
+        adam.join_ok("general", "adam").await;
+        carol.join_ok("other", "carol").await;
 
-    adam.send(ClientMessage::Members { room: "general".into() }).await;
-    let usernames = vec!["adam".to_string(), "zoe".to_string()];
-    assert_eq!(adam.event().await, ServerEvent::Members { room: "general".into(), usernames });
-    carol.send(ClientMessage::Members { room: "general".into() }).await;
-    let (room, code, error) = carol.refused().await;
-    assert_eq!((room.as_deref(), code), (Some("general"), ErrorCode::NotMember));
-    assert!(error.contains("not in that room"), "{error}");
-    server.stop().await;
+        adam.send(ClientMessage::Members { room: "general".into() }).await;
+        let usernames = vec!["adam".to_string(), "zoe".to_string()];
+        assert_eq!(adam.event().await, ServerEvent::Members { room: "general".into(), usernames });
+        carol.send(ClientMessage::Members { room: "general".into() }).await;
+        let (room, code, error) = carol.refused().await;
+        assert_eq!((room.as_deref(), code), (Some("general"), ErrorCode::NotMember));
+        assert!(error.contains("not in that room"), "{error}");
+        server.stop().await;
+    }
 }
 
 /// Members of a room see its joins, messages and leaves, with the sender's
 /// name, and a client in another room sees none of it.
 #[tokio::test]
 async fn rooms_are_separate_and_members_see_every_event() {
-    let server = Server::start("chat_server", &[]).await;
-    let mut alice = Chat::connect(&server).await;
-    let mut bob = Chat::connect(&server).await;
-    let mut carol = Chat::connect(&server).await;
+    for name in CHAT_SERVERS {
+        eprintln!("against {name}");
+        let server = Server::start(name, &[]).await;
+        let mut alice = Chat::connect(&server).await;
+        let mut bob = Chat::connect(&server).await;
+        let mut carol = Chat::connect(&server).await;
 
-    alice.join_ok("general", "alice").await;
-    bob.join("general", "bob").await;
-    assert_eq!(alice.event().await, joined("general", "bob"));
-    assert_eq!(bob.event().await, joined("general", "bob"));
-    carol.join_ok("other", "carol").await;
+        alice.join_ok("general", "alice").await;
+        bob.join("general", "bob").await;
+        assert_eq!(alice.event().await, joined("general", "bob"));
+        assert_eq!(bob.event().await, joined("general", "bob"));
+        carol.join_ok("other", "carol").await;
 
-    alice.say("general", "hello").await;
-    for member in [&mut alice, &mut bob] {
-        assert_eq!(said(member.event().await), ("alice".into(), "hello".into(), 1));
+        alice.say("general", "hello").await;
+        for member in [&mut alice, &mut bob] {
+            assert_eq!(said(member.event().await), ("alice".into(), "hello".into(), 1));
+        }
+        carol.expect_nothing_pending().await;
+
+        bob.send(ClientMessage::Leave { room: "general".into() }).await;
+        assert_eq!(bob.event().await, left("general", "bob"), "the leaver sees its own Left");
+        assert_eq!(alice.event().await, left("general", "bob"));
+        alice.say("general", "anyone?").await;
+        assert_eq!(said(alice.event().await).2, 2);
+        bob.expect_nothing_pending().await;
+        carol.expect_nothing_pending().await;
+
+        // A disconnect is announced like a leave, to those who remain.
+        let mut dave = Chat::connect(&server).await;
+        dave.join("general", "dave").await;
+        assert_eq!(alice.event().await, joined("general", "dave"));
+        assert_eq!(dave.event().await, joined("general", "dave"));
+        drop(alice);
+        assert_eq!(dave.event().await, left("general", "alice"));
+        dave.expect_nothing_pending().await;
+        carol.expect_nothing_pending().await;
+        server.stop().await;
     }
-    carol.expect_nothing_pending().await;
-
-    bob.send(ClientMessage::Leave { room: "general".into() }).await;
-    assert_eq!(bob.event().await, left("general", "bob"), "the leaver sees its own Left");
-    assert_eq!(alice.event().await, left("general", "bob"));
-    alice.say("general", "anyone?").await;
-    assert_eq!(said(alice.event().await).2, 2);
-    bob.expect_nothing_pending().await;
-    carol.expect_nothing_pending().await;
-
-    // A disconnect is announced like a leave, to those who remain.
-    let mut dave = Chat::connect(&server).await;
-    dave.join("general", "dave").await;
-    assert_eq!(alice.event().await, joined("general", "dave"));
-    assert_eq!(dave.event().await, joined("general", "dave"));
-    drop(alice);
-    assert_eq!(dave.event().await, left("general", "alice"));
-    dave.expect_nothing_pending().await;
-    carol.expect_nothing_pending().await;
-    server.stop().await;
 }
 
 /// `seq` starts at 1 and increases by exactly one per message in each room,
 /// independently, and the sender receives its own messages.
 #[tokio::test]
 async fn seq_counts_each_rooms_messages_and_the_sender_hears_itself() {
-    let server = Server::start("chat_server", &[]).await;
-    let mut alice = Chat::connect(&server).await;
-    let mut bob = Chat::connect(&server).await;
-    alice.join_ok("one", "alice").await;
-    alice.join_ok("two", "alice").await;
-    bob.join_ok("two", "bob").await;
-    assert_eq!(alice.event().await, joined("two", "bob"));
+    for name in CHAT_SERVERS {
+        eprintln!("against {name}");
+        let server = Server::start(name, &[]).await;
+        let mut alice = Chat::connect(&server).await;
+        let mut bob = Chat::connect(&server).await;
+        alice.join_ok("one", "alice").await;
+        alice.join_ok("two", "alice").await;
+        bob.join_ok("two", "bob").await;
+        assert_eq!(alice.event().await, joined("two", "bob"));
 
-    for i in 0..5 {
-        alice.say("one", &format!("one-{i}")).await;
-        alice.say("two", &format!("two-{i}")).await;
-    }
-    let mut seen_one = Vec::new();
-    let mut seen_two = Vec::new();
-    for _ in 0..10 {
-        match alice.event().await {
-            ServerEvent::Message { room, content, seq, username, .. } => {
-                assert_eq!(username, "alice");
-                if room == "one" { &mut seen_one } else { &mut seen_two }.push((seq, content));
-            }
-            other => panic!("unexpected {other:?}"),
+        for i in 0..5 {
+            alice.say("one", &format!("one-{i}")).await;
+            alice.say("two", &format!("two-{i}")).await;
         }
+        let mut seen_one = Vec::new();
+        let mut seen_two = Vec::new();
+        for _ in 0..10 {
+            match alice.event().await {
+                ServerEvent::Message { room, content, seq, username, .. } => {
+                    assert_eq!(username, "alice");
+                    if room == "one" { &mut seen_one } else { &mut seen_two }.push((seq, content));
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let expected =
+            |room: &str| (1..=5).map(|s| (s, format!("{room}-{}", s - 1))).collect::<Vec<_>>();
+        assert_eq!(seen_one, expected("one"));
+        assert_eq!(seen_two, expected("two"));
+        for s in 1..=5 {
+            assert_eq!(said(bob.event().await), ("alice".into(), format!("two-{}", s - 1), s));
+        }
+        server.stop().await;
     }
-    let expected =
-        |room: &str| (1..=5).map(|s| (s, format!("{room}-{}", s - 1))).collect::<Vec<_>>();
-    assert_eq!(seen_one, expected("one"));
-    assert_eq!(seen_two, expected("two"));
-    for s in 1..=5 {
-        assert_eq!(said(bob.event().await), ("alice".into(), format!("two-{}", s - 1), s));
-    }
-    server.stop().await;
 }
 
 /// Every malformed or refused command gets an `Error` event, and the
 /// connection stays open and usable afterwards.
 #[tokio::test]
 async fn every_rule_is_answered_with_an_error_event_and_the_connection_stays_open() {
-    let server = Server::start("chat_server", &[]).await;
-    let mut c = Chat::connect(&server).await;
+    for name in CHAT_SERVERS {
+        eprintln!("against {name}");
+        let server = Server::start(name, &[]).await;
+        let mut c = Chat::connect(&server).await;
 
-    // Each refusal has its code, for a program, and words, for a person.
-    c.send_raw(Message::text("this is not json")).await;
-    let (room, code, error) = c.refused().await;
-    assert!(error.contains("invalid JSON"));
-    assert_eq!((room, code), (None, ErrorCode::Invalid), "no room is concerned");
-    c.send_raw(Message::text(r#"{"type":"Shout","room":"x"}"#)).await;
-    assert_eq!(c.refused().await.1, ErrorCode::Invalid);
-    c.send_raw(Message::binary(vec![1, 2, 3])).await;
-    let (_, code, error) = c.refused().await;
-    assert!(error.contains("binary") && code == ErrorCode::Invalid, "{code:?} {error}");
+        // Each refusal has its code, for a program, and words, for a person.
+        c.send_raw(Message::text("this is not json")).await;
+        let (room, code, error) = c.refused().await;
+        assert!(error.contains("invalid JSON"));
+        assert_eq!((room, code), (None, ErrorCode::Invalid), "no room is concerned");
+        c.send_raw(Message::text(r#"{"type":"Shout","room":"x"}"#)).await;
+        assert_eq!(c.refused().await.1, ErrorCode::Invalid);
+        c.send_raw(Message::binary(vec![1, 2, 3])).await;
+        let (_, code, error) = c.refused().await;
+        assert!(error.contains("binary") && code == ErrorCode::Invalid, "{code:?} {error}");
 
-    c.say("general", "not a member yet").await;
-    let (room, code, error) = c.refused().await;
-    assert_eq!(room.as_deref(), Some("general"), "an Error names the room it is about");
-    assert!(error.contains("not in that room"), "{error}");
-    assert_eq!(code, ErrorCode::NotMember);
-    c.join("general", "").await;
-    assert!(c.error().await.contains("username"));
-    c.join("general", &"x".repeat(33)).await;
-    assert_eq!(c.code().await, ErrorCode::BadName);
-    c.join("", "alice").await;
-    let (_, code, error) = c.refused().await;
-    assert!(error.contains("room") && code == ErrorCode::BadName, "{code:?} {error}");
-    c.send(ClientMessage::Leave { room: "general".into() }).await;
-    assert_eq!(c.code().await, ErrorCode::NotMember);
+        c.say("general", "not a member yet").await;
+        let (room, code, error) = c.refused().await;
+        assert_eq!(room.as_deref(), Some("general"), "an Error names the room it is about");
+        assert!(error.contains("not in that room"), "{error}");
+        assert_eq!(code, ErrorCode::NotMember);
+        c.join("general", "").await;
+        assert!(c.error().await.contains("username"));
+        c.join("general", &"x".repeat(33)).await;
+        assert_eq!(c.code().await, ErrorCode::BadName);
+        c.join("", "alice").await;
+        let (_, code, error) = c.refused().await;
+        assert!(error.contains("room") && code == ErrorCode::BadName, "{code:?} {error}");
+        c.send(ClientMessage::Leave { room: "general".into() }).await;
+        assert_eq!(c.code().await, ErrorCode::NotMember);
 
-    // 32 characters (not bytes) is allowed.
-    let name = "é".repeat(32);
-    c.join_ok("general", &name).await;
-    c.join("general", &name).await;
-    assert_eq!(c.code().await, ErrorCode::AlreadyJoined);
-    let mut twin = Chat::connect(&server).await;
-    twin.join("general", &name).await;
-    let (room, code, error) = twin.refused().await;
-    assert!(error.contains("name is taken"), "names are unique in a room");
-    assert_eq!((room.as_deref(), code), (Some("general"), ErrorCode::NameTaken));
-    twin.join_ok("elsewhere", &name).await;
+        // 32 characters (not bytes) is allowed.
+        let name = "é".repeat(32);
+        c.join_ok("general", &name).await;
+        c.join("general", &name).await;
+        assert_eq!(c.code().await, ErrorCode::AlreadyJoined);
+        let mut twin = Chat::connect(&server).await;
+        twin.join("general", &name).await;
+        let (room, code, error) = twin.refused().await;
+        assert!(error.contains("name is taken"), "names are unique in a room");
+        assert_eq!((room.as_deref(), code), (Some("general"), ErrorCode::NameTaken));
+        twin.join_ok("elsewhere", &name).await;
 
-    c.say("general", "").await;
-    assert_eq!(c.code().await, ErrorCode::BadContent);
-    c.say("general", &"y".repeat(4097)).await;
-    assert!(c.error().await.contains("content"));
-    c.say("general", &"y".repeat(4096)).await;
-    assert_eq!(said(c.event().await).2, 1, "4 KiB of content is allowed");
+        c.say("general", "").await;
+        assert_eq!(c.code().await, ErrorCode::BadContent);
+        c.say("general", &"y".repeat(4097)).await;
+        assert!(c.error().await.contains("content"));
+        c.say("general", &"y".repeat(4096)).await;
+        assert_eq!(said(c.event().await).2, 1, "4 KiB of content is allowed");
 
-    c.expect_nothing_pending().await;
-    server.stop().await;
+        c.expect_nothing_pending().await;
+        server.stop().await;
+    }
 }
 
 /// Past `--presence-limit` members, a join or a leave is announced only to
@@ -404,29 +424,32 @@ async fn past_the_presence_limit_only_the_member_concerned_hears() {
 /// piping a file, say) still gets every answer before the server's close.
 #[tokio::test]
 async fn answers_go_out_before_the_clients_close_is_read() {
-    let server = Server::start("chat_server", &[]).await;
-    let mut c = Chat::connect(&server).await;
-    let commands = [
-        ClientMessage::Join { room: "general".into(), username: "alice".into(), since: None },
-        ClientMessage::Message { room: "general".into(), content: "hi".into() },
-        ClientMessage::Ping,
-        ClientMessage::Message { room: "rust".into(), content: "hi".into() },
-        ClientMessage::Leave { room: "general".into() },
-    ];
-    for command in &commands {
-        c.ws.feed(command.to_message()).await.expect("feed");
-    }
-    c.ws.feed(Message::Close(None)).await.expect("feed close");
-    c.ws.flush().await.expect("flush");
+    for name in CHAT_SERVERS {
+        eprintln!("against {name}");
+        let server = Server::start(name, &[]).await;
+        let mut c = Chat::connect(&server).await;
+        let commands = [
+            ClientMessage::Join { room: "general".into(), username: "alice".into(), since: None },
+            ClientMessage::Message { room: "general".into(), content: "hi".into() },
+            ClientMessage::Ping,
+            ClientMessage::Message { room: "rust".into(), content: "hi".into() },
+            ClientMessage::Leave { room: "general".into() },
+        ];
+        for command in &commands {
+            c.ws.feed(command.to_message()).await.expect("feed");
+        }
+        c.ws.feed(Message::Close(None)).await.expect("feed close");
+        c.ws.flush().await.expect("flush");
 
-    assert_eq!(c.event().await, joined("general", "alice"));
-    assert_eq!(said(c.event().await), ("alice".into(), "hi".into(), 1));
-    assert_eq!(c.event().await, ServerEvent::Pong);
-    assert_eq!(c.error_about().await.0.as_deref(), Some("rust"));
-    assert_eq!(c.event().await, left("general", "alice"));
-    let rest = tokio::time::timeout(WAIT, c.ws.next()).await.expect("the close reply");
-    assert!(matches!(rest, Some(Ok(Message::Close(_)))), "then the close reply: {rest:?}");
-    server.stop().await;
+        assert_eq!(c.event().await, joined("general", "alice"));
+        assert_eq!(said(c.event().await), ("alice".into(), "hi".into(), 1));
+        assert_eq!(c.event().await, ServerEvent::Pong);
+        assert_eq!(c.error_about().await.0.as_deref(), Some("rust"));
+        assert_eq!(c.event().await, left("general", "alice"));
+        let rest = tokio::time::timeout(WAIT, c.ws.next()).await.expect("the close reply");
+        assert!(matches!(rest, Some(Ok(Message::Close(_)))), "then the close reply: {rest:?}");
+        server.stop().await;
+    }
 }
 
 /// A message over 64 KiB closes the connection with 1009 (message too big);
@@ -812,18 +835,21 @@ async fn the_connection_cap_makes_extra_clients_wait_for_a_slot() {
 /// server exits 0.
 #[tokio::test]
 async fn ctrl_c_closes_every_client_with_1001() {
-    let server = Server::start("chat_server", &[]).await;
-    let mut a = Chat::connect(&server).await;
-    let mut b = Chat::connect(&server).await;
-    a.join_ok("general", "a").await;
-    b.join_ok("other", "b").await;
-    server.program.interrupt();
-    assert_eq!(expect_close(&mut a.ws).await, CloseCode::Away);
-    assert_eq!(expect_close(&mut b.ws).await, CloseCode::Away);
-    // The close handshake completes: the server closes the TCP connection.
-    assert!(tokio::time::timeout(WAIT, a.ws.next()).await.expect("stream ends").is_none());
-    let mut program = server.program;
-    assert_eq!(program.exit_code().await, 0);
+    for name in CHAT_SERVERS {
+        eprintln!("against {name}");
+        let server = Server::start(name, &[]).await;
+        let mut a = Chat::connect(&server).await;
+        let mut b = Chat::connect(&server).await;
+        a.join_ok("general", "a").await;
+        b.join_ok("other", "b").await;
+        server.program.interrupt();
+        assert_eq!(expect_close(&mut a.ws).await, CloseCode::Away);
+        assert_eq!(expect_close(&mut b.ws).await, CloseCode::Away);
+        // The close handshake completes: the server closes the TCP connection.
+        assert!(tokio::time::timeout(WAIT, a.ws.next()).await.expect("stream ends").is_none());
+        let mut program = server.program;
+        assert_eq!(program.exit_code().await, 0);
+    }
 }
 
 /// With 1,000 members in one room, every message reaches every member that

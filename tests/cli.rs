@@ -13,7 +13,7 @@ use tokio::time::timeout;
 
 /// Every example: each has a `--help`, and each refuses a flag it does not
 /// know.
-const EXAMPLES: [&str; 19] = [
+const EXAMPLES: [&str; 20] = [
     "echo_client_first",
     "echo_server_first",
     "echo_client",
@@ -26,6 +26,7 @@ const EXAMPLES: [&str; 19] = [
     "rooms",
     "json_messages",
     "binary_messages",
+    "chat_server_first",
     "chat_server",
     "chat_client_first",
     "chat_client",
