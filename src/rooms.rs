@@ -1037,10 +1037,20 @@ mod tests {
             ..manager(0, 10).lock().config.clone()
         }));
         const MESSAGES: u64 = 20_000;
+        const BURSTS: u64 = 20;
         let (speaker, _rs) = rooms.register();
         speaker.join("r", "speaker").unwrap();
+        // The rejoiner hands a token over after each of its rounds, and the
+        // speaker takes one before each burst: however the two threads are
+        // scheduled (a busy machine may run the speaker to its end in one
+        // go), the rounds interleave with the bursts, and at least one
+        // rejoin falls between any two of them.
+        let (round_done, next_burst) = std::sync::mpsc::channel::<()>();
         let speaking = std::thread::spawn(move || {
-            say_numbers(&speaker, "r", MESSAGES);
+            for _ in 0..BURSTS {
+                next_burst.recv().unwrap();
+                say_numbers(&speaker, "r", MESSAGES / BURSTS);
+            }
             speaker // kept in the room until the end
         });
 
@@ -1048,20 +1058,18 @@ mod tests {
         // over and over while the speaker speaks, and once after.
         let (me, mut outgoing) = rooms.register();
         let mut seen: Vec<u64> = Vec::new();
-        let mut rounds = 0;
         loop {
             let done = speaking.is_finished();
             me.join_since("r", "me", Some(seen.last().copied().unwrap_or(0))).unwrap();
             std::thread::yield_now();
             me.leave("r").unwrap();
             seen.extend(drain(&mut outgoing).iter().filter_map(|m| m.parse::<u64>().ok()));
-            rounds += 1;
+            let _ = round_done.send(()); // no receiver once the speaker is done
             if done {
                 break;
             }
         }
         speaking.join().unwrap();
-        assert!(rounds > 2, "the joins interleaved with the messages");
         assert_eq!(seen, (1..=MESSAGES).collect::<Vec<_>>());
     }
 
