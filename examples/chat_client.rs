@@ -92,7 +92,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::{info, warn};
-use websocket_tutorial::client::{self, Backoff, BackoffArgs, DEFAULT_URL, TrustArgs, WsClient};
+use websocket_tutorial::client::{self, Backoff, BackoffArgs, ConnectArgs, DEFAULT_URL, WsClient};
 use websocket_tutorial::close::{self, CLOSE_TIMEOUT};
 use websocket_tutorial::failover::{Failover, reconnects};
 use websocket_tutorial::output;
@@ -131,7 +131,7 @@ struct Args {
     #[arg(long, value_parser = token::parse_token)]
     token: Option<String>,
     #[command(flatten)]
-    trust: TrustArgs,
+    options: ConnectArgs,
     #[command(flatten)]
     backoff: BackoffArgs,
 }
@@ -140,20 +140,18 @@ struct Args {
 async fn main() -> ExitCode {
     let _log = output::init_logging();
     // --help or a mistake: clap exits 0 or 2.
-    let Args { servers, username, token, trust, backoff } = Args::parse();
-    let tls = match trust.connector() {
-        Ok(tls) => tls,
-        Err(e) => return output::fail(e),
-    };
-    let backoff = Backoff::from(backoff);
+    let Args { servers, username, token, options, backoff } = Args::parse();
     let config = WebSocketConfig::default().max_message_size(Some(64 * 1024));
     // Every connection, a reconnect's too, carries the token (a server that
     // takes tokens asks each handshake) and trusts `--ca-cert`. A failure
     // the user can fix says how (`--token`, `wss://`).
-    let connect = async |url: &str| {
-        let connecting = client::connect_with(url, config, token.as_deref(), tls.as_ref());
-        connecting.await.map_err(|e| client::with_hint(url, e))
+    let dialer = match options.dialer(config) {
+        Ok(dialer) => dialer.with_token(token),
+        Err(e) => return output::fail(e),
     };
+    let backoff = Backoff::from(backoff);
+    let connect =
+        async |url: &str| dialer.connect(url).await.map_err(|e| client::with_hint(url, e));
     let mut servers = Failover::new(servers, backoff);
     let mut ws = match servers.connect_first(&connect).await {
         Ok(ws) => ws,

@@ -32,7 +32,7 @@ use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use websocket_tutorial::client::{self, DEFAULT_URL, TrustArgs};
+use websocket_tutorial::client::{self, ConnectArgs, DEFAULT_URL};
 use websocket_tutorial::close;
 use websocket_tutorial::output;
 
@@ -49,7 +49,7 @@ struct Args {
     #[arg(default_value = "hello")]
     text: String,
     #[command(flatten)]
-    trust: TrustArgs,
+    options: ConnectArgs,
 }
 // ANCHOR_END: args
 
@@ -59,15 +59,16 @@ async fn main() -> ExitCode {
     let _log = output::init_logging();
     // `--help`, or a mistake in the arguments, ends the program here:
     // clap prints the usage or the error and exits with 0 or 2.
-    let Args { url, text, trust } = Args::parse();
+    let Args { url, text, options } = Args::parse();
 
     let config = WebSocketConfig::default().max_message_size(Some(16 << 20));
-    // For wss://: the system's authorities, and the one --ca-cert names.
-    let tls = match trust.connector() {
-        Ok(tls) => tls,
+    // The options every client shares; a file they name that cannot be
+    // read is one line, before any connection.
+    let dialer = match options.dialer(config) {
+        Ok(dialer) => dialer,
         Err(e) => return output::fail(e),
     };
-    let mut ws = match client::connect_with(&url, config, None, tls.as_ref()).await {
+    let mut ws = match dialer.connect(&url).await {
         Ok(ws) => ws,
         Err(e) => return output::fail(format_args!("cannot connect to {url}: {e}")),
     };

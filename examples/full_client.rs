@@ -49,7 +49,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use websocket_tutorial::args;
-use websocket_tutorial::client::{self, DEFAULT_URL, TrustArgs, WsClient};
+use websocket_tutorial::client::{self, ConnectArgs, DEFAULT_URL, WsClient};
 use websocket_tutorial::close::{self, CLOSE_TIMEOUT};
 use websocket_tutorial::error::is_disconnect;
 use websocket_tutorial::output;
@@ -89,7 +89,7 @@ struct Args {
     #[arg(value_parser = args::millis)]
     freeze: Duration,
     #[command(flatten)]
-    trust: TrustArgs,
+    options: ConnectArgs,
 }
 
 #[tokio::main]
@@ -99,11 +99,11 @@ async fn main() -> ExitCode {
     let url = &args.url;
 
     let config = WebSocketConfig::default().max_message_size(Some(16 << 20));
-    let tls = match args.trust.connector() {
-        Ok(tls) => tls,
+    let dialer = match args.options.dialer(config) {
+        Ok(dialer) => dialer,
         Err(e) => return output::fail(e),
     };
-    let ws = match client::connect_with(url, config, None, tls.as_ref()).await {
+    let ws = match dialer.connect(url).await {
         Ok(ws) => ws,
         Err(e) => return output::fail(format_args!("cannot connect to {url}: {e}")),
     };

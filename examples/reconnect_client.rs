@@ -33,13 +33,13 @@ use std::time::Duration;
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::{Instant, interval_at};
-use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::{info, warn};
 use websocket_tutorial::args;
-use websocket_tutorial::client::{self, Backoff, BackoffArgs, DEFAULT_URL, TrustArgs, WsClient};
+use websocket_tutorial::client::WsClient;
+use websocket_tutorial::client::{self, Backoff, BackoffArgs, ConnectArgs, DEFAULT_URL, Dialer};
 use websocket_tutorial::close;
 use websocket_tutorial::output;
 
@@ -58,19 +58,19 @@ struct Args {
     #[arg(value_parser = args::period)]
     ping_every: Duration,
     #[command(flatten)]
-    trust: TrustArgs,
+    options: ConnectArgs,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let _log = output::init_logging();
-    let Args { url, backoff, ping_every, trust } = Args::parse();
+    let Args { url, backoff, ping_every, options } = Args::parse();
     let backoff = Backoff::from(backoff);
     let config = WebSocketConfig::default().max_message_size(Some(16 << 20));
-    // Read once, before the first attempt: a CA file that cannot be read is
-    // a mistake to report now, not a reason to retry.
-    let tls = match trust.connector() {
-        Ok(tls) => tls,
+    // Ready once, before the first attempt: a file the options name that
+    // cannot be read is a mistake to report now, not a reason to retry.
+    let dialer = match options.dialer(config) {
+        Ok(dialer) => dialer,
         Err(e) => return output::fail(e),
     };
 
@@ -82,7 +82,7 @@ async fn main() -> ExitCode {
     loop {
         // Connect, or give up; Ctrl-C interrupts the waiting too.
         let ws = tokio::select! {
-            ws = connect_with_backoff(&url, config, tls.as_ref(), &backoff) => ws,
+            ws = connect_with_backoff(&url, &dialer, &backoff) => ws,
             _ = &mut ctrl_c => return ExitCode::SUCCESS,
         };
         let Some(mut ws) = ws else {
@@ -112,19 +112,14 @@ async fn main() -> ExitCode {
 
 // ANCHOR: connect_with_backoff
 /// Tries to connect until it succeeds or `backoff` says to stop, logging
-/// every attempt and every delay. Every attempt trusts what `tls` trusts
-/// (`--ca-cert`), for a `wss://` URL.
-async fn connect_with_backoff(
-    url: &str,
-    config: WebSocketConfig,
-    tls: Option<&Connector>,
-    backoff: &Backoff,
-) -> Option<WsClient> {
+/// every attempt and every delay. Every attempt connects the same way
+/// (`dialer`: the settings and the options of the command line).
+async fn connect_with_backoff(url: &str, dialer: &Dialer, backoff: &Backoff) -> Option<WsClient> {
     let mut failed = 0;
     loop {
         let attempt = failed + 1;
         info!("attempt {attempt}: connecting to {url}");
-        match client::connect_with(url, config, None, tls).await {
+        match dialer.connect(url).await {
             Ok(ws) => return Some(ws),
             Err(e) => {
                 failed += 1;

@@ -1,6 +1,8 @@
 //! What the client examples share: connecting with a deadline and without
-//! Nagle's algorithm, reading stdin without blocking the runtime, and the
-//! reconnect backoff of chapter 3.2.
+//! Nagle's algorithm, the options every client takes besides its URL
+//! ([`ConnectArgs`], made into a [`Dialer`]; their TLS and token are chapter
+//! 10's), reading stdin without blocking the runtime, and the reconnect
+//! backoff of chapter 3.2.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -15,10 +17,12 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore, crypto};
 use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Response;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, Uri, header};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{
     Connector, MaybeTlsStream, WebSocketStream, connect_async_tls_with_config,
+    connect_async_with_config,
 };
 
 use crate::args;
@@ -69,23 +73,28 @@ pub fn parse_url(text: &str) -> Result<String, AddressError> {
 /// [`CONNECT_TIMEOUT`]. `TCP_NODELAY` is set (the `true` below): a short
 /// interactive message must not wait for a delayed ACK.
 pub async fn connect(url: &str, config: WebSocketConfig) -> Result<WsClient, Error> {
-    connect_with(url, config, None, None).await
+    let request = parse_url(url)?.into_client_request()?;
+    within_deadline(connect_async_with_config(request, Some(config), true)).await
 }
 
-/// Like [`connect`], with `Authorization: Bearer TOKEN` on the handshake
-/// when a `token` is given (a server's `--auth-secret-file`, chapter 10.5).
-/// A server that refuses it answers 401: `Error::WebSocket(Http(_))`.
-pub async fn connect_with_token(
-    url: &str,
-    config: WebSocketConfig,
-    token: Option<&str>,
+/// The handshake `connecting`, given [`CONNECT_TIMEOUT`] to finish.
+async fn within_deadline(
+    connecting: impl Future<Output = Result<(WsClient, Response), tungstenite::Error>>,
 ) -> Result<WsClient, Error> {
-    connect_with(url, config, token, None).await
+    match timeout(CONNECT_TIMEOUT, connecting).await {
+        Ok(Ok((ws, _response))) => Ok(ws),
+        Ok(Err(e)) => Err(Error::WebSocket(e)),
+        Err(_) => Err(Error::Timeout("connecting")),
+    }
 }
+// ANCHOR_END: connect
 
-/// Like [`connect_with_token`], trusting, for a `wss://` URL, what `tls`
-/// trusts ([`trust`], from `--ca-cert`); without it, the system's
-/// certificate authorities.
+// ANCHOR: connect_with
+/// [`connect`], with what chapter 10 adds: `Authorization: Bearer TOKEN` on
+/// the handshake when a `token` is given (a server's `--auth-secret-file`,
+/// 10.5; one that refuses it answers 401: `Error::WebSocket(Http(_))`), and,
+/// for a `wss://` URL, trusting what `tls` trusts ([`trust`], from
+/// `--ca-cert`, 10.6) instead of the system's certificate authorities alone.
 pub async fn connect_with(
     url: &str,
     config: WebSocketConfig,
@@ -100,14 +109,18 @@ pub async fn connect_with(
             .map_err(|e| tungstenite::Error::HttpFormat(e.into()))?;
         request.headers_mut().insert(header::AUTHORIZATION, bearer);
     }
-    let connecting = connect_async_tls_with_config(request, Some(config), true, tls.cloned());
-    match timeout(CONNECT_TIMEOUT, connecting).await {
-        Ok(Ok((ws, _response))) => Ok(ws),
-        Ok(Err(e)) => Err(Error::WebSocket(e)),
-        Err(_) => Err(Error::Timeout("connecting")),
-    }
+    within_deadline(connect_async_tls_with_config(request, Some(config), true, tls.cloned())).await
 }
-// ANCHOR_END: connect
+// ANCHOR_END: connect_with
+
+/// [`connect_with`] with a `token` and the system's authorities.
+pub async fn connect_with_token(
+    url: &str,
+    config: WebSocketConfig,
+    token: Option<&str>,
+) -> Result<WsClient, Error> {
+    connect_with(url, config, token, None).await
+}
 
 /// A failed connection's error, and what to do about it when that is
 /// clear (for chat_client, whose flags it names): a 401 means the server
@@ -133,23 +146,53 @@ pub fn with_hint(url: &str, e: Error) -> String {
     format!("{e}{hint}")
 }
 
-/// A client's `--ca-cert PEM`: a certificate authority to trust for
-/// `wss://` besides the system's (one's own, or a test's).
+// ANCHOR: connect_args
+/// The options every client takes besides its URL, flattened into its
+/// arguments (`#[command(flatten)] options: ConnectArgs`): `--ca-cert PEM`,
+/// a certificate authority to trust for `wss://` besides the system's
+/// (chapter 10.6).
 #[derive(clap::Args, Debug, Clone, Default)]
-pub struct TrustArgs {
+pub struct ConnectArgs {
     /// For wss://: trust this CA certificate (PEM) too, besides the system's.
     #[arg(long, value_name = "PEM")]
     pub ca_cert: Option<PathBuf>,
 }
 
-impl TrustArgs {
-    /// What [`connect_with`] takes: `None` without `--ca-cert` (the system's
-    /// roots, tokio-tungstenite's default). A file that cannot be read or
-    /// holds no certificate is one line naming it.
-    pub fn connector(&self) -> Result<Option<Connector>, String> {
-        self.ca_cert.as_deref().map(trust).transpose()
+impl ConnectArgs {
+    /// A [`Dialer`] that connects with `config` and these options. The file
+    /// `--ca-cert` names is read now, once, for every connection the dialer
+    /// opens: one that cannot be read or holds no certificate is one line
+    /// naming it.
+    pub fn dialer(&self, config: WebSocketConfig) -> Result<Dialer, String> {
+        let tls = self.ca_cert.as_deref().map(trust).transpose()?;
+        Ok(Dialer { config, tls, token: None })
     }
 }
+
+/// How a client connects, the same way every time (its reconnects too):
+/// its WebSocket settings, what it trusts for `wss://` (without `--ca-cert`,
+/// the system's authorities: tokio-tungstenite's default), and a token to
+/// send, if any.
+#[derive(Clone)]
+pub struct Dialer {
+    config: WebSocketConfig,
+    tls: Option<Connector>,
+    token: Option<String>,
+}
+
+impl Dialer {
+    /// The same dialer, sending `token` with every handshake (chat_client's
+    /// `--token`).
+    pub fn with_token(self, token: Option<String>) -> Dialer {
+        Dialer { token, ..self }
+    }
+
+    /// Connects to `url`: [`connect_with`] with this dialer's settings.
+    pub async fn connect(&self, url: &str) -> Result<WsClient, Error> {
+        connect_with(url, self.config, self.token.as_deref(), self.tls.as_ref()).await
+    }
+}
+// ANCHOR_END: connect_args
 
 /// A TLS connector trusting the system's certificate authorities and the
 /// ones in the PEM file `ca_cert`.

@@ -19,7 +19,7 @@
 //! | [`heartbeat`] | when to ping a client, and when its silence means it is gone | 2.2, 4.1, 6.1 |
 //! | [`close`] | the close handshake, with a deadline on every step | all |
 //! | [`error`] | typed errors, and the one place that classifies a connection's errors: benign disconnect or not, which close code | all |
-//! | [`client`] | checking `ws://` and `wss://` URLs, `--ca-cert`, connecting with a deadline, stdin without blocking the runtime, reconnect backoff | 2.1, 3, 6.1 |
+//! | [`client`] | checking `ws://` and `wss://` URLs, connecting with a deadline, the options every client shares (`--ca-cert`), stdin without blocking the runtime, reconnect backoff | 2.1, 3, 6.1, 10 |
 //! | [`resume`] | a chat client's rooms across connections: rejoin with `since`, each message shown once, refused rejoins decided by their code, asking again later | 6.1, 9 |
 //! | [`failover`] | several servers used in turn: the first connection, reconnecting with backoff, which closes are a reason to come back | 6.1, 9 |
 //! | [`terminal`] | a chat client's words with its user: typed lines into commands, events into lines | 6.1 |
