@@ -100,7 +100,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 use tracing::{Span, field, info};
-use websocket_tutorial::admission::{Admission, Authenticated};
+use websocket_tutorial::admission::Admission;
 use websocket_tutorial::engine::{Engine, EngineArgs, Member};
 use websocket_tutorial::heartbeat::{Beat, HeartbeatArgs};
 use websocket_tutorial::outbox::{self, Outgoing, WriteError};
@@ -226,8 +226,9 @@ enum Ending {
 }
 
 // ANCHOR: connection
-/// Runs one client from handshake to goodbye. `user` is who its token
-/// proved it is, with `--auth-secret-file`: it may join only under that name.
+/// Runs one client from handshake to goodbye. `user` is a name the
+/// handshake already settled, on a server that asks for tokens (chapter
+/// 10.5): the client may join only under it. `None` on any other server.
 ///
 /// Not an `async fn`, on purpose: an `async fn` keeps its arguments twice in
 /// its future (as given, and moved into the body), and `ws` alone is 312
@@ -237,7 +238,7 @@ enum Ending {
 fn connection(
     mut ws: WsStream,
     shutdown: CancellationToken,
-    user: Option<Authenticated>,
+    user: Option<String>,
     chat: Arc<Chat>,
 ) -> impl Future<Output = ()> {
     async move {
@@ -247,7 +248,7 @@ fn connection(
         Span::current().record("id", field::display(me.id()));
         info!("connected");
 
-        let user = user.as_ref().map(|user| user.username.as_str());
+        let user = user.as_deref();
         let ending = serve_client(&mut ws, &me, user, &mut outgoing, &shutdown, &chat).await;
 
         // Leave every room before the close handshake, so that nobody queues

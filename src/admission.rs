@@ -12,7 +12,7 @@
 //! - **Tokens** (chat_server's `--auth-secret-file`, which fills in
 //!   [`Admission::tokens`]): a handshake without a valid token
 //!   ([`token`](crate::token)) gets HTTP 401; a valid one's `sub` is the
-//!   connection's [`Authenticated`] user.
+//!   connection's username, which the server hands its handler.
 //!
 //! [`server::serve`](crate::server::serve) takes an [`Admission`] and answers
 //! inside the WebSocket handshake, so a refused client gets an HTTP status it
@@ -68,12 +68,6 @@ pub struct Admission {
     #[arg(skip)]
     pub tokens: Option<Secret>,
 }
-
-/// Who a connection's handshake proved it is: the `sub` of its token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Authenticated {
-    pub username: String,
-}
 // ANCHOR_END: admission
 
 impl Admission {
@@ -102,15 +96,16 @@ impl Admission {
     // ANCHOR_END: origin_allowed
 
     // ANCHOR: check
-    /// Answers a handshake `request`: `Ok` to upgrade, with who the client
-    /// is when this server takes tokens, or why it is refused. `slot` is
+    /// Answers a handshake `request`: `Ok` to upgrade, with the username
+    /// the client's token proved (its `sub`) when this server takes tokens,
+    /// or why it is refused. `slot` is
     /// the connection's place in its address's count ([`PerIp::try_take`]),
     /// `None` when the address has no room.
     pub fn check(
         &self,
         request: &Request,
         slot: Option<&IpSlot>,
-    ) -> Result<Option<Authenticated>, Refusal> {
+    ) -> Result<Option<String>, Refusal> {
         if slot.is_none() {
             info!(
                 max_per_ip = self.max_per_ip,
@@ -132,7 +127,7 @@ impl Admission {
             return Err(Refusal::Unauthenticated);
         };
         match secret.verify(token) {
-            Ok(username) => Ok(Some(Authenticated { username })),
+            Ok(username) => Ok(Some(username)),
             Err(e) => {
                 info!(reason = %e, "refused, 401: invalid token");
                 Err(Refusal::Unauthenticated)

@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, Span, debug, error, info, info_span, warn};
 
-use crate::admission::{Admission, Authenticated, PerIp, Refusal};
+use crate::admission::{Admission, PerIp, Refusal};
 use crate::error::{self, AddressError, Error};
 use crate::heartbeat::HeartbeatArgs;
 use crate::tls::{Stream, TlsArgs};
@@ -276,8 +276,8 @@ where
 ///
 /// `admission` says who may connect: the handshake of a client it refuses
 /// (an origin not allowed, too many connections from one address) is
-/// answered with HTTP 401, 403 or 429 instead of an upgrade; the user its
-/// token proved (with [`Admission::tokens`]) is the handler's third
+/// answered with HTTP 401, 403 or 429 instead of an upgrade; the username
+/// its token proved (with [`Admission::tokens`]) is the handler's third
 /// argument, `None` without tokens. A connection's
 /// place in its address's count is taken as soon as it is accepted, and
 /// given back when its task ends, however it ends.
@@ -296,7 +296,7 @@ pub async fn serve<H, F>(
     shutdown: CancellationToken,
     handler: H,
 ) where
-    H: Fn(WsStream, CancellationToken, Option<Authenticated>) -> F + Send + Sync + 'static,
+    H: Fn(WsStream, CancellationToken, Option<String>) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
     if admission.allowed_origins.is_empty() {
