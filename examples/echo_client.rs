@@ -22,7 +22,8 @@
 //! `wss://` URLs work too (chapter 10.6): the server's certificate is
 //! checked against the system's authorities, and `--ca-cert PEM` adds one.
 //!
-//! Docs: docs/02-tokio-tungstenite.md
+//! Docs: docs/02-tokio-tungstenite.md (2.3, docs/02-inside-the-full-programs.md,
+//! walks through this program)
 
 use std::process::ExitCode;
 

@@ -45,7 +45,8 @@
 //! - `--tls-cert PEM --tls-key PEM`: serve `wss://` (TLS with rustls), and
 //!   say `listening on wss://IP:PORT` (chapter 10.6).
 //!
-//! Docs: docs/02-tokio-tungstenite.md
+//! Docs: docs/02-tokio-tungstenite.md (2.3, docs/02-inside-the-full-programs.md,
+//! walks through this program)
 
 use std::pin::pin;
 use std::process::ExitCode;
