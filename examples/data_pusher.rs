@@ -67,7 +67,6 @@ use std::pin::pin;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use chrono::{SecondsFormat, Utc};
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
@@ -80,6 +79,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 use websocket_tutorial::heartbeat::Due;
+use websocket_tutorial::protocol::timestamp_now;
 use websocket_tutorial::server::{self, Deadlines, Ending, ServerArgs, WsStream};
 use websocket_tutorial::{args, output};
 
@@ -150,7 +150,7 @@ async fn produce(samples: Sender<Message>, every: Duration) {
     for seq in 1_u64.. {
         ticks.tick().await;
         value += rand::random_range(-1.0..=1.0);
-        let timestamp = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+        let timestamp = timestamp_now();
         let sample = Sample { seq, timestamp, value };
         match serde_json::to_string(&sample) {
             // Fails only when nobody is connected: nobody needs this sample.
