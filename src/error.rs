@@ -4,7 +4,7 @@
 //! Parsing network input is where things go wrong, so each parser has a small
 //! enum that says exactly what was wrong ([`ProtocolError`] for JSON,
 //! [`CodecError`] for the binary format); [`AddressError`] says why an address
-//! or URL given on the command line cannot be used, and [`Error`] is what
+//! or URL given on the command line cannot be used, and [`Error`](enum@Error) is what
 //! connecting and accepting return. No `Box<dyn Error>` in the library: a
 //! caller can `match` on what happened. `thiserror` derives `Display` (the
 //! `#[error]` text) and `source()`.

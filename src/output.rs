@@ -3,7 +3,7 @@
 //! Two streams, two purposes:
 //! - **stdout** carries what a program is *for*: a server's first line,
 //!   `listening on ws://IP:PORT`, and what a client shows of the messages it
-//!   receives. [`line`] writes there.
+//!   receives. [`line()`] writes there.
 //! - **stderr** carries the log: `tracing` events, formatted by
 //!   `tracing-subscriber` and filtered by `RUST_LOG` (default `info`), set up
 //!   by [`init_logging`]. The library itself only emits events; it never
@@ -14,7 +14,7 @@
 //! then blocks every write. `println!` and `eprintln!` panic on the first
 //! and block on the second; a panic in the Ctrl-C handler means no graceful
 //! shutdown, and a blocked runtime worker stalls every connection it runs.
-//! So: [`line`] returns the error instead of panicking, and the log is
+//! So: [`line()`] returns the error instead of panicking, and the log is
 //! written by a thread of its own, from a bounded queue that drops lines
 //! rather than make anyone wait.
 
@@ -116,7 +116,7 @@ impl Drop for LogGuard {
     }
 }
 
-/// Waits, at most [`FLUSH_AT_EXIT`], until the log lines queued so far are
+/// Waits, at most half a second, until the log lines queued so far are
 /// on stderr. Call it before writing to stderr directly (a last `error:`
 /// line, say), so that the log lines that led up to it come out first. A
 /// full queue means stderr is not being read: then it does not wait at all.
