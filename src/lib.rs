@@ -27,7 +27,7 @@
 //! | [`args`] | value parsers for the examples' `clap` arguments: milliseconds, counts of at least 1 | all |
 //!
 //! ## Tokio patterns shown here
-//! - **Detect, tell, wait** shutdown: [`server::shutdown_on_ctrl_c`], [`server::serve`].
+//! - **Detect, tell, wait** shutdown: [`server::shutdown_on_signal`], [`server::serve`].
 //! - **Connection cap** with a semaphore permit taken before `accept()`: [`server::serve`].
 //! - **Deadlines on everything a peer controls**: handshake, close handshake,
 //!   goodbye writes, a client's silence ([`server::HANDSHAKE_TIMEOUT`],
