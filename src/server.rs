@@ -33,7 +33,7 @@ use tokio_tungstenite::{WebSocketStream, accept_hdr_async_with_config};
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, Span, debug, error, info, info_span, warn};
+use tracing::{Instrument, Span, debug, error, field, info, info_span, warn};
 
 use crate::admission::{Admission, PerIp, Refusal};
 use crate::error::{self, AddressError, Error};
@@ -334,12 +334,16 @@ pub async fn serve<H, F>(
     while let Some((permit, stream, peer)) = next_connection(&listener, &limit, &shutdown).await {
         let (handler, shutdown, connections) = (handler.clone(), shutdown.clone(), tracker.clone());
         // Taken now, so that handshakes under way count too; `None` when the
-        // address has no room, and the handshake is answered with 429.
-        let slot = per_ip.try_take(peer.ip());
-        let (admission, tls) = (admission.clone(), tls.clone());
+        // address has no room, and the handshake is answered with 429. From
+        // a trusted proxy (`--trust-proxy`), the client is named in the
+        // request, and its place is taken when the request is read.
+        let behind_proxy = admission.proxies.trusts(peer.ip());
+        let mut slot = if behind_proxy { None } else { per_ip.try_take(peer.ip()) };
+        let (admission, tls, per_ip) = (admission.clone(), tls.clone(), per_ip.clone());
         // The span goes with both tasks below: the handshake's, and the
-        // connection's (`Span::current()` there is this span).
-        let span = info_span!("connection", %peer, id = tracing::field::Empty);
+        // connection's (`Span::current()` there is this span). `client` is
+        // the address a trusted proxy says it passes the connection on for.
+        let span = info_span!("connection", %peer, client = field::Empty, id = field::Empty);
         let handshake = async move {
             // Admitted or refused from the request's headers, inside the
             // handshake. (The large `Err` is the type tungstenite's
@@ -347,6 +351,11 @@ pub async fn serve<H, F>(
             let mut user = None;
             #[allow(clippy::result_large_err)]
             let check = |request: &Request, response: Response| {
+                if behind_proxy {
+                    let client = admission.client(peer.ip(), request).map_err(Refusal::response)?;
+                    Span::current().record("client", field::display(client));
+                    slot = per_ip.try_take(client);
+                }
                 let verdict = admission.check(request, slot.as_ref());
                 verdict
                     .map(|admitted| user = admitted)
