@@ -45,7 +45,7 @@ async fn main() -> std::process::ExitCode {
     let Args { addr, capacity } = clap::Parser::parse();
     // One channel for the whole server; every connection subscribes to it.
     let (hub, _) = broadcast::channel(capacity.into());
-    let shutdown = server::shutdown_on_ctrl_c();
+    let shutdown = server::shutdown_on_signal();
     let listener = match server::listen(addr).await {
         Ok(listener) => listener,
         Err(e) => return output::fail(format_args!("cannot listen on {addr}: {e}")),

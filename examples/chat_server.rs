@@ -194,7 +194,7 @@ async fn main() -> ExitCode {
         .write_buffer_size(1024);
     // ANCHOR_END: config
 
-    let shutdown = server::shutdown_on_ctrl_c();
+    let shutdown = server::shutdown_on_signal();
     let listener = match server::bind_with(addr, tls).await {
         Ok(listener) => listener,
         Err(e) => return output::fail(format_args!("cannot listen on {addr}: {e}")),

@@ -44,7 +44,7 @@ struct Args {
 async fn main() -> std::process::ExitCode {
     let _log = output::init_logging();
     let Args { addr } = clap::Parser::parse();
-    let shutdown = server::shutdown_on_ctrl_c();
+    let shutdown = server::shutdown_on_signal();
     // Prints `listening on ws://IP:PORT`, with the port it got.
     let listener = match server::listen(addr).await {
         Ok(listener) => listener,

@@ -34,8 +34,8 @@ struct Args {
 async fn main() -> std::process::ExitCode {
     let _log = output::init_logging();
     let Args { addr } = clap::Parser::parse();
-    // Cancelled by Ctrl-C; every connection watches it.
-    let shutdown = server::shutdown_on_ctrl_c();
+    // Cancelled by Ctrl-C or SIGTERM; every connection watches it.
+    let shutdown = server::shutdown_on_signal();
     // Prints `listening on ws://IP:PORT`, with the port it got.
     let listener = match server::listen(addr).await {
         Ok(listener) => listener,

@@ -9,6 +9,10 @@
 //! - **Connections per address** (`--max-per-ip`, default
 //!   [`DEFAULT_MAX_PER_IP`]): a handshake beyond that many open connections
 //!   from one IP address gets HTTP 429.
+//! - **Behind a proxy** (`--trust-proxy CIDR`, repeatable, and
+//!   `--proxy-header`): a connection from a trusted proxy is counted as
+//!   the client its header names ([`proxy`](crate::proxy)), and a header
+//!   from it that cannot be read gets HTTP 400.
 //! - **Tokens** (chat_server's `--auth-secret-file`, which fills in
 //!   [`Admission::tokens`]): a handshake without a valid token
 //!   ([`token`](crate::token)) gets HTTP 401; a valid one's `sub` is the
@@ -35,6 +39,7 @@ use tokio_tungstenite::tungstenite::http::{StatusCode, header};
 use tracing::info;
 
 use crate::args;
+use crate::proxy::{MalformedHeader, TrustedProxies};
 use crate::token::{self, Secret};
 
 /// Open connections allowed from one IP address when `--max-per-ip` is not
@@ -50,8 +55,9 @@ pub const DEFAULT_MAX_PER_IP: usize = 100;
 // ANCHOR: admission
 /// Who may open a WebSocket, as every server takes it on its command line
 /// (`#[command(flatten)] admission: Admission`): `--allow-origin ORIGIN`
-/// (repeatable) and `--max-per-ip N`; and, filled in by a server that takes
-/// tokens, the secret that checks them.
+/// (repeatable), `--max-per-ip N`, and the proxies whose word about the
+/// client is taken (`--trust-proxy CIDR`); and, filled in by a server that
+/// takes tokens, the secret that checks them.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Admission {
     /// A web page origin allowed to connect: scheme://host or
@@ -63,6 +69,8 @@ pub struct Admission {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PER_IP)]
     #[arg(value_parser = args::positive::<usize>)]
     pub max_per_ip: usize,
+    #[command(flatten)]
+    pub proxies: TrustedProxies,
     /// With a secret, every handshake must carry a token it signed
     /// (chapter 10.5); without, nobody is asked who they are.
     #[arg(skip)]
@@ -73,7 +81,23 @@ pub struct Admission {
 impl Admission {
     /// Any origin and [`DEFAULT_MAX_PER_IP`]: what a server gets with no flags.
     pub fn open() -> Admission {
-        Admission { allowed_origins: Vec::new(), max_per_ip: DEFAULT_MAX_PER_IP, tokens: None }
+        Admission {
+            allowed_origins: Vec::new(),
+            max_per_ip: DEFAULT_MAX_PER_IP,
+            proxies: TrustedProxies::default(),
+            tokens: None,
+        }
+    }
+
+    /// The address a connection from `peer` is counted and logged as: the
+    /// client a trusted proxy names ([`TrustedProxies::client`]), else
+    /// `peer`. A trusted proxy's header that cannot be read is refused
+    /// with 400.
+    pub fn client(&self, peer: IpAddr, request: &Request) -> Result<IpAddr, Refusal> {
+        self.proxies.client(peer, request.headers()).map_err(|MalformedHeader(header)| {
+            info!(header = header.name(), "refused, 400: a trusted proxy's header is malformed");
+            Refusal::MalformedForwarding
+        })
     }
 
     // ANCHOR: origin_allowed
@@ -146,6 +170,8 @@ pub enum Refusal {
     Origin,
     /// The address has `--max-per-ip` connections open already: 429.
     TooManyFromAddress,
+    /// A trusted proxy's `X-Forwarded-For` or `Forwarded` cannot be read: 400.
+    MalformedForwarding,
 }
 
 impl Refusal {
@@ -157,6 +183,9 @@ impl Refusal {
             Refusal::Origin => (StatusCode::FORBIDDEN, "origin not allowed"),
             Refusal::TooManyFromAddress => {
                 (StatusCode::TOO_MANY_REQUESTS, "too many connections from your address")
+            }
+            Refusal::MalformedForwarding => {
+                (StatusCode::BAD_REQUEST, "the proxy's forwarding header is malformed")
             }
         };
         let mut response = ErrorResponse::new(Some(format!("{reason}\n")));

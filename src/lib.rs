@@ -16,6 +16,7 @@
 //! | [`server`] | the flags every server shares, start-up to exit code ([`server::run`]), accept loop with a connection cap, graceful shutdown, how a connection ends | 2.2 onward |
 //! | [`tls`] | `--tls-cert`/`--tls-key`: serving `wss://` with rustls | 10.6 |
 //! | [`admission`] | who may connect: allowed origins (403), connections per IP address (429) | 10 |
+//! | [`proxy`] | behind a reverse proxy: `--trust-proxy CIDR`, the client named in `X-Forwarded-For` or `Forwarded` (400 when malformed) | 10.6 |
 //! | [`heartbeat`] | when to ping a client, and when its silence means it is gone | 2.2, 4.1, 6.1 |
 //! | [`close`] | the close handshake, with a deadline on every step | all |
 //! | [`error`] | typed errors, and the one place that classifies a connection's errors: benign disconnect or not, which close code | all |
@@ -27,7 +28,7 @@
 //! | [`args`] | value parsers for the examples' `clap` arguments: milliseconds, counts of at least 1 | all |
 //!
 //! ## Tokio patterns shown here
-//! - **Detect, tell, wait** shutdown: [`server::shutdown_on_ctrl_c`], [`server::serve`].
+//! - **Detect, tell, wait** shutdown: [`server::shutdown_on_signal`], [`server::serve`].
 //! - **Connection cap** with a semaphore permit taken before `accept()`: [`server::serve`].
 //! - **Deadlines on everything a peer controls**: handshake, close handshake,
 //!   goodbye writes, a client's silence ([`server::HANDSHAKE_TIMEOUT`],
@@ -54,6 +55,7 @@ pub mod heartbeat;
 pub mod outbox;
 pub mod output;
 pub mod protocol;
+pub mod proxy;
 pub mod rate;
 pub mod resume;
 pub mod rooms;

@@ -1,12 +1,12 @@
 //! What every server example shares: its command line ([`ServerArgs`],
-//! [`Deadlines`]), its start-up ([`run`]: TLS files, Ctrl-C, bind, serve),
+//! [`Deadlines`]), its start-up ([`run`]: TLS files, signals, bind, serve),
 //! the accept loop with a connection cap, graceful shutdown, and closing a
 //! connection properly.
 //!
 //! The pattern is *detect, tell, wait* (the one tokio's graceful-shutdown
 //! example teaches):
-//! - **detect**: [`shutdown_on_ctrl_c`] turns Ctrl-C into a cancelled
-//!   [`CancellationToken`];
+//! - **detect**: [`shutdown_on_signal`] turns Ctrl-C or SIGTERM into a
+//!   cancelled [`CancellationToken`];
 //! - **tell**: every connection handler gets a clone of that token and races
 //!   its loop against it, sending close code 1001 (going away) when it fires;
 //! - **wait**: [`serve`] stops accepting and waits, with a deadline, for the
@@ -33,7 +33,7 @@ use tokio_tungstenite::{WebSocketStream, accept_hdr_async_with_config};
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, Span, debug, error, info, info_span, warn};
+use tracing::{Instrument, Span, debug, error, field, info, info_span, warn};
 
 use crate::admission::{Admission, PerIp, Refusal};
 use crate::error::{self, AddressError, Error};
@@ -161,32 +161,48 @@ async fn listen_as(addr: impl ToSocketAddrs, scheme: &str) -> io::Result<TcpList
 }
 // ANCHOR_END: listen
 
-/// A token that is cancelled when the process receives Ctrl-C (SIGINT).
+/// A token that is cancelled when the process is asked to stop: Ctrl-C
+/// (SIGINT) in a terminal, or SIGTERM, which is how systemd, Docker and
+/// Kubernetes stop a service (and what `kill` sends by default). Both mean
+/// the same thing to a server: close every connection with 1001 and exit 0.
 ///
-/// Call it before [`bind`]: the handler is installed before this function
-/// returns, so a Ctrl-C that comes the moment the `listening on` line is out
-/// still shuts down gracefully. (`tokio::signal::ctrl_c()` would install it
+/// Call it before [`bind`]: the handlers are installed before this function
+/// returns, so a signal that comes the moment the `listening on` line is out
+/// still shuts down gracefully. (`tokio::signal::ctrl_c()` would install one
 /// only when the spawned task first runs; a Ctrl-C before that kills the
 /// process the default way, without closing anyone's connection.)
-pub fn shutdown_on_ctrl_c() -> CancellationToken {
+pub fn shutdown_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let on_signal = token.clone();
     #[cfg(unix)]
-    let listener = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
+    let signals = {
+        use tokio::signal::unix::{SignalKind, signal};
+        signal(SignalKind::interrupt()).and_then(|int| Ok((int, signal(SignalKind::terminate())?)))
+    };
     #[cfg(windows)]
-    let listener = tokio::signal::windows::ctrl_c();
+    let signals = tokio::signal::windows::ctrl_c();
     tokio::spawn(async move {
-        match listener {
+        match signals {
+            #[cfg(unix)]
+            Ok((mut interrupt, mut terminate)) => {
+                let name = tokio::select! {
+                    _ = interrupt.recv() => "Ctrl-C",
+                    _ = terminate.recv() => "SIGTERM",
+                };
+                // Cancel first: nothing, not even logging, may stand
+                // between the signal and a graceful shutdown.
+                on_signal.cancel();
+                info!("{name}: closing every connection with 1001 (going away)");
+            }
+            #[cfg(windows)]
             Ok(mut ctrl_c) => {
                 ctrl_c.recv().await;
-                // Cancel first: nothing, not even logging, may stand
-                // between Ctrl-C and a graceful shutdown.
                 on_signal.cancel();
                 info!("Ctrl-C: closing every connection with 1001 (going away)");
             }
             // Without a signal handler we cannot shut down gracefully, but
             // that is no reason to stop serving.
-            Err(e) => error!(error = %e, "cannot listen for Ctrl-C"),
+            Err(e) => error!(error = %e, "cannot listen for Ctrl-C and SIGTERM"),
         }
     });
     token
@@ -195,10 +211,10 @@ pub fn shutdown_on_ctrl_c() -> CancellationToken {
 // ANCHOR: run
 /// Runs a server from its command line to its exit code, the same way for
 /// every server: reads the TLS files of `--tls-cert`/`--tls-key` (a server
-/// that cannot encrypt should not start), installs the Ctrl-C handler
-/// ([`shutdown_on_ctrl_c`]), binds and prints `listening on ws://IP:PORT`
-/// (`wss://` with TLS), then [`serve`]s every connection with `handler`
-/// until Ctrl-C. Returns 0 after a graceful shutdown; 1, with one `error:`
+/// that cannot encrypt should not start), installs the Ctrl-C and SIGTERM
+/// handler ([`shutdown_on_signal`]), binds and prints `listening on
+/// ws://IP:PORT` (`wss://` with TLS), then [`serve`]s every connection with
+/// `handler` until one of those signals. Returns 0 after a graceful shutdown; 1, with one `error:`
 /// line, when a TLS file or the address cannot be used.
 ///
 /// A handler is not told who its client is: no server run here takes
@@ -213,7 +229,7 @@ where
         Ok(tls) => tls,
         Err(e) => return output::fail(e),
     };
-    let shutdown = shutdown_on_ctrl_c();
+    let shutdown = shutdown_on_signal();
     let listener = match bind_with(addr, tls).await {
         Ok(listener) => listener,
         Err(e) => return output::fail(format_args!("cannot listen on {addr}: {e}")),
@@ -318,12 +334,16 @@ pub async fn serve<H, F>(
     while let Some((permit, stream, peer)) = next_connection(&listener, &limit, &shutdown).await {
         let (handler, shutdown, connections) = (handler.clone(), shutdown.clone(), tracker.clone());
         // Taken now, so that handshakes under way count too; `None` when the
-        // address has no room, and the handshake is answered with 429.
-        let slot = per_ip.try_take(peer.ip());
-        let (admission, tls) = (admission.clone(), tls.clone());
+        // address has no room, and the handshake is answered with 429. From
+        // a trusted proxy (`--trust-proxy`), the client is named in the
+        // request, and its place is taken when the request is read.
+        let behind_proxy = admission.proxies.trusts(peer.ip());
+        let mut slot = if behind_proxy { None } else { per_ip.try_take(peer.ip()) };
+        let (admission, tls, per_ip) = (admission.clone(), tls.clone(), per_ip.clone());
         // The span goes with both tasks below: the handshake's, and the
-        // connection's (`Span::current()` there is this span).
-        let span = info_span!("connection", %peer, id = tracing::field::Empty);
+        // connection's (`Span::current()` there is this span). `client` is
+        // the address a trusted proxy says it passes the connection on for.
+        let span = info_span!("connection", %peer, client = field::Empty, id = field::Empty);
         let handshake = async move {
             // Admitted or refused from the request's headers, inside the
             // handshake. (The large `Err` is the type tungstenite's
@@ -331,6 +351,11 @@ pub async fn serve<H, F>(
             let mut user = None;
             #[allow(clippy::result_large_err)]
             let check = |request: &Request, response: Response| {
+                if behind_proxy {
+                    let client = admission.client(peer.ip(), request).map_err(Refusal::response)?;
+                    Span::current().record("client", field::display(client));
+                    slot = per_ip.try_take(client);
+                }
                 let verdict = admission.check(request, slot.as_ref());
                 verdict
                     .map(|admitted| user = admitted)

@@ -232,6 +232,18 @@ async fn a_burst_reaches_a_hundred_clients() {
 /// Ctrl-C closes every connection with 1001 (going away) and the server exits 0.
 #[tokio::test]
 async fn ctrl_c_closes_every_client_with_1001() {
+    stopping_closes_every_client_with_1001("INT").await;
+}
+
+/// SIGTERM (systemd, Docker, Kubernetes) does exactly what Ctrl-C does.
+#[tokio::test]
+async fn sigterm_closes_every_client_with_1001() {
+    stopping_closes_every_client_with_1001("TERM").await;
+}
+
+/// Both broadcast servers, stopped with `signal` while three clients are
+/// connected.
+async fn stopping_closes_every_client_with_1001(signal: &str) {
     for name in SERVERS {
         eprintln!("against {name}");
         let mut server = Server::start(name, &[]).await;
@@ -241,13 +253,13 @@ async fn ctrl_c_closes_every_client_with_1001() {
         }
         wait_connected(&mut server, 3).await;
 
-        server.program.interrupt();
+        server.program.signal(signal);
         for ws in &mut clients {
             assert_eq!(expect_close(ws).await, CloseCode::Away);
             // Answer the close frame so the server need not wait for it.
             let _ = ws.flush().await;
         }
-        assert_eq!(server.program.exit_code().await, 0, "exit code after Ctrl-C");
+        assert_eq!(server.program.exit_code().await, 0, "{name}: exit code after SIG{signal}");
     }
 }
 

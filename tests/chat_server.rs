@@ -835,6 +835,17 @@ async fn the_connection_cap_makes_extra_clients_wait_for_a_slot() {
 /// server exits 0.
 #[tokio::test]
 async fn ctrl_c_closes_every_client_with_1001() {
+    stopping_closes_every_client_with_1001("INT").await;
+}
+
+/// SIGTERM (systemd, Docker, Kubernetes) does exactly what Ctrl-C does.
+#[tokio::test]
+async fn sigterm_closes_every_client_with_1001() {
+    stopping_closes_every_client_with_1001("TERM").await;
+}
+
+/// Both chat servers, stopped with `signal` while two clients are in rooms.
+async fn stopping_closes_every_client_with_1001(signal: &str) {
     for name in CHAT_SERVERS {
         eprintln!("against {name}");
         let server = Server::start(name, &[]).await;
@@ -842,7 +853,7 @@ async fn ctrl_c_closes_every_client_with_1001() {
         let mut b = Chat::connect(&server).await;
         a.join_ok("general", "a").await;
         b.join_ok("other", "b").await;
-        server.program.interrupt();
+        server.program.signal(signal);
         assert_eq!(expect_close(&mut a.ws).await, CloseCode::Away);
         assert_eq!(expect_close(&mut b.ws).await, CloseCode::Away);
         // The close handshake completes: the server closes the TCP connection.

@@ -142,6 +142,8 @@ async fn bad_values_are_usage_errors() {
         ("echo_server", "--max-per-ip", Some("0")),
         ("broadcast_server", "--max-per-ip", Some("many")),
         ("data_pusher", "--max-per-ip", Some("-1")),
+        ("chat_server", "--trust-proxy", None),
+        ("echo_server", "--proxy-header", Some("x-real-ip")),
         ("chat_server", "--allow-origin", None),
         ("chat_server", "--auth-secret-file", None),
         ("make_token", "--ttl", Some("0")),
@@ -160,6 +162,23 @@ async fn bad_values_are_usage_errors() {
         let (code, stderr) = run_to_end(Program::start(name, &args)).await;
         assert_eq!(code, 2, "{name} {args:?}: {stderr}");
         assert_usage_error(&stderr, flag);
+    }
+}
+
+/// A `--trust-proxy` that is not an address block is a usage error, on
+/// every server, that names the value and says what to give instead.
+#[tokio::test]
+async fn a_malformed_trusted_proxy_is_a_usage_error_naming_it() {
+    for (name, cidr) in [
+        ("chat_server", "10.0.0.0/33"),
+        ("echo_server", "localhost"),
+        ("broadcast_server", "10.0.0.0/"),
+        ("data_pusher", "fd00::/129"),
+    ] {
+        let (code, stderr) = run_to_end(Program::start(name, &["--trust-proxy", cidr])).await;
+        assert_eq!(code, 2, "{name} --trust-proxy {cidr}: {stderr}");
+        assert_usage_error(&stderr, &format!("'{cidr}'"));
+        assert!(stderr.contains("--trust-proxy") && stderr.contains("ADDR/PREFIX"), "{stderr}");
     }
 }
 

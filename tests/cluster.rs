@@ -86,6 +86,11 @@ fn main() -> ExitCode {
         ),
         trial_needing(
             &redis,
+            "a_node_stopped_with_sigterm_exits_0_and_its_members_leave_at_once",
+            a_node_stopped_with_sigterm_exits_0_and_its_members_leave_at_once,
+        ),
+        trial_needing(
+            &redis,
             "a_client_moved_to_the_other_node_gets_every_missed_message_once",
             a_client_moved_to_the_other_node_gets_every_missed_message_once,
         ),
@@ -123,7 +128,7 @@ async fn stop_node(node: Server) {
 
 /// The node, interrupted, exits 0 without having panicked.
 async fn exits_cleanly(mut node: Server) {
-    assert_eq!(node.program.exit_code().await, 0, "a node exits 0 on Ctrl-C");
+    assert_eq!(node.program.exit_code().await, 0, "a node exits 0 on Ctrl-C and on SIGTERM");
     let stderr = node.program.stderr_text().await;
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
@@ -579,22 +584,36 @@ async fn a_node_taken_for_dead_while_frozen_claims_its_members_back() {
 /// A node stopped with Ctrl-C closes its clients with 1001 and exits 0, and
 /// the other node's members see its members' `Left` within 5 s.
 async fn a_node_stopped_with_ctrl_c_exits_0_and_its_members_leave() {
+    a_node_stopped_exits_0_and_its_members_leave("INT", Duration::from_secs(5)).await;
+}
+
+/// SIGTERM, how systemd, Docker and Kubernetes stop a node, does what Ctrl-C
+/// does: the node reaps itself, and the other node's members see its
+/// members' `Left` within 2 s, before its 3 s liveness key could have
+/// expired (which is how a node that dies without reaping itself is
+/// noticed: `a_killed_nodes_members_leave_within_10_s`).
+async fn a_node_stopped_with_sigterm_exits_0_and_its_members_leave_at_once() {
+    a_node_stopped_exits_0_and_its_members_leave("TERM", Duration::from_secs(2)).await;
+}
+
+/// A node stopped with `signal`, and how soon the other node must hear
+/// that its member left.
+async fn a_node_stopped_exits_0_and_its_members_leave(signal: &str, within: Duration) {
     let (_redis, a, b) = start_cluster(&[]).await;
     let mut alice = Chat::connect(&a, "alice").await;
     let mut bob = Chat::connect(&b, "bob").await;
     join_in_turn("general", &mut [&mut alice, &mut bob]).await;
 
     let stopped = Instant::now();
-    a.program.interrupt();
+    a.program.signal(signal);
     assert_eq!(expect_close(&mut alice.ws).await, CloseCode::Away);
     // Reading on sends alice's answer to the close, as a real client does,
     // so the node does not wait out its close timeout for it.
     let ended = timeout(WAIT, async { while alice.ws.next().await.is_some() {} }).await;
     assert!(ended.is_ok(), "the node ends the connection after the close handshake");
     exits_cleanly(a).await;
-    let deadline = stopped + Duration::from_secs(5);
-    let seen = bob.event_by(deadline).await;
-    assert_eq!(seen, Some(left("general", "alice")), "within 5 s of the Ctrl-C");
+    let seen = bob.event_by(stopped + within).await;
+    assert_eq!(seen, Some(left("general", "alice")), "within {within:?} of SIG{signal}");
     assert_eq!(bob.members("general").await, members("general", &["bob"]));
     bob.expect_nothing_pending().await;
     stop_node(b).await;

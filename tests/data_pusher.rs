@@ -177,6 +177,17 @@ async fn a_stalled_client_does_not_delay_the_others() {
 /// Ctrl-C closes every connection with 1001 (going away), also for a client that never read, and the server exits 0.
 #[tokio::test]
 async fn ctrl_c_closes_every_client_with_1001() {
+    stopping_closes_every_client_with_1001("INT").await;
+}
+
+/// SIGTERM (systemd, Docker, Kubernetes) does exactly what Ctrl-C does.
+#[tokio::test]
+async fn sigterm_closes_every_client_with_1001() {
+    stopping_closes_every_client_with_1001("TERM").await;
+}
+
+/// The server stopped with `signal` while one client reads and one does not.
+async fn stopping_closes_every_client_with_1001(signal: &str) {
     let interval = INTERVAL_MS.to_string();
     let mut server = Server::start(NAME, &["--interval-ms", &interval]).await;
     let mut reading = connect(&server.url).await;
@@ -184,13 +195,13 @@ async fn ctrl_c_closes_every_client_with_1001() {
     wait_connected(&mut server, 2).await;
     next_sample(&mut reading).await;
 
-    server.program.interrupt();
+    server.program.signal(signal);
     for ws in [&mut reading, &mut idle] {
         // Samples queued before the close frame are skipped.
         assert_eq!(expect_close(ws).await, CloseCode::Away);
         let _ = ws.flush().await; // answer the close frame
     }
-    assert_eq!(server.program.exit_code().await, 0, "exit code after Ctrl-C");
+    assert_eq!(server.program.exit_code().await, 0, "exit code after SIG{signal}");
 }
 
 /// A client message over the 4 KiB limit closes that client's connection with 1009 (too big); samples keep flowing to the others.

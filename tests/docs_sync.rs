@@ -680,6 +680,7 @@ const TAUGHT_LATER: [(u32, &[&str]); 2] = [
             "PerIp",
             "max_per_ip",
             "allowed_origins",
+            "TrustedProxies",
             "TlsArgs",
             "TlsAcceptor",
             "tls",

@@ -349,6 +349,18 @@ async fn echo_server_closes_with_1009_over_its_limit() {
 /// promptly.
 #[tokio::test]
 async fn ctrl_c_closes_connections_with_1001_and_exits_0() {
+    stopping_closes_connections_with_1001_and_exits_0("INT").await;
+}
+
+/// SIGTERM, what systemd, Docker and Kubernetes send to stop a service, does
+/// exactly what Ctrl-C does.
+#[tokio::test]
+async fn sigterm_closes_connections_with_1001_and_exits_0() {
+    stopping_closes_connections_with_1001_and_exits_0("TERM").await;
+}
+
+/// Both echo servers, stopped with `signal` while two clients are connected.
+async fn stopping_closes_connections_with_1001_and_exits_0(signal: &str) {
     for name in ECHO_SERVERS {
         let server = Server::start(name, &[]).await;
         let mut a = connect(&server.url).await;
@@ -357,7 +369,7 @@ async fn ctrl_c_closes_connections_with_1001_and_exits_0() {
         recv(&mut a).await; // the server has surely accepted `a` now
         b.send(Message::text("y")).await.expect("send");
         recv(&mut b).await;
-        server.program.interrupt();
+        server.program.signal(signal);
         assert_eq!(expect_close(&mut a).await, CloseCode::Away, "{name}");
         assert_eq!(expect_close(&mut b).await, CloseCode::Away, "{name}");
         let mut program = server.program;
