@@ -262,7 +262,8 @@ async fn run(
                     // Nobody can see the chat any more (`show` fails: stdout
                     // closed): leave as on /quit.
                     Ok(event) => match rooms.follow(&event) {
-                        Follow::Show => show(&event).is_err(),
+                        Follow::Show => show(&[event]).is_err(),
+                        Follow::Lines(events) => show(&events).is_err(),
                         Follow::Skip => false,
                         Follow::StartedOver(room) => {
                             let _ = tx.send(rooms.rejoin(&room).to_message()).await;
@@ -335,9 +336,9 @@ async fn run(
     }
 }
 
-/// Prints one server event readably. Fails only when stdout is gone. (A
-/// full stdout pipe makes it wait, and the whole loop with it: fine for a
-/// client with one connection, which has nothing else to do.)
-fn show(event: &ServerEvent) -> io::Result<()> {
-    output::line(terminal::line(event))
+/// Prints server events readably, one line each. Fails only when stdout is
+/// gone. (A full stdout pipe makes it wait, and the whole loop with it: fine
+/// for a client with one connection, which has nothing else to do.)
+fn show(events: &[ServerEvent]) -> io::Result<()> {
+    terminal::lines(events).into_iter().try_for_each(output::line)
 }

@@ -124,8 +124,10 @@ fn receive(msg: Option<Result<Message, Error>>, closing: bool) -> Option<ExitCod
 fn show(event: &ServerEvent) {
     let now = Local::now().format("%H:%M:%S").to_string();
     let _ = output::line(match event {
-        ServerEvent::Joined { room, username } => format!("[{now}] #{room} * {username} joined"),
-        ServerEvent::Left { room, username } => format!("[{now}] #{room} * {username} left"),
+        ServerEvent::Joined { room, username, .. } => {
+            format!("[{now}] #{room} * {username} joined")
+        }
+        ServerEvent::Left { room, username, .. } => format!("[{now}] #{room} * {username} left"),
         ServerEvent::Message { room, username, content, timestamp, .. } => {
             let at = DateTime::parse_from_rfc3339(timestamp).map(|t| t.with_timezone(&Local));
             let at = at.map_or(now, |t| t.format("%H:%M:%S").to_string());

@@ -121,7 +121,8 @@ enum Event {
         content: String,
         timestamp: String,
     },
-    /// `client` is absent when a restore announces a member again.
+    /// `client` is absent when a restore announces a member again; `seq`
+    /// is the room's last at the join (absent from an older node: 0).
     Joined {
         room: String,
         username: String,
@@ -129,6 +130,8 @@ enum Event {
         #[serde(default)]
         client: Option<String>,
         announce: bool,
+        #[serde(default)]
+        seq: u64,
     },
     Left {
         room: String,
@@ -262,7 +265,7 @@ impl Cluster {
             .await;
         let refusal = match answer {
             Ok((status, last, missed)) if status == "ok" => {
-                let mut first = vec![(self.config.joined)(room, username)];
+                let mut first = vec![(self.config.joined)(room, username, last)];
                 if let Some(since) = since {
                     first.extend(self.replay(room, since, last, &missed));
                 }
@@ -581,12 +584,14 @@ impl Cluster {
             {
                 return;
             }
-            Event::Joined { room, username, node, client, announce } => {
+            // Each node stamps presence with its own clock as it hands it
+            // on: the same server time, give or take the channel's delay.
+            Event::Joined { room, username, node, client, announce, seq } => {
                 let joiner = client
                     .filter(|_| node == self.node)
                     .and_then(|client| client.parse().ok())
                     .map(ClientId::from_number);
-                let event = (self.config.joined)(&room, &username);
+                let event = (self.config.joined)(&room, &username, seq);
                 (room, Relayed::Presence { announce, joiner }, event)
             }
             Event::Left { room, username, announce } => {

@@ -371,7 +371,7 @@ fn room_in(frame: &Message) -> Option<String> {
 mod tests {
     use super::*;
     use crate::outbox::frame_len;
-    use crate::protocol::ErrorCode;
+    use crate::protocol::{ErrorCode, unstamped};
 
     fn engine() -> Arc<Engine> {
         Engine::new(rooms::Config { history: 2, ..rooms::Config::default() })
@@ -382,13 +382,21 @@ mod tests {
         let mut events = Vec::new();
         while let Some(msg) = outgoing.try_recv() {
             outgoing.written(frame_len(&msg));
-            events.push(serde_json::from_str(msg.to_text().unwrap()).unwrap());
+            events.push(unstamped(serde_json::from_str(msg.to_text().unwrap()).unwrap()));
         }
         events
     }
 
-    fn joined(room: &str, username: &str) -> ServerEvent {
-        ServerEvent::Joined { room: room.into(), username: username.into() }
+    /// `username` joined `room`, whose last message was `seq` (its time
+    /// checked and blanked by [`unstamped`]).
+    fn joined(room: &str, username: &str, seq: u64) -> ServerEvent {
+        let (room, username, timestamp) = (room.into(), username.into(), String::new());
+        ServerEvent::Joined { room, username, timestamp, seq }
+    }
+
+    fn left(room: &str, username: &str) -> ServerEvent {
+        let (room, username, timestamp) = (room.into(), username.into(), String::new());
+        ServerEvent::Left { room, username, timestamp }
     }
 
     #[tokio::test]
@@ -403,7 +411,7 @@ mod tests {
         assert_eq!(bob.leave("general").await, Ok("bob".into()));
 
         let seen = events(&mut to_alice);
-        assert_eq!(seen[..2], [joined("general", "alice"), joined("general", "bob")]);
+        assert_eq!(seen[..2], [joined("general", "alice", 0), joined("general", "bob", 0)]);
         let ServerEvent::Message { room, username, content, timestamp, seq } = &seen[2] else {
             panic!("expected the message, got {:?}", seen[2]);
         };
@@ -414,7 +422,7 @@ mod tests {
         // Stamped by the server: RFC 3339, UTC, milliseconds.
         assert!(chrono::DateTime::parse_from_rfc3339(timestamp).is_ok(), "{timestamp}");
         assert!(timestamp.ends_with('Z') && timestamp.len() == 24, "{timestamp}");
-        let left = ServerEvent::Left { room: "general".into(), username: "bob".into() };
+        let left = left("general", "bob");
         assert_eq!(&seen[3..], std::slice::from_ref(&left));
         assert_eq!(events(&mut to_bob).last(), Some(&left), "the leaver hears it too");
         assert_eq!(alice.rooms(), ["general"]);
@@ -453,7 +461,7 @@ mod tests {
         let seen = events(&mut to_bob);
         assert_eq!(
             seen[..2],
-            [joined("r", "bob"), ServerEvent::Gap { room: "r".into(), first: 1, last: 1 }]
+            [joined("r", "bob", 3), ServerEvent::Gap { room: "r".into(), first: 1, last: 1 }]
         );
         let replayed: Vec<u64> = seen[2..]
             .iter()
@@ -496,7 +504,7 @@ mod tests {
         alice.handle(&command(r#"{"type":"Leave","room":"nowhere"}"#), None).await;
         alice.handle(&command(r#"{"type":"Ping"}"#), None).await;
         let seen = events(&mut to_alice);
-        assert_eq!(seen[0], joined("general", "alice"));
+        assert_eq!(seen[0], joined("general", "alice", 0));
         let members =
             ServerEvent::Members { room: "general".into(), usernames: vec!["alice".into()] };
         assert_eq!(seen[1], members);
@@ -569,7 +577,7 @@ mod tests {
         alice.join("general", "alice", None).await.unwrap();
         bob.join("general", "bob", None).await.unwrap();
         drop((bob, to_bob));
-        let left = ServerEvent::Left { room: "general".into(), username: "bob".into() };
+        let left = left("general", "bob");
         assert_eq!(events(&mut to_alice).last(), Some(&left));
         assert_eq!(alice.members("general").await, Ok(vec!["alice".into()]));
 

@@ -57,11 +57,28 @@ pub enum ServerEvent {
     /// `username` joined `room`: sent to every member, the newcomer
     /// included, in rooms of up to `--presence-limit` members (1,000 by
     /// default); in a bigger room, to the newcomer alone.
-    Joined { room: String, username: String },
+    Joined {
+        room: String,
+        username: String,
+        /// When, by the server's clock: RFC 3339, UTC, as a message's.
+        /// (Absent from an older server: `""`.)
+        #[serde(default)]
+        timestamp: String,
+        /// The `seq` of the room's last message at the join (0: none yet).
+        /// A replay after a join with `since` ends with this message.
+        #[serde(default)]
+        seq: u64,
+    },
     /// `username` left `room` (a leave, a disconnect or an eviction): sent to
     /// the members who remain, in rooms of up to `--presence-limit` members;
     /// after a leave, also to the leaver, whatever the room's size.
-    Left { room: String, username: String },
+    Left {
+        room: String,
+        username: String,
+        /// When, by the server's clock, as in `Joined`.
+        #[serde(default)]
+        timestamp: String,
+    },
     /// A chat message, stamped by the server.
     Message {
         room: String,
@@ -171,7 +188,7 @@ pub fn check_content(content: &str) -> Result<(), String> {
 }
 // ANCHOR_END: checks
 
-/// The time a server stamps on a `Message` now: RFC 3339 in UTC with
+/// The time a server stamps on a `Message`, a `Joined` or a `Left` now: RFC 3339 in UTC with
 /// milliseconds, `2026-11-25T19:50:35.123Z`.
 pub fn timestamp_now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -236,6 +253,22 @@ impl TryFrom<&Message> for ServerEvent {
     }
 }
 
+/// `event` as a test expects it: a `Joined` or `Left` must carry the
+/// server's time, now (RFC 3339, UTC, milliseconds), which is then blanked
+/// so that the rest compares exactly.
+#[cfg(test)]
+pub(crate) fn unstamped(mut event: ServerEvent) -> ServerEvent {
+    if let ServerEvent::Joined { timestamp, .. } | ServerEvent::Left { timestamp, .. } = &mut event
+    {
+        let stamped = chrono::DateTime::parse_from_rfc3339(timestamp).expect("RFC 3339");
+        let age = chrono::Utc::now().signed_duration_since(stamped);
+        assert!(age.num_seconds().abs() < 60, "the server's now: {timestamp}");
+        assert!(timestamp.len() == 24 && timestamp.ends_with('Z'), "UTC, ms: {timestamp}");
+        timestamp.clear();
+    }
+    event
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,12 +329,21 @@ mod tests {
     fn server_events_have_the_documented_wire_format() {
         let cases = [
             (
-                ServerEvent::Joined { room: "r".into(), username: "bob".into() },
-                r#"{"type":"Joined","room":"r","username":"bob"}"#,
+                ServerEvent::Joined {
+                    room: "r".into(),
+                    username: "bob".into(),
+                    timestamp: "2026-11-25T12:00:00.000Z".into(),
+                    seq: 6,
+                },
+                r#"{"type":"Joined","room":"r","username":"bob","timestamp":"2026-11-25T12:00:00.000Z","seq":6}"#,
             ),
             (
-                ServerEvent::Left { room: "r".into(), username: "bob".into() },
-                r#"{"type":"Left","room":"r","username":"bob"}"#,
+                ServerEvent::Left {
+                    room: "r".into(),
+                    username: "bob".into(),
+                    timestamp: "2026-11-25T12:00:01.000Z".into(),
+                },
+                r#"{"type":"Left","room":"r","username":"bob","timestamp":"2026-11-25T12:00:01.000Z"}"#,
             ),
             (
                 ServerEvent::Message {
@@ -360,6 +402,22 @@ mod tests {
         assert_eq!(check_content(&"x".repeat(MAX_CONTENT_BYTES)), Ok(()));
         assert!(check_content("").is_err());
         assert!(check_content(&"x".repeat(MAX_CONTENT_BYTES + 1)).is_err());
+    }
+
+    #[test]
+    fn presence_from_an_older_server_has_no_time_and_seq_0() {
+        let older = r#"{"type":"Joined","room":"r","username":"bob"}"#;
+        let event = ServerEvent::try_from(&Message::text(older)).unwrap();
+        let expected = ServerEvent::Joined {
+            room: "r".into(),
+            username: "bob".into(),
+            timestamp: String::new(),
+            seq: 0,
+        };
+        assert_eq!(event, expected);
+        let older = r#"{"type":"Left","room":"r","username":"bob"}"#;
+        let event = ServerEvent::try_from(&Message::text(older)).unwrap();
+        assert!(matches!(event, ServerEvent::Left { timestamp, .. } if timestamp.is_empty()));
     }
 
     #[test]

@@ -15,6 +15,12 @@
 //!   stays current.
 //! - A message at or below the last `seq` shown in its room is skipped: each
 //!   is shown once. A `Gap` counts as shown: what it announces will not come.
+//! - Lines read in time order. On a resume, the server sends our `Joined`
+//!   (stamped now) before the replay of older messages; its line is held
+//!   until the replay has reached the `seq` it names, and shown after it.
+//!   A `Gap` notice, which has no time of its own, is held until the next
+//!   line of its room, and shown just before it, with its time
+//!   ([`crate::terminal::lines`]).
 //! - A refused rejoin is decided by its [`ErrorCode`] alone ([`refusal`]),
 //!   never by its words: the room started over (join again from its first
 //!   message), or not yet (ask again after the backoff's delay, [`Held`],
@@ -51,6 +57,19 @@ pub struct Rooms {
     shown: HashMap<String, u64>,
     /// Rooms that refused our rejoin for now, to ask again later.
     held: Held,
+    /// Rooms whose replay is under way: the lines held back until it ends.
+    replaying: HashMap<String, Replaying>,
+}
+
+/// A resume's lines held back until its replay has been shown.
+#[derive(Debug)]
+struct Replaying {
+    /// The `seq` the replay ends with: the room's last at our join.
+    until: u64,
+    /// Our own `Joined`, shown after the replay.
+    joined: ServerEvent,
+    /// A `Gap` notice, shown before the next line of the room.
+    gap: Option<ServerEvent>,
 }
 // ANCHOR_END: state
 
@@ -71,9 +90,13 @@ pub enum Waiting {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Follow {
     Show,
-    /// Nothing to show: a message shown already (the replay after a rejoin
-    /// overlapping what came live), or a refusal for now, which
-    /// [`Rooms::next_round`] will ask again.
+    /// Show these events, in this order: the event with the lines held back
+    /// that it releases (a resume's `Gap` before it, our `Joined` after).
+    Lines(Vec<ServerEvent>),
+    /// Nothing to show now: a message shown already (the replay after a
+    /// rejoin overlapping what came live), a line held back until a replay
+    /// has been shown, or a refusal for now, which [`Rooms::next_round`]
+    /// will ask again.
     Skip,
     /// The room refused our rejoin because its numbering started over:
     /// join again from its first message ([`Rooms::rejoin`]), and say so.
@@ -91,6 +114,7 @@ impl Rooms {
             rejoining: Vec::new(),
             shown: HashMap::new(),
             held: Held::new(backoff),
+            replaying: HashMap::new(),
         }
     }
 
@@ -135,6 +159,8 @@ impl Rooms {
     pub fn joins(&mut self) -> Vec<ClientMessage> {
         self.rejoining = self.joined.clone();
         self.held = Held::new(self.held.backoff);
+        // A replay cut short by the lost connection starts again.
+        self.replaying.clear();
         for room in &self.joined {
             let since = self.shown.get(room).unwrap_or(&0);
             info!("rejoining #{room} after message {since}");
@@ -168,6 +194,7 @@ impl Rooms {
         self.joined.retain(|r| r != room);
         self.rejoining.retain(|r| r != room);
         self.shown.remove(room);
+        self.replaying.remove(room);
     }
 
     // ANCHOR: follow
@@ -178,20 +205,26 @@ impl Rooms {
     pub fn follow(&mut self, event: &ServerEvent) -> Follow {
         match event {
             // Names are unique in a room, so a `Joined` with our name is ours.
-            ServerEvent::Joined { room, username } if *username == self.me => {
-                if self.rejoining.contains(room) {
-                    // Back in a room we were in: it keeps its place.
-                    self.rejoining.retain(|r| r != room);
-                } else {
-                    self.joined.retain(|r| r != room);
-                    self.joined.push(room.clone());
-                }
+            ServerEvent::Joined { room, username, seq, .. } if *username == self.me => {
                 if self.joining.as_ref() == Some(room) {
                     self.joining = None;
                 }
-                Follow::Show
+                if !self.rejoining.contains(room) {
+                    self.joined.retain(|r| r != room);
+                    self.joined.push(room.clone());
+                    return Follow::Show;
+                }
+                // Back in a room we were in: it keeps its place. Its replay
+                // of what we missed, older than this line, comes next.
+                self.rejoining.retain(|r| r != room);
+                if *seq <= self.shown.get(room).copied().unwrap_or(0) {
+                    return Follow::Show; // nothing to replay
+                }
+                let held = Replaying { until: *seq, joined: event.clone(), gap: None };
+                self.replaying.insert(room.clone(), held);
+                Follow::Skip
             }
-            ServerEvent::Left { room, username } if *username == self.me => {
+            ServerEvent::Left { room, username, .. } if *username == self.me => {
                 self.forget(room);
                 Follow::Show
             }
@@ -204,13 +237,20 @@ impl Rooms {
                     return Follow::Skip;
                 }
                 *last = *seq;
-                Follow::Show
+                self.release(room, *seq, event)
             }
             // What is gone will not come: the next resume starts after it.
             ServerEvent::Gap { room, last, .. } => {
                 let shown = self.shown.entry(room.clone()).or_default();
                 *shown = (*shown).max(*last);
-                Follow::Show
+                match self.replaying.get_mut(room) {
+                    // Before the replay's first message: shown with it.
+                    Some(replay) if *last < replay.until => {
+                        replay.gap = Some(event.clone());
+                        Follow::Skip
+                    }
+                    _ => self.release(room, *last, event),
+                }
             }
             ServerEvent::Error { room: Some(room), code, message }
                 if self.rejoining.contains(room) =>
@@ -247,6 +287,19 @@ impl Rooms {
         }
     }
     // ANCHOR_END: follow
+
+    /// `event`, the line of `room` that reaches `seq`, with the lines of a
+    /// replay under way there that it releases: a held `Gap` before it, and
+    /// our `Joined` after it once the replay is complete.
+    fn release(&mut self, room: &str, seq: u64, event: &ServerEvent) -> Follow {
+        let Some(replay) = self.replaying.get_mut(room) else { return Follow::Show };
+        let mut lines: Vec<ServerEvent> = replay.gap.take().into_iter().collect();
+        lines.push(event.clone());
+        if seq >= replay.until {
+            lines.extend(self.replaying.remove(room).map(|replay| replay.joined));
+        }
+        Follow::Lines(lines)
+    }
 
     /// The rejoins to send for the rooms that refused us for now, when it
     /// is time to ask again; never, while none did.
@@ -344,7 +397,13 @@ mod tests {
     use super::*;
 
     fn joined(room: &str, who: &str) -> ServerEvent {
-        ServerEvent::Joined { room: room.into(), username: who.into() }
+        joined_at(room, who, 0)
+    }
+
+    /// `who` joined `room`, whose last message was then `seq`.
+    fn joined_at(room: &str, who: &str, seq: u64) -> ServerEvent {
+        let timestamp = "2026-12-06T18:00:09.000Z".into();
+        ServerEvent::Joined { room: room.into(), username: who.into(), timestamp, seq }
     }
 
     fn message(room: &str, seq: u64) -> ServerEvent {
@@ -546,13 +605,92 @@ mod tests {
         assert_eq!(refusal(ErrorCode::SinceAhead), Refusal::StartedOver);
     }
 
+    fn left(room: &str, who: &str) -> ServerEvent {
+        let timestamp = "2026-12-06T18:00:09.000Z".into();
+        ServerEvent::Left { room: room.into(), username: who.into(), timestamp }
+    }
+
+    fn gap(room: &str, first: u64, last: u64) -> ServerEvent {
+        ServerEvent::Gap { room: room.into(), first, last }
+    }
+
+    #[test]
+    fn a_resume_shows_the_replay_before_our_joined_line() {
+        let mut rooms = in_general();
+        rooms.follow(&message("general", 2));
+        assert_eq!(rooms.joins(), [join("general", Some(2))]);
+        // Messages 3 and 4 were said while we were away: our Joined, stamped
+        // after them, comes first, and is held until they are shown.
+        let ours = joined_at("general", "alice", 4);
+        assert_eq!(rooms.follow(&ours), Follow::Skip, "held");
+        assert_eq!(rooms.current(), Some("general"));
+        assert_eq!(rooms.waiting(), Waiting::Nothing, "back in the room: lines may go");
+        assert_eq!(
+            rooms.follow(&message("general", 3)),
+            Follow::Lines(vec![message("general", 3)])
+        );
+        let last = Follow::Lines(vec![message("general", 4), ours]);
+        assert_eq!(rooms.follow(&message("general", 4)), last, "the replay's last, then ours");
+        assert_eq!(rooms.follow(&message("general", 5)), Follow::Show, "live: as before");
+
+        // Nothing said meanwhile: our Joined at once.
+        rooms.joins();
+        assert_eq!(rooms.follow(&joined_at("general", "alice", 5)), Follow::Show);
+        // Someone else's Joined is never held.
+        assert_eq!(rooms.follow(&joined_at("general", "bob", 5)), Follow::Show);
+    }
+
+    #[test]
+    fn a_gap_before_a_replay_is_shown_with_the_line_after_it() {
+        let mut rooms = in_general();
+        rooms.follow(&message("general", 2));
+        rooms.joins();
+        let ours = joined_at("general", "alice", 9);
+        assert_eq!(rooms.follow(&ours), Follow::Skip);
+        assert_eq!(rooms.follow(&gap("general", 3, 7)), Follow::Skip, "held");
+        let first = Follow::Lines(vec![gap("general", 3, 7), message("general", 8)]);
+        assert_eq!(rooms.follow(&message("general", 8)), first);
+        let last = Follow::Lines(vec![message("general", 9), ours]);
+        assert_eq!(rooms.follow(&message("general", 9)), last);
+
+        // All of it gone: the gap ends the replay, and our line follows it.
+        rooms.joins();
+        let ours = joined_at("general", "alice", 30);
+        assert_eq!(rooms.follow(&ours), Follow::Skip);
+        let all_gone = Follow::Lines(vec![gap("general", 10, 30), ours]);
+        assert_eq!(rooms.follow(&gap("general", 10, 30)), all_gone);
+        assert_eq!(rooms.joins(), [join("general", Some(30))]);
+    }
+
+    #[test]
+    fn a_replay_cut_short_is_forgotten_with_its_connection() {
+        let mut rooms = in_general();
+        rooms.joins();
+        assert_eq!(rooms.follow(&joined_at("general", "alice", 3)), Follow::Skip);
+        rooms.follow(&message("general", 1));
+        // The connection drops mid-replay: the next one resumes after 1,
+        // and its own Joined is held in its turn.
+        assert_eq!(rooms.joins(), [join("general", Some(1))]);
+        let ours = joined_at("general", "alice", 4);
+        assert_eq!(rooms.follow(&ours), Follow::Skip);
+        rooms.follow(&message("general", 2));
+        rooms.follow(&message("general", 3));
+        assert_eq!(
+            rooms.follow(&message("general", 4)),
+            Follow::Lines(vec![message("general", 4), ours])
+        );
+        // A server older than seq in Joined says 0: shown at once.
+        rooms.joins();
+        assert_eq!(rooms.follow(&joined("general", "alice")), Follow::Show);
+    }
+
     #[test]
     fn leaving_forgets_the_room() {
         let mut rooms = in_general();
         rooms.follow(&message("general", 2));
-        rooms.follow(&ServerEvent::Left { room: "general".into(), username: "bob".into() });
+        rooms.follow(&left("general", "bob"));
         assert_eq!(rooms.joined(), ["general"], "someone else left");
-        rooms.follow(&ServerEvent::Left { room: "general".into(), username: "alice".into() });
+        rooms.follow(&left("general", "alice"));
         assert!(rooms.joined().is_empty());
         assert!(rooms.joins().is_empty(), "nothing to rejoin");
     }

@@ -50,7 +50,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::outbox::{self, Outbox, Outgoing, PushError};
-use crate::protocol::{ErrorCode, ServerEvent};
+use crate::protocol::{ErrorCode, ServerEvent, timestamp_now};
 
 /// Identifies one connected client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -138,8 +138,9 @@ pub struct Config {
     /// How many of its last messages each room keeps, for members who
     /// resume with `since`.
     pub history: usize,
-    /// The announcement that `username` joined `room`.
-    pub joined: fn(room: &str, username: &str) -> Message,
+    /// The announcement that `username` joined `room`, whose last message
+    /// is then `seq`.
+    pub joined: fn(room: &str, username: &str, seq: u64) -> Message,
     /// The announcement that `username` left `room`.
     pub left: fn(room: &str, username: &str) -> Message,
     /// The notice, before a replay, that messages `first..=last` of `room`
@@ -150,17 +151,19 @@ pub struct Config {
 impl Default for Config {
     /// 1 MiB per outbox, presence announced up to 1,000 members, 1,000
     /// messages of history per room, with the chat protocol's `Joined`,
-    /// `Left` and `Gap` events.
+    /// `Left` and `Gap` events (presence stamped with the server's time).
     fn default() -> Config {
         Config {
             outbox_bytes: 1024 * 1024,
             presence_limit: 1_000,
             history: 1_000,
-            joined: |room, username| {
-                ServerEvent::Joined { room: room.into(), username: username.into() }.to_message()
+            joined: |room, username, seq| {
+                let (room, username, timestamp) = (room.into(), username.into(), timestamp_now());
+                ServerEvent::Joined { room, username, timestamp, seq }.to_message()
             },
             left: |room, username| {
-                ServerEvent::Left { room: room.into(), username: username.into() }.to_message()
+                let (room, username, timestamp) = (room.into(), username.into(), timestamp_now());
+                ServerEvent::Left { room, username, timestamp }.to_message()
             },
             gap: |room, first, last| {
                 ServerEvent::Gap { room: room.into(), first, last }.to_message()
@@ -433,7 +436,7 @@ impl RoomManager {
         let members = &mut state.rooms.entry(room.to_string()).or_default().members;
         members.insert(id, username.to_string());
         let everyone = members.len() <= state.config.presence_limit;
-        let joined = (state.config.joined)(room, username);
+        let joined = (state.config.joined)(room, username, last);
         if everyone {
             state.deliver(room, &joined);
         } else {
@@ -728,7 +731,7 @@ mod tests {
             outbox_bytes,
             presence_limit,
             history: 5,
-            joined: |room, name| Message::text(format!("+{name}@{room}")),
+            joined: |room, name, _| Message::text(format!("+{name}@{room}")),
             left: |room, name| Message::text(format!("-{name}@{room}")),
             gap: |room, first, last| Message::text(format!("gap {first}..{last}@{room}")),
         };

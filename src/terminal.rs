@@ -10,7 +10,9 @@
 //!   any other line is said in the current room.
 //! - A line the server would refuse is not sent: `/join` without a room,
 //!   an unknown `/command`, content over [`MAX_CONTENT_BYTES`].
-//! - A chat message shows the server's time, in the reader's time zone.
+//! - A chat message, a join and a leave show the server's time, in the
+//!   reader's time zone ([`lines`]); a `Gap` notice takes the time of the
+//!   line after it, so that a resume's lines read in time order.
 //! - While the client is away (reconnecting, or its rooms not back yet),
 //!   [`Keyboard`] keeps what is typed, to say it once the rooms are back,
 //!   and `/quit` or the end of input ends the waiting at once.
@@ -129,31 +131,70 @@ impl Keyboard {
 }
 // ANCHOR_END: keyboard
 
+// ANCHOR: line
 /// One server event, as the terminal shows it: `[19:50:41] #general <bob>
 /// hi`, `[19:50:35] #general * bob joined`, `! #side: why it was refused`.
 pub fn line(event: &ServerEvent) -> String {
-    let now = Local::now().format("%H:%M:%S");
+    line_at(event, None)
+}
+
+/// Events shown together, one line each, in order. A `Gap` has no time of
+/// its own: it takes the time of the next event that has one (the first
+/// message after what it says is lost, or our `Joined` after a replay),
+/// and the reader's clock when none follows.
+pub fn lines(events: &[ServerEvent]) -> Vec<String> {
+    let times: Vec<Option<&str>> = events.iter().map(server_time).collect();
+    let mut next = None; // the time of the next event that has one
+    let mut lines: Vec<String> = Vec::with_capacity(events.len());
+    for (event, time) in events.iter().zip(&times).rev() {
+        next = time.or(next);
+        lines.push(line_at(event, next));
+    }
+    lines.reverse();
+    lines
+}
+
+/// The server's time of `event`, when it carries one (an older server's
+/// `Joined` and `Left` do not).
+fn server_time(event: &ServerEvent) -> Option<&str> {
     match event {
-        ServerEvent::Joined { room, username } => format!("[{now}] #{room} * {username} joined"),
-        ServerEvent::Left { room, username } => format!("[{now}] #{room} * {username} left"),
-        ServerEvent::Message { room, username, content, timestamp, .. } => {
-            // Show the server's time, in the reader's time zone.
-            let at = DateTime::parse_from_rfc3339(timestamp)
-                .map(|t| t.with_timezone(&Local).format("%H:%M:%S").to_string())
-                .unwrap_or_else(|_| timestamp.clone());
+        ServerEvent::Message { timestamp, .. }
+        | ServerEvent::Joined { timestamp, .. }
+        | ServerEvent::Left { timestamp, .. } => Some(timestamp).filter(|t| !t.is_empty()),
+        _ => None,
+    }
+    .map(String::as_str)
+}
+
+/// [`line`], with `at` the server's time to show for an event that has
+/// none of its own (a `Gap`).
+fn line_at(event: &ServerEvent, at: Option<&str>) -> String {
+    // The server's time, in the reader's time zone; the reader's clock when
+    // the server gave none.
+    let at = match server_time(event).or(at) {
+        Some(stamp) => DateTime::parse_from_rfc3339(stamp)
+            .map(|t| t.with_timezone(&Local).format("%H:%M:%S").to_string())
+            .unwrap_or_else(|_| stamp.to_string()),
+        None => Local::now().format("%H:%M:%S").to_string(),
+    };
+    match event {
+        ServerEvent::Joined { room, username, .. } => format!("[{at}] #{room} * {username} joined"),
+        ServerEvent::Left { room, username, .. } => format!("[{at}] #{room} * {username} left"),
+        ServerEvent::Message { room, username, content, .. } => {
             format!("[{at}] #{room} <{username}> {content}")
         }
         ServerEvent::Gap { room, first, last } => {
-            format!("[{now}] #{room} * messages {first} to {last} are lost")
+            format!("[{at}] #{room} * messages {first} to {last} are lost")
         }
         ServerEvent::Members { room, usernames } => {
-            format!("[{now}] #{room} * members: {}", usernames.join(", "))
+            format!("[{at}] #{room} * members: {}", usernames.join(", "))
         }
         ServerEvent::Pong => "pong".to_string(),
         ServerEvent::Error { room: Some(room), message, .. } => format!("! #{room}: {message}"),
         ServerEvent::Error { room: None, message, .. } => format!("! error: {message}"),
     }
 }
+// ANCHOR_END: line
 
 /// A line of the client's own about `room`, shown like a presence event.
 pub fn notice(room: &str, text: &str) -> String {
@@ -238,6 +279,53 @@ mod tests {
         assert_eq!(keys.kept.len(), KEPT);
     }
 
+    /// `[HH:MM:SS]` of an RFC 3339 time, in the reader's time zone.
+    fn shown(stamp: &str) -> String {
+        let at = DateTime::parse_from_rfc3339(stamp).expect("a time");
+        format!("[{}]", at.with_timezone(&Local).format("%H:%M:%S"))
+    }
+
+    #[test]
+    fn a_gap_shows_the_time_of_the_line_after_it() {
+        let message = |seq: u64, timestamp: &str| ServerEvent::Message {
+            room: "r".into(),
+            username: "bob".into(),
+            content: format!("m{seq}"),
+            timestamp: timestamp.into(),
+            seq,
+        };
+        let gap = ServerEvent::Gap { room: "r".into(), first: 1, last: 7 };
+        let (eight, nine) = ("2026-12-06T18:00:08.000Z", "2026-12-06T18:00:09.000Z");
+        let shown_lines = lines(&[gap.clone(), message(8, eight), message(9, nine)]);
+        let expected = [
+            format!("{} #r * messages 1 to 7 are lost", shown(eight)),
+            format!("{} #r <bob> m8", shown(eight)),
+            format!("{} #r <bob> m9", shown(nine)),
+        ];
+        assert_eq!(shown_lines, expected);
+        // Before our Joined, whose time it takes.
+        let ours = ServerEvent::Joined {
+            room: "r".into(),
+            username: "al".into(),
+            timestamp: nine.into(),
+            seq: 7,
+        };
+        let expected = [
+            format!("{} #r * messages 1 to 7 are lost", shown(nine)),
+            format!("{} #r * al joined", shown(nine)),
+        ];
+        assert_eq!(lines(&[gap, ours]), expected);
+        // An older server's Joined carries no time: the reader's clock.
+        let older = ServerEvent::Joined {
+            room: "r".into(),
+            username: "al".into(),
+            timestamp: String::new(),
+            seq: 0,
+        };
+        let [line] = &lines(&[older])[..] else { panic!("one line") };
+        assert!(line.starts_with('[') && line.ends_with("] #r * al joined"), "{line}");
+    }
+
     #[test]
     fn events_read_as_lines() {
         let message = ServerEvent::Message {
@@ -250,8 +338,19 @@ mod tests {
         let at = DateTime::parse_from_rfc3339("2026-12-06T18:00:05Z").expect("a time");
         let at = at.with_timezone(&Local).format("%H:%M:%S");
         assert_eq!(line(&message), format!("[{at}] #general <bob> hi"), "the server's time");
-        let joined = ServerEvent::Joined { room: "general".into(), username: "bob".into() };
-        assert!(line(&joined).ends_with("] #general * bob joined"));
+        let joined = ServerEvent::Joined {
+            room: "general".into(),
+            username: "bob".into(),
+            timestamp: "2026-12-06T18:00:05.000Z".into(),
+            seq: 1,
+        };
+        assert_eq!(line(&joined), format!("[{at}] #general * bob joined"), "the server's time");
+        let left = ServerEvent::Left {
+            room: "general".into(),
+            username: "bob".into(),
+            timestamp: "2026-12-06T18:00:05.000Z".into(),
+        };
+        assert_eq!(line(&left), format!("[{at}] #general * bob left"));
         let gap = ServerEvent::Gap { room: "general".into(), first: 3, last: 7 };
         assert!(line(&gap).ends_with("] #general * messages 3 to 7 are lost"));
         let refused = ServerEvent::Error {

@@ -13,7 +13,7 @@ use std::future::Future;
 use std::io::ErrorKind;
 use std::sync::Arc;
 
-use common::{Server, WAIT, connect, expect_close, recv_within, said};
+use common::{Server, WAIT, connect, expect_close, recv_within, said, unstamped};
 use futures_util::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -145,7 +145,7 @@ async fn random_bytes_from_twenty_connections_cost_the_members_nothing() {
     send(&mut newcomer, join("general", "dave")).await;
     members.push(newcomer);
     for ws in &mut members {
-        assert_eq!(event(ws).await, joined("general", "dave"));
+        assert_eq!(event(ws).await, joined_at("general", "dave", total), "after every message");
     }
     let dave = members.last_mut().expect("dave");
     send(dave, say("general", "what storm?")).await;
@@ -385,7 +385,17 @@ fn say(room: &str, content: &str) -> ClientMessage {
 }
 
 fn joined(room: &str, username: &str) -> ServerEvent {
-    ServerEvent::Joined { room: room.into(), username: username.into() }
+    joined_at(room, username, 0)
+}
+
+/// `username` joined `room`, whose last message was then `seq`.
+fn joined_at(room: &str, username: &str, seq: u64) -> ServerEvent {
+    ServerEvent::Joined {
+        room: room.into(),
+        username: username.into(),
+        timestamp: String::new(), // checked and blanked by `unstamped`
+        seq,
+    }
 }
 
 async fn send(ws: &mut WsClient, command: ClientMessage) {
@@ -395,5 +405,7 @@ async fn send(ws: &mut WsClient, command: ClientMessage) {
 /// The next event, within [`WAIT`].
 async fn event(ws: &mut WsClient) -> ServerEvent {
     let msg = recv_within(ws, WAIT).await;
-    ServerEvent::try_from(&msg).unwrap_or_else(|e| panic!("not a server event: {e}: {msg:?}"))
+    unstamped(
+        ServerEvent::try_from(&msg).unwrap_or_else(|e| panic!("not a server event: {e}: {msg:?}")),
+    )
 }

@@ -26,7 +26,7 @@ use chrono::{DateTime, FixedOffset};
 use common::stub::{self, StubServer, confirm_join, expect_join, refusal, tell};
 use common::{
     Certificates, Component, Cut, Proxy, Server, TempFile, WAIT, connect, log_message, recv,
-    run_trials, trial_needing,
+    run_trials, trial_needing, unstamped,
 };
 use futures_util::{SinkExt, StreamExt};
 use libtest_mimic::Trial;
@@ -152,8 +152,8 @@ async fn two_pages_chat_in_a_room_that_other_rooms_do_not_hear() {
     let mut carol = connect(&server.url).await;
     let join = ClientMessage::Join { room: "other".into(), username: "carol".into(), since: None };
     carol.send(join.to_message()).await.expect("send Join");
-    let joined = ServerEvent::Joined { room: "other".into(), username: "carol".into() };
-    assert_eq!(event(&recv(&mut carol).await), joined);
+    let expected = joined("other", "carol");
+    assert_eq!(event(&recv(&mut carol).await), expected);
 
     let bob = browser.open_chat(&server.url).await;
     bob.connect("bob", "general").await;
@@ -285,10 +285,7 @@ async fn page_reconnects_and_rejoins_its_rooms() {
     let mut bob = connect(&server.url).await;
     let join = ClientMessage::Join { room: "general".into(), username: "bob".into(), since: None };
     bob.send(join.to_message()).await.expect("send Join");
-    assert_eq!(
-        event(&recv(&mut bob).await),
-        ServerEvent::Joined { room: "general".into(), username: "bob".into() }
-    );
+    assert_eq!(event(&recv(&mut bob).await), joined("general", "bob"));
     alice.wait_for_entry("alice sees bob join", |e| e.is_event("general", "bob joined")).await;
     alice.fill("#message", "back again").await;
     alice.click("#send").await;
@@ -354,10 +351,7 @@ async fn page_keeps_its_room_when_a_join_is_refused_and_shows_why_it_closed() {
     let mut other = connect(&server.url).await;
     let join = ClientMessage::Join { room: "lobby".into(), username: "alice".into(), since: None };
     other.send(join.to_message()).await.expect("send Join");
-    assert_eq!(
-        event(&recv(&mut other).await),
-        ServerEvent::Joined { room: "lobby".into(), username: "alice".into() }
-    );
+    assert_eq!(event(&recv(&mut other).await), joined("lobby", "alice"));
 
     let alice = browser.open_chat(&server.url).await;
     alice.connect("alice", "general").await;
@@ -512,8 +506,8 @@ async fn page_resumes_with_since_after_a_dropped_connection() {
     // Turned away until the room has moved on without her.
     proxy.refuse(true);
     proxy.cut(Cut::Both);
-    let left = ServerEvent::Left { room: "general".into(), username: "alice".into() };
-    wait_for_event(&mut bob, "the server sees alice go", |e| *e == left).await;
+    let gone = left("general", "alice");
+    wait_for_event(&mut bob, "the server sees alice go", |e| *e == gone).await;
     say(&mut bob, "general", "three").await;
     say(&mut bob, "general", "four").await;
     proxy.refuse(false);
@@ -522,7 +516,20 @@ async fn page_resumes_with_since_after_a_dropped_connection() {
     say(&mut bob, "general", "five").await;
     alice.wait_until_entries("alice sees the next live message", shown(5)).await;
     let expected = ["bob: one", "bob: two", "bob: three", "bob: four", "bob: five"];
-    assert_eq!(log_of(&alice.entries().await, "general"), expected, "no note: nothing lost");
+    let entries = alice.entries().await;
+    assert_eq!(log_of(&entries, "general"), expected, "no note: nothing lost");
+    // Her own joined line after the replay, in time order.
+    let all = [
+        "event: alice joined",
+        "bob: one",
+        "bob: two",
+        "bob: three",
+        "bob: four",
+        "event: alice joined",
+        "bob: five",
+    ];
+    assert_eq!(everything_in(&entries, "general"), all);
+    assert_in_time_order(&entries);
     alice.assert_no_errors().await;
 
     server.stop().await;
@@ -544,8 +551,8 @@ async fn page_shows_a_gap_when_the_history_is_too_short() {
 
     proxy.refuse(true);
     proxy.cut(Cut::Both);
-    let left = ServerEvent::Left { room: "general".into(), username: "alice".into() };
-    wait_for_event(&mut bob, "the server sees alice go", |e| *e == left).await;
+    let gone = left("general", "alice");
+    wait_for_event(&mut bob, "the server sees alice go", |e| *e == gone).await;
     for text in ["two", "three", "four", "five"] {
         say(&mut bob, "general", text).await;
     }
@@ -562,7 +569,23 @@ async fn page_shows_a_gap_when_the_history_is_too_short() {
         "bob: five",
         "bob: six",
     ];
-    assert_eq!(log_of(&alice.entries().await, "general"), expected);
+    let entries = alice.entries().await;
+    assert_eq!(log_of(&entries, "general"), expected);
+    // The gap with the time of the message after it, her own joined line
+    // after the replay: in time order.
+    let all = [
+        "event: alice joined",
+        "bob: one",
+        "note: messages 2–3 lost: the server no longer has them",
+        "bob: four",
+        "bob: five",
+        "event: alice joined",
+        "bob: six",
+    ];
+    assert_eq!(everything_in(&entries, "general"), all);
+    let gap = entries.iter().position(|e| e.kind == "note").expect("the gap");
+    assert_eq!(entries[gap].datetime, entries[gap + 1].datetime, "the gap takes four's time");
+    assert_in_time_order(&entries);
     alice.assert_no_errors().await;
 
     server.stop().await;
@@ -599,8 +622,8 @@ async fn page_rejoins_once_the_server_frees_its_name() {
     say(&mut bob, "general", "three").await;
 
     proxy.release();
-    let left = ServerEvent::Left { room: "general".into(), username: "alice".into() };
-    wait_for_event(&mut bob, "the server sees the old alice go", |e| *e == left).await;
+    let gone = left("general", "alice");
+    wait_for_event(&mut bob, "the server sees the old alice go", |e| *e == gone).await;
     let shown = |n: usize| move |entries: &[Entry]| messages_in(entries, "general").len() == n;
     alice.wait_until_entries("alice sees what she missed", shown(3)).await;
     say(&mut bob, "general", "four").await;
@@ -814,7 +837,21 @@ async fn page_chats_over_wss_with_a_certificate_chromium_is_told_to_trust() {
 }
 
 fn event(msg: &Message) -> ServerEvent {
-    ServerEvent::try_from(msg).unwrap_or_else(|e| panic!("not a server event: {msg:?}: {e}"))
+    unstamped(
+        ServerEvent::try_from(msg).unwrap_or_else(|e| panic!("not a server event: {msg:?}: {e}")),
+    )
+}
+
+/// `username` joined `room`, which had no message yet (the time checked
+/// and blanked by `unstamped`).
+fn joined(room: &str, username: &str) -> ServerEvent {
+    let (room, username, timestamp) = (room.into(), username.into(), String::new());
+    ServerEvent::Joined { room, username, timestamp, seq: 0 }
+}
+
+fn left(room: &str, username: &str) -> ServerEvent {
+    let (room, username, timestamp) = (room.into(), username.into(), String::new());
+    ServerEvent::Left { room, username, timestamp }
 }
 
 /// Fails if a text or binary message arrives within `window`.
@@ -840,8 +877,8 @@ async fn join(url: &str, room: &str, username: &str) -> WsClient {
     let mut ws = connect(url).await;
     let join = ClientMessage::Join { room: room.into(), username: username.into(), since: None };
     ws.send(join.to_message()).await.expect("send Join");
-    let joined = ServerEvent::Joined { room: room.into(), username: username.into() };
-    assert_eq!(event(&recv(&mut ws).await), joined);
+    let expected = joined(room, username);
+    assert_eq!(event(&recv(&mut ws).await), expected);
     ws
 }
 
@@ -911,6 +948,19 @@ fn messages_in(entries: &[Entry], room: &str) -> Vec<String> {
 /// first: `user: text` and `note: text`.
 fn log_of(entries: &[Entry], room: &str) -> Vec<String> {
     entries.iter().filter(|e| e.room == room && e.kind != "event").map(shown_as).collect()
+}
+
+/// Everything shown in `room`, oldest first: messages, notes, joins and
+/// leaves (`event: alice joined`).
+fn everything_in(entries: &[Entry], room: &str) -> Vec<String> {
+    entries.iter().filter(|e| e.room == room).map(shown_as).collect()
+}
+
+/// Fails unless the entries' times (the server's, to the millisecond)
+/// never go back.
+fn assert_in_time_order(entries: &[Entry]) {
+    let times: Vec<&str> = entries.iter().map(|e| e.datetime.as_str()).collect();
+    assert!(times.is_sorted(), "entries out of time order: {entries:#?}");
 }
 
 /// The page's note when a room it rejoins counts from 1 again.

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::stub::{StubServer, confirm_join, expect_join, message, next_frame, refusal, tell};
 use common::{Cut, Program, Proxy, Server, TempFile, WAIT};
 use futures_util::{SinkExt, StreamExt};
@@ -496,7 +498,9 @@ async fn a_server_restart_loses_no_message_and_shows_none_twice() {
 /// messages while she is away (the server has seen her leave, and the proxy
 /// refuses her attempts). Back, she rejoins with `since` 2, and the server
 /// replays what she missed before the live messages: each shown once, in
-/// order. Returns her transcript, and bob's three messages.
+/// order. Her lines read in time order: her own `joined` line, stamped when
+/// she is back (a second after m5, here), follows the replay. Returns her
+/// transcript.
 async fn resume_after_a_drop(history: &str) -> Vec<String> {
     let server = Server::start("chat_server", &["--history", history]).await;
     let proxy = Proxy::start(&server.addr).await;
@@ -510,7 +514,14 @@ async fn resume_after_a_drop(history: &str) -> Vec<String> {
     proxy.cut(Cut::Both);
     wait_for_event(&mut bob, |e| presence(e, "alice", false)).await;
     say(&mut bob, &["m3", "m4", "m5"]).await;
+    let m5 = wait_for_event(&mut bob, |e| matches!(e, ServerEvent::Message { seq: 5, .. })).await;
     alice.wait_for_log(|l| common::log_message(l).starts_with("cannot connect to")).await;
+    // Lines show whole seconds: alice comes back in the second after m5's,
+    // so that her joined line cannot read as old as the replay before it.
+    let ServerEvent::Message { timestamp, .. } = m5 else { unreachable!() };
+    let m5_at = chrono::DateTime::parse_from_rfc3339(&timestamp).expect("RFC 3339");
+    let next_second = (m5_at.timestamp() + 1) * 1000 - chrono::Utc::now().timestamp_millis();
+    tokio::time::sleep(Duration::from_millis(next_second.clamp(0, 1000) as u64)).await;
     proxy.refuse(false);
     wait_for_event(&mut bob, |e| presence(e, "alice", true)).await;
     say(&mut bob, &["m6"]).await;
@@ -518,7 +529,25 @@ async fn resume_after_a_drop(history: &str) -> Vec<String> {
     let log = quit(alice, &mut transcript).await;
     assert!(log.contains("rejoining #general after message 2"), "{log}");
     server.stop().await;
+    assert_in_time_order(&transcript);
+    // Her second joined line: after the replay's last message, before m6.
+    let back = transcript.iter().rposition(|l| l.ends_with("#general * alice joined"));
+    let m5 = transcript.iter().position(|l| l.ends_with("<bob> m5"));
+    let m6 = transcript.iter().position(|l| l.ends_with("<bob> m6"));
+    assert!(m5 < back && back < m6, "replay, joined, live: {transcript:#?}");
     transcript
+}
+
+/// Fails unless the times of `transcript`'s lines (`[HH:MM:SS] ...`) never
+/// go back. (A test running across midnight would fail it: once a day, for
+/// a second.)
+fn assert_in_time_order(transcript: &[String]) {
+    let times: Vec<&str> = transcript
+        .iter()
+        .filter(|l| l.starts_with('['))
+        .map(|l| l.get(1..9).expect("[HH:MM:SS]"))
+        .collect();
+    assert!(times.is_sorted(), "lines out of time order: {transcript:#?}");
 }
 
 /// The resume, with the whole history kept: m3 to m5, said while alice was
@@ -541,7 +570,10 @@ async fn a_resume_older_than_the_history_shows_the_gap() {
     assert_eq!(said_by(&transcript, "bob"), ["m1", "m2", "m4", "m5", "m6"], "{transcript:#?}");
     let gap = transcript.iter().position(|l| l.ends_with("#general * messages 3 to 3 are lost"));
     let m4 = transcript.iter().position(|l| l.ends_with("<bob> m4"));
-    assert!(gap.is_some() && gap < m4, "the gap, then m4: {transcript:#?}");
+    assert!(gap.is_some() && gap.map(|g| g + 1) == m4, "the gap, then m4: {transcript:#?}");
+    // With m4's time: what it says is lost came before m4.
+    let (gap, m4) = (&transcript[gap.unwrap()], &transcript[m4.unwrap()]);
+    assert_eq!(gap[..10], m4[..10], "{transcript:#?}");
 }
 
 /// Alice's side of the connection goes, but the server still holds her

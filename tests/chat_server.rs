@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     Server, WAIT, connect, connect_with_small_buffers, expect_clean_end, expect_close, local_addr,
-    logged_for, recv_within, said,
+    logged_for, recv_within, said, unstamped,
 };
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
@@ -64,7 +64,10 @@ impl Chat {
     /// The next event, within [`WAIT`].
     async fn event(&mut self) -> ServerEvent {
         let msg = recv_within(&mut self.ws, WAIT).await;
-        ServerEvent::try_from(&msg).unwrap_or_else(|e| panic!("not a server event: {e}: {msg:?}"))
+        unstamped(
+            ServerEvent::try_from(&msg)
+                .unwrap_or_else(|e| panic!("not a server event: {e}: {msg:?}")),
+        )
     }
 
     /// The next event, which must be an `Error`; returns its text.
@@ -106,11 +109,21 @@ impl Chat {
 }
 
 fn joined(room: &str, username: &str) -> ServerEvent {
-    ServerEvent::Joined { room: room.into(), username: username.into() }
+    joined_at(room, username, 0)
+}
+
+/// `username` joined `room`, whose last message was then `seq`.
+fn joined_at(room: &str, username: &str, seq: u64) -> ServerEvent {
+    ServerEvent::Joined {
+        room: room.into(),
+        username: username.into(),
+        timestamp: String::new(), // checked and blanked by `unstamped`
+        seq,
+    }
 }
 
 fn left(room: &str, username: &str) -> ServerEvent {
-    ServerEvent::Left { room: room.into(), username: username.into() }
+    ServerEvent::Left { room: room.into(), username: username.into(), timestamp: String::new() }
 }
 
 /// A client back from a dropped connection joins with the last `seq` it
@@ -139,7 +152,7 @@ async fn a_join_with_since_replays_exactly_the_missed_messages_then_live_ones() 
         }
         let mut bob = Chat::connect(&server).await;
         bob.join_since("general", "bob", 1).await;
-        assert_eq!(bob.event().await, joined("general", "bob"));
+        assert_eq!(bob.event().await, joined_at("general", "bob", 3), "the replay ends at 3");
         for original in missed {
             assert_eq!(bob.event().await, original, "the very message, seq and timestamp");
         }
@@ -168,7 +181,14 @@ async fn messages_said_during_a_resume_arrive_once_each_in_order() {
     // The server is usually still working through alice's burst when bob's
     // join arrives; wherever it lands, bob gets every message once.
     bob.join_since("general", "bob", 0).await;
-    assert_eq!(bob.event().await, joined("general", "bob"));
+    // Its seq says where the join landed: the replay ends there.
+    let event = bob.event().await;
+    let landed = match &event {
+        ServerEvent::Joined { seq, .. } => *seq,
+        other => panic!("expected bob's Joined, got {other:?}"),
+    };
+    assert_eq!(event, joined_at("general", "bob", landed));
+    assert!(landed <= MESSAGES, "the room's last seq at the join: {landed}");
     for seq in 1..=MESSAGES {
         assert_eq!(said(bob.event().await), ("alice".into(), seq.to_string(), seq));
     }
@@ -189,7 +209,7 @@ async fn a_resume_older_than_the_history_gets_a_gap_first() {
     }
     let mut bob = Chat::connect(&server).await;
     bob.join_since("general", "bob", 1).await;
-    assert_eq!(bob.event().await, joined("general", "bob"));
+    assert_eq!(bob.event().await, joined_at("general", "bob", 5));
     let gap = ServerEvent::Gap { room: "general".into(), first: 2, last: 3 };
     assert_eq!(bob.event().await, gap);
     assert_eq!(said(bob.event().await), ("alice".into(), "m4".into(), 4));
@@ -223,7 +243,7 @@ async fn a_bad_since_is_an_error_with_the_room_and_the_join_does_not_happen() {
     }
     alice.expect_nothing_pending().await; // no Joined was announced
     bob.join_since("general", "bob", 1).await; // still connected, and may join
-    assert_eq!(bob.event().await, joined("general", "bob"));
+    assert_eq!(bob.event().await, joined_at("general", "bob", 1));
     bob.expect_nothing_pending().await;
     server.stop().await;
 }
@@ -287,8 +307,12 @@ async fn rooms_are_separate_and_members_see_every_event() {
         // A disconnect is announced like a leave, to those who remain.
         let mut dave = Chat::connect(&server).await;
         dave.join("general", "dave").await;
-        assert_eq!(alice.event().await, joined("general", "dave"));
-        assert_eq!(dave.event().await, joined("general", "dave"));
+        assert_eq!(alice.event().await, joined_at("general", "dave", 2));
+        assert_eq!(
+            dave.event().await,
+            joined_at("general", "dave", 2),
+            "one message, one event for all"
+        );
         drop(alice);
         assert_eq!(dave.event().await, left("general", "alice"));
         dave.expect_nothing_pending().await;

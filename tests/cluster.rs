@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     Program, RedisServer, Server, WAIT, connect, expect_close, recv_within, redis_component,
-    run_trials, said, trial, trial_needing,
+    run_trials, said, trial, trial_needing, unstamped,
 };
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::timeout;
@@ -227,7 +227,9 @@ impl Chat {
 }
 
 fn parse(msg: tokio_tungstenite::tungstenite::Message) -> ServerEvent {
-    ServerEvent::try_from(&msg).unwrap_or_else(|e| panic!("not a server event: {e}: {msg:?}"))
+    unstamped(
+        ServerEvent::try_from(&msg).unwrap_or_else(|e| panic!("not a server event: {e}: {msg:?}")),
+    )
 }
 
 /// Joins each of `chats` to `room` in turn, checking that every member so
@@ -245,11 +247,21 @@ async fn join_in_turn(room: &str, chats: &mut [&mut Chat]) {
 }
 
 fn joined(room: &str, username: &str) -> ServerEvent {
-    ServerEvent::Joined { room: room.into(), username: username.into() }
+    joined_at(room, username, 0)
+}
+
+/// `username` joined `room`, whose last message was then `seq`.
+fn joined_at(room: &str, username: &str, seq: u64) -> ServerEvent {
+    ServerEvent::Joined {
+        room: room.into(),
+        username: username.into(),
+        timestamp: String::new(), // checked and blanked by `unstamped`
+        seq,
+    }
 }
 
 fn left(room: &str, username: &str) -> ServerEvent {
-    ServerEvent::Left { room: room.into(), username: username.into() }
+    ServerEvent::Left { room: room.into(), username: username.into(), timestamp: String::new() }
 }
 
 fn members(room: &str, usernames: &[&str]) -> ServerEvent {
@@ -402,8 +414,8 @@ async fn a_join_with_since_on_the_other_node_replays_the_missed_messages() {
 
     let mut bob = Chat::connect(&b, "bob").await;
     bob.join_since("general", 2).await;
-    assert_eq!(bob.event().await, joined("general", "bob"));
-    assert_eq!(alice.event().await, joined("general", "bob"));
+    assert_eq!(bob.event().await, joined_at("general", "bob", 5));
+    assert_eq!(alice.event().await, joined_at("general", "bob", 5));
     for original in &said_before[2..] {
         assert_eq!(&bob.event().await, original, "the very message: seq, timestamp, content");
     }
@@ -425,7 +437,7 @@ async fn a_resume_older_than_the_clusters_history_gets_a_gap_first() {
 
     let mut bob = Chat::connect(&b, "bob").await;
     bob.join_since("general", 0).await;
-    assert_eq!(bob.event().await, joined("general", "bob"));
+    assert_eq!(bob.event().await, joined_at("general", "bob", 5));
     let gap = ServerEvent::Gap { room: "general".into(), first: 1, last: 2 };
     assert_eq!(bob.event().await, gap);
     for original in &said_before[2..] {
@@ -453,8 +465,8 @@ async fn a_since_ahead_of_the_room_is_an_error_and_the_connection_stays_open() {
     alice.expect_nothing_pending().await; // no Joined was announced
 
     bob.join_since("general", 5).await;
-    assert_eq!(bob.event().await, joined("general", "bob"));
-    assert_eq!(alice.event().await, joined("general", "bob"));
+    assert_eq!(bob.event().await, joined_at("general", "bob", 5));
+    assert_eq!(alice.event().await, joined_at("general", "bob", 5));
     bob.expect_nothing_pending().await;
     stop_node(a).await;
     stop_node(b).await;
@@ -543,7 +555,7 @@ async fn a_killed_nodes_members_leave_within_10_s() {
     let mut gone = BTreeSet::new();
     while gone.len() < 2 {
         match bob.event_by(deadline).await {
-            Some(ServerEvent::Left { room, username }) if room == "general" => {
+            Some(ServerEvent::Left { room, username, .. }) if room == "general" => {
                 assert!(gone.insert(username.clone()), "{username} left twice");
             }
             Some(other) => panic!("bob expected a Left, got {other:?}"),
@@ -666,7 +678,7 @@ async fn a_client_moved_to_the_other_node_gets_every_missed_message_once() {
     loop {
         alice.join_since("general", last_seen).await;
         match alice.event().await {
-            event if event == joined("general", "alice") => break,
+            event if event == joined_at("general", "alice", 5) => break,
             ServerEvent::Error { room, code: ErrorCode::NameTaken, message } => {
                 assert_eq!(room.as_deref(), Some("general"), "{message}");
             }
@@ -683,7 +695,7 @@ async fn a_client_moved_to_the_other_node_gets_every_missed_message_once() {
 
     loop {
         match bob.event().await {
-            event if event == joined("general", "alice") => break,
+            event if event == joined_at("general", "alice", 5) => break,
             event if event == left("general", "alice") && !bob_saw_her_leave => {
                 bob_saw_her_leave = true;
             }

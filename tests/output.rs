@@ -39,7 +39,7 @@ const SERVERS: [(&str, &[&str], Option<&str>, &str); 5] = [
         "chat_server",
         &[],
         Some(r#"{"type":"Join","room":"general","username":"alice"}"#),
-        r#"{"type":"Joined","room":"general","username":"alice"}"#,
+        r#"{"type":"Joined","room":"general","username":"alice","timestamp":"#,
     ),
     ("data_pusher", &["--interval-ms", "20"], None, r#""seq":"#),
 ];

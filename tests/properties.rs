@@ -193,8 +193,16 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
 
 fn server_event() -> impl Strategy<Value = ServerEvent> {
     prop_oneof![
-        (string(), string()).prop_map(|(room, username)| ServerEvent::Joined { room, username }),
-        (string(), string()).prop_map(|(room, username)| ServerEvent::Left { room, username }),
+        (string(), string(), string(), any::<u64>()).prop_map(
+            |(room, username, timestamp, seq)| {
+                ServerEvent::Joined { room, username, timestamp, seq }
+            }
+        ),
+        (string(), string(), string()).prop_map(|(room, username, timestamp)| ServerEvent::Left {
+            room,
+            username,
+            timestamp
+        }),
         (string(), string(), string(), string(), any::<u64>()).prop_map(
             |(room, username, content, timestamp, seq)| ServerEvent::Message {
                 room,

@@ -10,7 +10,8 @@ redis.call('SET', KEYS[2], last, 'EX', ARGV[9])
 redis.call('SADD', KEYS[4], cjson.encode({ARGV[4], ARGV[5]}))
 local announce = redis.call('HLEN', KEYS[1]) <= tonumber(ARGV[8])
 redis.call('PUBLISH', ARGV[1], cjson.encode({kind = 'joined', room = ARGV[4],
-  username = ARGV[5], node = ARGV[2], client = ARGV[3], announce = announce}))
+  username = ARGV[5], node = ARGV[2], client = ARGV[3], announce = announce,
+  seq = last}))
 local missed = {}
 if since >= 0 and last > since then
   missed = redis.call('LRANGE', KEYS[3], -(last - since), -1)

@@ -15,7 +15,7 @@ for i = 7, #ARGV do
     local announce = redis.call('HLEN', KEYS[1]) <= tonumber(ARGV[5])
     if reaped then
       redis.call('PUBLISH', ARGV[1], cjson.encode({kind = 'joined', room = room,
-        username = ARGV[i], node = node, announce = announce}))
+        username = ARGV[i], node = node, announce = announce, seq = last}))
     end
   elseif holder ~= node then
     table.insert(taken, ARGV[i])

@@ -75,9 +75,11 @@ pub async fn tell(ws: &mut StubConnection, event: ServerEvent) {
     ws.send(event.to_message()).await.expect("send to the client");
 }
 
-/// Confirms `username`'s join of `room`.
+/// Confirms `username`'s join of `room`, which has no message yet.
 pub async fn confirm_join(ws: &mut StubConnection, room: &str, username: &str) {
-    tell(ws, ServerEvent::Joined { room: room.into(), username: username.into() }).await;
+    let (room, username) = (room.into(), username.into());
+    let timestamp = websocket_tutorial::protocol::timestamp_now();
+    tell(ws, ServerEvent::Joined { room, username, timestamp, seq: 0 }).await;
 }
 
 /// A refusal about `room`, with `code` and words of the test's choosing.

@@ -34,6 +34,25 @@ pub fn said(event: websocket_tutorial::protocol::ServerEvent) -> (String, String
     }
 }
 
+/// `event` as a test expects it: a `Joined` or `Left` must carry the
+/// server's now, in UTC, as a message does; its time is then blanked, so
+/// that the rest compares exactly (`timestamp: String::new()`).
+pub fn unstamped(
+    mut event: websocket_tutorial::protocol::ServerEvent,
+) -> websocket_tutorial::protocol::ServerEvent {
+    use websocket_tutorial::protocol::ServerEvent;
+    if let ServerEvent::Joined { timestamp, .. } | ServerEvent::Left { timestamp, .. } = &mut event
+    {
+        let stamped = chrono::DateTime::parse_from_rfc3339(timestamp)
+            .unwrap_or_else(|e| panic!("timestamp {timestamp:?} is not RFC 3339: {e}"));
+        let age = chrono::Utc::now().signed_duration_since(stamped);
+        assert!(age.num_seconds().abs() < 60, "timestamp is the server's now: {timestamp}");
+        assert!(timestamp.len() == 24 && timestamp.ends_with('Z'), "UTC, ms: {timestamp}");
+        timestamp.clear();
+    }
+    event
+}
+
 /// Connects a WebSocket client, within [`WAIT`].
 pub async fn connect(url: &str) -> WsClient {
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();

@@ -64,7 +64,22 @@ async def expect_message(ws, who, username, content, seq):
     got = {key: event[key] for key in wanted}
     if got != wanted:
         fail(f"{who} expected {wanted}, got {event}")
-    stamp = event["timestamp"]
+    check_stamp(who, event["timestamp"])
+
+
+async def expect_joined(ws, who, username, seq):
+    """A `Joined` event with the server's time and the room's last seq."""
+    event = await receive(ws, who)
+    wanted = {"type": "Joined", "room": ROOM, "username": username, "seq": seq}
+    if set(event) != set(wanted) | {"timestamp"}:
+        fail(f"{who}: a Joined event has the fields {sorted(wanted)} and timestamp, got {event}")
+    if {key: event[key] for key in wanted} != wanted:
+        fail(f"{who} expected {wanted}, got {event}")
+    check_stamp(who, event["timestamp"])
+
+
+def check_stamp(who, stamp):
+    """`stamp` must be the server's current time, in RFC 3339."""
     if not isinstance(stamp, str) or not RFC3339.match(stamp):
         fail(f"{who}: timestamp {stamp!r} is not RFC 3339")
     # Python before 3.11 does not read a `Z` suffix.
@@ -77,10 +92,10 @@ async def expect_message(ws, who, username, content, seq):
 async def chat_checks(url, cafile):
     async with open_connection(url, cafile) as alice, open_connection(url, cafile) as bob:
         await send(alice, {"type": "Join", "room": ROOM, "username": "alice"})
-        await expect(alice, "alice", {"type": "Joined", "room": ROOM, "username": "alice"})
+        await expect_joined(alice, "alice", "alice", 0)
         await send(bob, {"type": "Join", "room": ROOM, "username": "bob"})
         for ws, who in [(alice, "alice"), (bob, "bob")]:
-            await expect(ws, who, {"type": "Joined", "room": ROOM, "username": "bob"})
+            await expect_joined(ws, who, "bob", 0)
         print("joined: alice and bob are in general", flush=True)
 
         content = "hello from alice ✓"
