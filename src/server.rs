@@ -295,11 +295,13 @@ where
 /// answered with HTTP 401, 403 or 429 instead of an upgrade; the username
 /// its token proved (with [`Admission::tokens`]) is the handler's third
 /// argument, `None` without tokens. A connection's
-/// place in its address's count is taken as soon as it is accepted, and
-/// given back when its task ends, however it ends.
+/// place in its address's count is taken as soon as it is accepted (from
+/// a trusted proxy, once its request has named the client: see
+/// [`crate::proxy`]), and given back when its task ends, however it ends.
 ///
 /// Everything a connection logs, from its handshake to its last line, is
-/// inside a `connection` span that names the peer (`peer=IP:PORT`), and an
+/// inside a `connection` span that names the peer (`peer=IP:PORT`), the
+/// client a trusted proxy speaks for (`client=IP`, only then), and an
 /// `id` field that a handler may fill in once it knows who the client is
 /// (`Span::current().record("id", ...)`). So the handler is not
 /// handed the peer's address; one that needs it for more than logging has

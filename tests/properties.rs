@@ -1,6 +1,7 @@
 //! Property tests (chapter 10, "Bad input cannot hurt") for everything that
-//! parses what a peer sends: the binary codec of chapter 5.2 and the JSON
-//! protocol of chapter 5.1.
+//! parses what a peer sends: the binary codec of chapter 5.2, the JSON
+//! protocol of chapter 5.1, and a proxy's `X-Forwarded-For` and
+//! `Forwarded` headers (chapter 10.6).
 //!
 //! Two properties each, checked on generated input (`proptest`, 256 cases
 //! a property, so a `cargo test` run stays well under a second here):
@@ -16,13 +17,17 @@
 //! The chat server under the same attack, over real sockets, is
 //! tests/bad_input.rs.
 
+use std::net::IpAddr;
+
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use serde_json::{Map, Value};
+use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderValue};
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 use websocket_tutorial::codec::{self, Frame, FrameType};
 use websocket_tutorial::error::{CodecError, ProtocolError};
 use websocket_tutorial::protocol::{ClientMessage, ErrorCode, ServerEvent};
+use websocket_tutorial::proxy::{self, ProxyHeader, TrustedProxies};
 
 // ---- the binary codec (src/codec.rs) -------------------------------------
 
@@ -257,6 +262,60 @@ where
     Ok(())
 }
 
+// ---- a proxy's headers (src/proxy.rs) -----------------------------------
+
+/// Header values as a proxy, or a client pretending, might write them: the
+/// characters the two formats use, in any order, or any bytes at all.
+fn forwarding_value() -> impl Strategy<Value = Vec<u8>> {
+    let pieces = prop::sample::select(
+        &[
+            "for=",
+            "For=",
+            "\"",
+            "[",
+            "]",
+            ":",
+            ",",
+            ";",
+            " ",
+            "_",
+            "unknown",
+            "10.0.0.1",
+            "203.0.113.7",
+            "2001:db8::1",
+            "4711",
+            "=",
+            "proto=https",
+            "\\",
+            ".",
+        ][..],
+    );
+    let shaped = prop::collection::vec(pieces, 0..12).prop_map(|p| p.concat().into_bytes());
+    prop_oneof![shaped, prop::collection::vec(any::<u8>(), 0..64)]
+}
+
+/// Trusting 127.0.0.1 and 10.0.0.0/8, reading `header`.
+fn trusting(header: ProxyHeader) -> TrustedProxies {
+    let trusted = ["127.0.0.1", "10.0.0.0/8"].map(|t| proxy::parse_cidr(t).unwrap()).to_vec();
+    TrustedProxies { trusted, proxy_header: header }
+}
+
+/// A request's headers with `value` as `header`'s, if it is a valid
+/// header value at all (the HTTP parser refuses the rest before us).
+fn with_header(header: ProxyHeader, value: &[u8]) -> Option<HeaderMap> {
+    let value = HeaderValue::from_bytes(value).ok()?;
+    let mut headers = HeaderMap::new();
+    headers.insert(header.name(), value);
+    Some(headers)
+}
+
+/// An address, trusted (10.x) or not (203.0.113.x).
+fn hop() -> impl Strategy<Value = IpAddr> {
+    (any::<bool>(), any::<u8>()).prop_map(|(trusted, n)| {
+        if trusted { [10, 0, 0, n].into() } else { [203, 0, 113, n].into() }
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 256,
@@ -337,5 +396,38 @@ proptest! {
     #[test]
     fn every_event_round_trips(event in server_event()) {
         prop_assert_eq!(ServerEvent::try_from(&event.to_message()).ok(), Some(event));
+    }
+
+    /// Any header value gives a client or a refusal, never a panic; from a
+    /// peer not trusted it is not even read.
+    #[test]
+    fn any_forwarding_header_gives_a_client_or_a_400(value in forwarding_value()) {
+        for header in [ProxyHeader::XForwardedFor, ProxyHeader::Forwarded] {
+            let Some(headers) = with_header(header, &value) else { continue };
+            let proxies = trusting(header);
+            let _ = proxies.client([127, 0, 0, 1].into(), &headers);
+            let stranger: IpAddr = [198, 51, 100, 1].into();
+            prop_assert_eq!(proxies.client(stranger, &headers), Ok(stranger));
+        }
+    }
+
+    /// Whatever a client writes at the start of `X-Forwarded-For`, the
+    /// client is the rightmost address the trusted proxies did not vouch
+    /// for, or the leftmost of theirs if they vouched for every one.
+    #[test]
+    fn no_client_can_name_itself(
+        spoofed in prop::collection::vec(hop(), 0..4),
+        appended in prop::collection::vec(hop(), 1..5),
+    ) {
+        let list: Vec<String> = spoofed.iter().chain(&appended).map(|ip| ip.to_string()).collect();
+        let headers = with_header(ProxyHeader::XForwardedFor, list.join(", ").as_bytes()).unwrap();
+        let got = trusting(ProxyHeader::XForwardedFor).client([127, 0, 0, 1].into(), &headers);
+        let untrusted = |ip: &&IpAddr| !matches!(ip, IpAddr::V4(v4) if v4.octets()[0] == 10);
+        let expected = match appended.iter().rev().find(untrusted) {
+            Some(client) => *client,
+            // Every appended hop trusted: what is left of them is read on.
+            None => *spoofed.iter().rev().find(untrusted).or(spoofed.first()).unwrap_or(&appended[0]),
+        };
+        prop_assert_eq!(got, Ok(expected));
     }
 }
