@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 
 /// A file that holds `content`, in a directory of its own under the system's
 /// temporary directory, removed when this is dropped: a token secret for
-/// chat_server's `--auth-secret-file` and make_token's `--secret-file`.
+/// chat_server's `--auth-secret-file` and make_token's `--secret-file`, or a
+/// systemd unit to verify.
 pub struct TempFile {
     dir: PathBuf,
     pub path: PathBuf,
@@ -15,11 +16,16 @@ pub struct TempFile {
 
 impl TempFile {
     pub fn new(content: &str) -> TempFile {
+        TempFile::named("secret", content)
+    }
+
+    /// A file called `name` (systemd wants a unit's file to end in `.service`).
+    pub fn named(name: &str, content: &str) -> TempFile {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("ws-test-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a temporary directory");
-        let path = dir.join("secret");
+        let path = dir.join(name);
         std::fs::write(&path, content).expect("write the temporary file");
         TempFile { dir, path }
     }
