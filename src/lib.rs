@@ -17,6 +17,7 @@
 //! | [`tls`] | `--tls-cert`/`--tls-key`: serving `wss://` with rustls | 10.6 |
 //! | [`admission`] | who may connect: allowed origins (403), connections per IP address (429) | 10 |
 //! | [`proxy`] | behind a reverse proxy: `--trust-proxy CIDR`, the client named in `X-Forwarded-For` or `Forwarded` (400 when malformed) | 10.6 |
+//! | [`limits`] | the open-file limit a server with many connections raises at start, and warns about | 11 |
 //! | [`heartbeat`] | when to ping a client, and when its silence means it is gone | 2.2, 4.1, 6.1 |
 //! | [`close`] | the close handshake, with a deadline on every step | all |
 //! | [`error`] | typed errors, and the one place that classifies a connection's errors: benign disconnect or not, which close code | all |
@@ -52,6 +53,7 @@ pub mod engine;
 pub mod error;
 pub mod failover;
 pub mod heartbeat;
+pub mod limits;
 pub mod outbox;
 pub mod output;
 pub mod protocol;

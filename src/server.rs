@@ -39,7 +39,7 @@ use crate::admission::{Admission, PerIp, Refusal};
 use crate::error::{self, AddressError, Error};
 use crate::heartbeat::HeartbeatArgs;
 use crate::tls::{Stream, TlsArgs};
-use crate::{args, close, output};
+use crate::{args, close, limits, output};
 
 /// The address servers listen on when none is given.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9001";
@@ -317,6 +317,9 @@ pub async fn serve<H, F>(
     H: Fn(WsStream, CancellationToken, Option<String>) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
+    // Room for every connection's socket: a soft limit of 1,024 would stop
+    // `accept()` long before `max_connections` (chapter 11.3).
+    limits::raise_open_files(max_connections);
     if admission.allowed_origins.is_empty() {
         // Said once and loudly: fine on 127.0.0.1, and the one setting to
         // change before a browser's page, with its cookies, can reach us.

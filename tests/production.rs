@@ -2,6 +2,9 @@
 //! systemd accepts, and its command line is one chat_server starts with and
 //! stops cleanly on the signal systemd sends.
 //!
+//! A server also raises its own open-file limit (`src/limits.rs`, chapter
+//! 11.3), which the last test checks under util-linux's `prlimit`.
+//!
 //! The first test needs `systemd-analyze` (Debian's `systemd` package).
 //! Without it `cargo test` shows the test as `ignored`, with the reason,
 //! except in CI, where it fails (see `common::trial_needing`).
@@ -33,6 +36,10 @@ fn main() -> ExitCode {
         trial(
             "the_units_command_line_starts_chat_server_and_sigterm_stops_it_with_exit_0",
             the_units_command_line_starts_chat_server_and_sigterm_stops_it_with_exit_0,
+        ),
+        trial(
+            "a_server_raises_its_open_file_limit_and_warns_when_even_the_hard_one_is_too_low",
+            a_server_raises_its_open_file_limit_and_warns_when_even_the_hard_one_is_too_low,
         ),
     ];
     run_trials(include_str!("production.rs"), trials)
@@ -90,4 +97,36 @@ async fn the_units_command_line_starts_chat_server_and_sigterm_stops_it_with_exi
     assert!(first.starts_with("listening on ws://127.0.0.1:"), "first line: {first:?}");
     server.signal("TERM");
     assert_eq!(server.exit_code().await, 0, "SIGTERM is a clean stop");
+}
+
+/// Started as a shell would start it, with a soft open-file limit far below
+/// its hard one (256 and 2,048 here, set by util-linux's `prlimit`), a
+/// server raises the soft limit to the hard one, and its log says when even
+/// that is below `--max-connections` (10,000 by default) plus a margin;
+/// with `--max-connections 1000` it says nothing.
+async fn a_server_raises_its_open_file_limit_and_warns_when_even_the_hard_one_is_too_low() {
+    const WARNING: &str = "the open-file limit is below --max-connections";
+    for (max_connections, warned) in [("10000", true), ("1000", false)] {
+        let mut command = tokio::process::Command::new("prlimit");
+        command.args(["--nofile=256:2048", "--"]).arg(example_path("chat_server"));
+        command.args(["127.0.0.1:0", "--max-connections", max_connections]);
+        let mut server = Program::spawn(command);
+        let first = server.next_line().await.expect("chat_server printed nothing");
+        assert!(first.starts_with("listening on ws://"), "first line: {first:?}");
+        // A handshake answered proves `serve` started, and it raises the
+        // limit before it accepts anything.
+        let url = first.strip_prefix("listening on ").expect("a URL");
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("a handshake");
+        drop(ws);
+        let pid = server.child.id().expect("running");
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("its limits");
+        let open_files = limits.lines().find(|l| l.starts_with("Max open files"));
+        let numbers: Vec<&str> =
+            open_files.expect("a Max open files line").split_whitespace().skip(3).take(2).collect();
+        assert_eq!(numbers, ["2048", "2048"], "soft limit raised to the hard one:\n{limits}");
+        server.signal("TERM");
+        assert_eq!(server.exit_code().await, 0);
+        let log = server.stderr_text().await;
+        assert_eq!(log.contains(WARNING), warned, "--max-connections {max_connections}:\n{log}");
+    }
 }
