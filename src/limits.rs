@@ -16,6 +16,7 @@ use tracing::{debug, warn};
 /// connection or two, the log thread. Generous on purpose.
 pub const SPARE_FILES: u64 = 64;
 
+// ANCHOR: raise
 /// Raises this process's soft open-file limit to its hard limit, and warns
 /// (once, in the log) when that leaves fewer than `connections` plus
 /// [`SPARE_FILES`] descriptors. Returns the soft limit in force afterwards,
@@ -36,6 +37,7 @@ pub fn raise_open_files(connections: usize) -> Option<u64> {
     }
     Some(limit)
 }
+// ANCHOR_END: raise
 
 #[cfg(unix)]
 #[allow(clippy::unnecessary_cast)] // rlim_t is 32 bits on some targets
