@@ -99,6 +99,11 @@ fn main() -> ExitCode {
             "chat_client_moves_to_the_other_node_and_shows_every_message_once",
             chat_client_moves_to_the_other_node_and_shows_every_message_once,
         ),
+        trial_needing(
+            &redis,
+            "a_rolling_restart_loses_no_message",
+            a_rolling_restart_loses_no_message,
+        ),
         trial(
             "a_node_whose_redis_is_unreachable_exits_1_with_one_line",
             a_node_whose_redis_is_unreachable_exits_1_with_one_line,
@@ -774,5 +779,71 @@ async fn chat_client_moves_to_the_other_node_and_shows_every_message_once() {
         .collect();
     let every_one_once = ["before", "while away 1", "while away 2", "while away 3", "after"];
     assert_eq!(from_bob, every_one_once, "alice's screen:\n{}", transcript.join("\n"));
+    stop_node(b).await;
+}
+
+/// A rolling restart, as chapter 11 does one: each node of the cluster in
+/// turn is stopped with SIGTERM, as a service manager stops it, and started
+/// again on its address. Two terminal clients, one on each node, move to
+/// the node that is up and resume there; what was said while they moved
+/// reaches them after all, and each screen shows every message once, in
+/// the order said.
+async fn a_rolling_restart_loses_no_message() {
+    let (redis, a, b) = start_cluster(&[]).await;
+    let (a_addr, b_addr, url) = (a.addr.clone(), b.addr.clone(), redis.url());
+    let client = |first: &Server, second: &Server, name: &str| {
+        let servers = format!("{},{}", first.url, second.url);
+        let args = ["--base-ms", "20", "--cap-ms", "200", "--max-attempts", "0", &servers, name];
+        Program::start("chat_client", &args)
+    };
+    // Reads a client's screen up to a line ending with `end`, keeping it all.
+    async fn until(client: &mut Program, seen: &mut Vec<String>, end: &str) {
+        let (line, before) = client.wait_for(|l| l.ends_with(end)).await;
+        seen.extend(before);
+        seen.push(line);
+    }
+    let (mut alice_saw, mut carol_saw) = (Vec::new(), Vec::new());
+    let mut alice = client(&a, &b, "alice");
+    until(&mut alice, &mut alice_saw, "#general * alice joined").await;
+    // carol only then, so that alice is there to see her join.
+    let mut carol = client(&b, &a, "carol");
+    until(&mut carol, &mut carol_saw, "#general * carol joined").await;
+    until(&mut alice, &mut alice_saw, "#general * carol joined").await;
+    alice.write_stdin("one\n").await;
+    until(&mut carol, &mut carol_saw, "<alice> one").await;
+
+    // Node A goes: alice moves to B while carol, there, speaks.
+    a.program.signal("TERM");
+    exits_cleanly(a).await;
+    carol.write_stdin("two\n").await;
+    until(&mut alice, &mut alice_saw, "<carol> two").await;
+    let a = Server::start_on("chat_server", &a_addr, &["--redis", &url]).await;
+    let mut bob = Chat::connect(&a, "bob").await;
+    bob.join("general").await;
+    assert_eq!(bob.event().await, joined_at("general", "bob", 2), "after one and two");
+
+    // Node B goes: both move to the new A while bob, there, speaks.
+    b.program.signal("TERM");
+    exits_cleanly(b).await;
+    bob.say("general", "three").await;
+    until(&mut alice, &mut alice_saw, "<bob> three").await;
+    until(&mut carol, &mut carol_saw, "<bob> three").await;
+    let b = Server::start_on("chat_server", &b_addr, &["--redis", &url]).await;
+    alice.write_stdin("four\n").await;
+    until(&mut carol, &mut carol_saw, "<alice> four").await;
+
+    for (client, seen) in [(&mut alice, &mut alice_saw), (&mut carol, &mut carol_saw)] {
+        client.write_stdin("/quit\n").await;
+        let code = client.exit_code().await;
+        assert_eq!(code, 0, "/quit: {}", client.stderr_text().await);
+        seen.extend(client.remaining_lines().await);
+        let said: Vec<&str> = seen
+            .iter()
+            .filter_map(|line| line.split_once("#general <").map(|(_, said)| said))
+            .collect();
+        let every_one_once = ["alice> one", "carol> two", "bob> three", "alice> four"];
+        assert_eq!(said, every_one_once, "a screen:\n{}", seen.join("\n"));
+    }
+    stop_node(a).await;
     stop_node(b).await;
 }
