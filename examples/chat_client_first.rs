@@ -61,7 +61,7 @@ async fn main() -> ExitCode {
             && sink.send(msg).await.is_ok()
         {}
     });
-    let join = ClientMessage::Join { room: ROOM.into(), username, since: None };
+    let join = ClientMessage::Join { room: ROOM.into(), username, since: None, epoch: None };
     let _ = tx.send(join.to_message()).await;
 
     let mut lines = client::stdin_lines(32);

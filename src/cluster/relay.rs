@@ -368,7 +368,7 @@ mod tests {
     fn relay() -> (Relay, mpsc::UnboundedReceiver<Departure>) {
         let config = Config {
             outbox_bytes: 1024,
-            joined: |room, name, _| Message::text(format!("+{name}@{room}")),
+            joined: |room, name, _, _| Message::text(format!("+{name}@{room}")),
             left: |room, name| Message::text(format!("-{name}@{room}")),
             ..Config::default()
         };
