@@ -266,12 +266,15 @@ impl Cluster {
             .arg(floor)
             .arg(self.config.presence_limit)
             .arg(RETENTION.as_secs())
-            .arg(rooms::new_epoch())
+            // The epoch this node knows, if Redis lost the room's (its
+            // seq goes on from the floor: the same life); else a new one.
+            .arg(self.relay.epoch(room).unwrap_or_else(rooms::new_epoch))
             .arg(epoch.unwrap_or(""))
             .invoke_async(&mut self.redis.clone())
             .await;
         let refusal = match answer {
             Ok((status, last, missed, life)) if status == "ok" => {
+                self.relay.note_epoch(room, &life);
                 let mut first = vec![(self.config.joined)(room, username, last, &life)];
                 // Counted in another life of the room: as join.lua did.
                 let started_over = since.is_some() && epoch.is_some_and(|e| e != life);
@@ -551,7 +554,7 @@ impl Cluster {
     /// to what this node has seen, and hands on the messages it missed.
     async fn restore(&self) -> RedisResult<()> {
         let reaped = format!("chat:node:{}:reaped", self.node);
-        for (room, floor, names) in self.relay.local_rooms() {
+        for (room, floor, epoch, names) in self.relay.local_rooms() {
             let (taken, missed): (Vec<String>, Vec<String>) = self
                 .restore
                 .key(room_key(&room, "members"))
@@ -559,12 +562,14 @@ impl Cluster {
                 .key(room_key(&room, "history"))
                 .key(format!("chat:node:{}:members", self.node))
                 .key(&reaped)
+                .key(room_key(&room, "epoch"))
                 .arg(CHANNEL)
                 .arg(&self.node)
                 .arg(&room)
                 .arg(floor)
                 .arg(self.config.presence_limit)
                 .arg(RETENTION.as_secs())
+                .arg(&epoch)
                 .arg(names)
                 .invoke_async(&mut self.redis.clone())
                 .await?;
@@ -600,6 +605,7 @@ impl Cluster {
             // Each node stamps presence with its own clock as it hands it
             // on: the same server time, give or take the channel's delay.
             Event::Joined { room, username, node, client, announce, seq, epoch } => {
+                self.relay.note_epoch(&room, &epoch);
                 let joiner = client
                     .filter(|_| node == self.node)
                     .and_then(|client| client.parse().ok())

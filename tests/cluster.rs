@@ -562,6 +562,10 @@ async fn while_redis_is_lost_messages_are_refused_and_after_it_returns_rooms_rec
         assert_eq!(said(chat.event().await), said_as("bob", "before too", 2), "{}", chat.name);
     }
     let last_before = 2;
+    let mut keys =
+        redis::Client::open(redis.url()).expect("a URL").get_connection().expect("Redis");
+    let epoch: String =
+        redis::cmd("GET").arg("chat:room:general:epoch").query(&mut keys).expect("GET");
 
     redis.stop().await;
     for chat in [&mut alice, &mut bob] {
@@ -608,6 +612,14 @@ async fn while_redis_is_lost_messages_are_refused_and_after_it_returns_rooms_rec
     assert_eq!(alice.members("general").await, members("general", &["alice", "bob"]));
     alice.expect_nothing_pending().await;
     bob.expect_nothing_pending().await;
+    // The room's life went on: the nodes gave the emptied Redis its epoch
+    // back, so a client resuming with it gets no `StartedOver`.
+    let mut carol = Chat::connect(&b, "carol").await;
+    carol.join("general").await;
+    match carol.raw_event().await {
+        ServerEvent::Joined { epoch: after, .. } => assert_eq!(after, epoch, "the same life"),
+        other => panic!("expected carol's Joined, got {other:?}"),
+    }
     stop_node(a).await;
     stop_node(b).await;
 }
