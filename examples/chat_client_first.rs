@@ -68,6 +68,10 @@ async fn main() -> ExitCode {
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
     loop {
         tokio::select! {
+            // In this order: Ctrl-C is first polled (and so caught) on the
+            // loop's first turn, even when an event is already waiting.
+            biased;
+            _ = &mut ctrl_c => break,
             line = lines.recv() => match line.as_deref().map(str::trim) {
                 None | Some("/quit") => break, // the end of input (Ctrl-D), or /quit
                 Some("") => {}
@@ -80,7 +84,6 @@ async fn main() -> ExitCode {
                 close::answer(&mut stream).await; // the server closed: answer it
                 return code;
             },
-            _ = &mut ctrl_c => break,
         }
     }
     // Close 1000 through the queue, after every line said, and show what
