@@ -61,13 +61,17 @@ async fn main() -> ExitCode {
             && sink.send(msg).await.is_ok()
         {}
     });
-    let join = ClientMessage::Join { room: ROOM.into(), username, since: None };
+    let join = ClientMessage::Join { room: ROOM.into(), username, since: None, epoch: None };
     let _ = tx.send(join.to_message()).await;
 
     let mut lines = client::stdin_lines(32);
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
     loop {
         tokio::select! {
+            // In this order: Ctrl-C is first polled (and so caught) on the
+            // loop's first turn, even when an event is already waiting.
+            biased;
+            _ = &mut ctrl_c => break,
             line = lines.recv() => match line.as_deref().map(str::trim) {
                 None | Some("/quit") => break, // the end of input (Ctrl-D), or /quit
                 Some("") => {}
@@ -80,7 +84,6 @@ async fn main() -> ExitCode {
                 close::answer(&mut stream).await; // the server closed: answer it
                 return code;
             },
-            _ = &mut ctrl_c => break,
         }
     }
     // Close 1000 through the queue, after every line said, and show what

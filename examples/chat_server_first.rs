@@ -131,7 +131,7 @@ fn handle(frame: &Message, me: &Member) {
         Err(e) => return refuse(me, None, ErrorCode::Invalid, e),
     };
     match command {
-        ClientMessage::Join { room, username, since } => {
+        ClientMessage::Join { room, username, since, .. } => {
             if let Err(e) = check_name("username", &username).and(check_name("room", &room)) {
                 return refuse(me, Some(&room), ErrorCode::BadName, e);
             }

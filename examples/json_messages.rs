@@ -59,7 +59,12 @@ fn encode_each_client_message(out: &mut impl Write) -> io::Result<()> {
     writeln!(out, "# 1. Encoding: each ClientMessage as a text frame")?;
     // ANCHOR: encode
     let messages = [
-        ClientMessage::Join { room: "general".into(), username: "alice".into(), since: None },
+        ClientMessage::Join {
+            room: "general".into(),
+            username: "alice".into(),
+            since: None,
+            epoch: None,
+        },
         ClientMessage::Leave { room: "general".into() },
         ClientMessage::Message { room: "general".into(), content: "hi".into() },
         ClientMessage::Ping,

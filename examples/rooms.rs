@@ -58,7 +58,7 @@ fn walk_through(out: &mut impl Write) -> io::Result<()> {
     // the default, its JSON `Joined` and `Left` events.
     let rooms = Arc::new(RoomManager::new(Config {
         outbox_bytes: 256,
-        joined: |room, name, _seq| Message::text(format!("* {name} joined {room}")),
+        joined: |room, name, _seq, _epoch| Message::text(format!("* {name} joined {room}")),
         left: |room, name| Message::text(format!("* {name} left {room}")),
         ..Config::default()
     }));

@@ -10,6 +10,7 @@
 //! | `chat:room:ROOM:members` | hash: username -> the node its member is on (names are unique per room) |
 //! | `chat:room:ROOM:seq` | the room's last `seq` (kept 24 h after the room's last message or join) |
 //! | `chat:room:ROOM:history` | list: the room's last `--history` messages (kept as long) |
+//! | `chat:room:ROOM:epoch` | the room's life: made by the join that finds none (kept as long) |
 //! | `chat:node:NODE:members` | set: the `[room, username]` pairs of a node's members |
 //! | `chat:node:NODE:alive` | a key that expires 3 s after the node last refreshed it |
 //! | `chat:node:NODE:reaped` | set for an hour when a node is reaped, for its restore |
@@ -132,6 +133,8 @@ enum Event {
         announce: bool,
         #[serde(default)]
         seq: u64,
+        #[serde(default)]
+        epoch: String,
     },
     Left {
         room: String,
@@ -242,16 +245,18 @@ impl Cluster {
         room: &str,
         username: &str,
         since: Option<u64>,
+        epoch: Option<&str>,
     ) -> Result<(), RoomError> {
         self.relay.enter(id, room, username)?;
         let floor = self.relay.last_seq(room);
         let since_arg = since.map_or(-1, |s| i64::try_from(s).unwrap_or(i64::MAX));
-        let answer: RedisResult<(String, u64, Vec<String>)> = self
+        let answer: RedisResult<(String, u64, Vec<String>, String)> = self
             .join
             .key(room_key(room, "members"))
             .key(room_key(room, "seq"))
             .key(room_key(room, "history"))
             .key(format!("chat:node:{}:members", self.node))
+            .key(room_key(room, "epoch"))
             .arg(CHANNEL)
             .arg(&self.node)
             .arg(id.number())
@@ -261,19 +266,29 @@ impl Cluster {
             .arg(floor)
             .arg(self.config.presence_limit)
             .arg(RETENTION.as_secs())
+            // The epoch this node knows, if Redis lost the room's (its
+            // seq goes on from the floor: the same life); else a new one.
+            .arg(self.relay.epoch(room).unwrap_or_else(rooms::new_epoch))
+            .arg(epoch.unwrap_or(""))
             .invoke_async(&mut self.redis.clone())
             .await;
         let refusal = match answer {
-            Ok((status, last, missed)) if status == "ok" => {
-                let mut first = vec![(self.config.joined)(room, username, last)];
-                if let Some(since) = since {
+            Ok((status, last, missed, life)) if status == "ok" => {
+                self.relay.note_epoch(room, &life);
+                let mut first = vec![(self.config.joined)(room, username, last, &life)];
+                // Counted in another life of the room: as join.lua did.
+                let started_over = since.is_some() && epoch.is_some_and(|e| e != life);
+                if started_over {
+                    first.push((self.config.started_over)(room));
+                }
+                if let Some(since) = since.map(|since| if started_over { 0 } else { since }) {
                     first.extend(self.replay(room, since, last, &missed));
                 }
                 self.relay.entered(id, room, last, first);
                 return Ok(());
             }
-            Ok((status, _, _)) if status == "taken" => RoomError::NameTaken,
-            Ok((_, last, _)) => RoomError::SinceAhead { since: since.unwrap_or(0), last },
+            Ok((status, _, _, _)) if status == "taken" => RoomError::NameTaken,
+            Ok((_, last, _, _)) => RoomError::SinceAhead { since: since.unwrap_or(0), last },
             Err(e) => {
                 warn!(error = %e, room, "join: Redis failed");
                 // The script may have run after all: if the name is ours
@@ -325,6 +340,7 @@ impl Cluster {
             .key(room_key(room, "members"))
             .key(room_key(room, "seq"))
             .key(room_key(room, "history"))
+            .key(room_key(room, "epoch"))
             .arg(CHANNEL)
             .arg(&self.node)
             .arg(room)
@@ -538,7 +554,7 @@ impl Cluster {
     /// to what this node has seen, and hands on the messages it missed.
     async fn restore(&self) -> RedisResult<()> {
         let reaped = format!("chat:node:{}:reaped", self.node);
-        for (room, floor, names) in self.relay.local_rooms() {
+        for (room, floor, epoch, names) in self.relay.local_rooms() {
             let (taken, missed): (Vec<String>, Vec<String>) = self
                 .restore
                 .key(room_key(&room, "members"))
@@ -546,12 +562,14 @@ impl Cluster {
                 .key(room_key(&room, "history"))
                 .key(format!("chat:node:{}:members", self.node))
                 .key(&reaped)
+                .key(room_key(&room, "epoch"))
                 .arg(CHANNEL)
                 .arg(&self.node)
                 .arg(&room)
                 .arg(floor)
                 .arg(self.config.presence_limit)
                 .arg(RETENTION.as_secs())
+                .arg(&epoch)
                 .arg(names)
                 .invoke_async(&mut self.redis.clone())
                 .await?;
@@ -586,12 +604,13 @@ impl Cluster {
             }
             // Each node stamps presence with its own clock as it hands it
             // on: the same server time, give or take the channel's delay.
-            Event::Joined { room, username, node, client, announce, seq } => {
+            Event::Joined { room, username, node, client, announce, seq, epoch } => {
+                self.relay.note_epoch(&room, &epoch);
                 let joiner = client
                     .filter(|_| node == self.node)
                     .and_then(|client| client.parse().ok())
                     .map(ClientId::from_number);
-                let event = (self.config.joined)(&room, &username, seq);
+                let event = (self.config.joined)(&room, &username, seq, &epoch);
                 (room, Relayed::Presence { announce, joiner }, event)
             }
             Event::Left { room, username, announce } => {

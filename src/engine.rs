@@ -148,9 +148,21 @@ impl Member {
         username: &str,
         since: Option<u64>,
     ) -> Result<(), RoomError> {
+        self.join_in(room, username, since, None).await
+    }
+
+    /// [`Member::join`], with `since` counted in the room's life `epoch`:
+    /// from another life, the joiner gets all this one holds.
+    pub async fn join_in(
+        &self,
+        room: &str,
+        username: &str,
+        since: Option<u64>,
+        epoch: Option<&str>,
+    ) -> Result<(), RoomError> {
         match &self.engine.cluster {
-            None => self.engine.rooms.join(self.id, room, username, since),
-            Some(cluster) => cluster.join(self.id, room, username, since).await,
+            None => self.engine.rooms.join(self.id, room, username, since, epoch),
+            Some(cluster) => cluster.join(self.id, room, username, since, epoch).await,
         }
     }
 
@@ -200,7 +212,7 @@ impl Member {
             Err(e) => return self.refuse(room_in(frame).as_deref(), ErrorCode::Invalid, e),
         };
         match command {
-            ClientMessage::Join { room, username, since } => {
+            ClientMessage::Join { room, username, since, epoch } => {
                 if let Err(e) = check_name("username", &username).and(check_name("room", &room)) {
                     return self.refuse(Some(&room), ErrorCode::BadName, e);
                 }
@@ -213,7 +225,7 @@ impl Member {
                 }
                 // Joining announces it to the room, and replays what a
                 // resuming client missed, in the same step.
-                if let Err(e) = self.join(&room, &username, since).await {
+                if let Err(e) = self.join_in(&room, &username, since, epoch.as_deref()).await {
                     self.refuse(Some(&room), e.code(), format!("cannot join {room:?}: {e}"));
                 }
             }
@@ -391,7 +403,7 @@ mod tests {
     /// checked and blanked by [`unstamped`]).
     fn joined(room: &str, username: &str, seq: u64) -> ServerEvent {
         let (room, username, timestamp) = (room.into(), username.into(), String::new());
-        ServerEvent::Joined { room, username, timestamp, seq }
+        ServerEvent::Joined { room, username, timestamp, seq, epoch: String::new() }
     }
 
     fn left(room: &str, username: &str) -> ServerEvent {

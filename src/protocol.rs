@@ -31,6 +31,12 @@ pub enum ClientMessage {
         /// first, if some are gone), then live ones. Absent: live ones only.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         since: Option<u64>,
+        /// With `since`: the `epoch` of the room that `since` counts in,
+        /// from this client's last `Joined` there. When the room has
+        /// started over since (another `epoch`), the server replays its
+        /// new life from the first message it holds, as for `since` 0.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<String>,
     },
     /// Leave `room`.
     Leave { room: String },
@@ -68,6 +74,12 @@ pub enum ServerEvent {
         /// A replay after a join with `since` ends with this message.
         #[serde(default)]
         seq: u64,
+        /// Which life of the room `seq` counts in: it changes when the room
+        /// starts over (the server restarted, or the room emptied and was
+        /// made again). Compare it, nothing more. (Absent from an older
+        /// server: `""`.)
+        #[serde(default)]
+        epoch: String,
     },
     /// `username` left `room` (a leave, a disconnect or an eviction): sent to
     /// the members who remain, in rooms of up to `--presence-limit` members;
@@ -93,6 +105,13 @@ pub enum ServerEvent {
     /// missed: messages `first..=last` of `room` are no longer in its
     /// history, and will never arrive.
     Gap { room: String, first: u64, last: u64 },
+    /// Sent to a member resuming with `since` and an `epoch` that is not
+    /// the room's any more, right after its `Joined` (which names the new
+    /// one): the room started over while it was away (the server
+    /// restarted, or the room emptied and was made again), `since` counts
+    /// in its old life, and what follows is the new life from its first
+    /// message still held (a `Gap` first, if some are gone).
+    StartedOver { room: String },
     /// The answer to [`ClientMessage::Members`]: the names in `room`, sorted.
     Members { room: String, usernames: Vec<String> },
     /// The answer to [`ClientMessage::Ping`].
@@ -254,8 +273,8 @@ impl TryFrom<&Message> for ServerEvent {
 }
 
 /// `event` as a test expects it: a `Joined` or `Left` must carry the
-/// server's time, now (RFC 3339, UTC, milliseconds), which is then blanked
-/// so that the rest compares exactly.
+/// server's time, now (RFC 3339, UTC, milliseconds), and a `Joined` an
+/// epoch; both are then blanked so that the rest compares exactly.
 #[cfg(test)]
 pub(crate) fn unstamped(mut event: ServerEvent) -> ServerEvent {
     if let ServerEvent::Joined { timestamp, .. } | ServerEvent::Left { timestamp, .. } = &mut event
@@ -265,6 +284,10 @@ pub(crate) fn unstamped(mut event: ServerEvent) -> ServerEvent {
         assert!(age.num_seconds().abs() < 60, "the server's now: {timestamp}");
         assert!(timestamp.len() == 24 && timestamp.ends_with('Z'), "UTC, ms: {timestamp}");
         timestamp.clear();
+    }
+    if let ServerEvent::Joined { epoch, .. } = &mut event {
+        assert!(!epoch.is_empty(), "a Joined names the room's epoch");
+        epoch.clear();
     }
     event
 }
@@ -292,6 +315,7 @@ mod tests {
                     room: "general".into(),
                     username: "alice".into(),
                     since: None,
+                    epoch: None,
                 },
                 r#"{"type":"Join","room":"general","username":"alice"}"#,
             ),
@@ -300,8 +324,18 @@ mod tests {
                     room: "general".into(),
                     username: "alice".into(),
                     since: Some(41),
+                    epoch: None,
                 },
                 r#"{"type":"Join","room":"general","username":"alice","since":41}"#,
+            ),
+            (
+                ClientMessage::Join {
+                    room: "general".into(),
+                    username: "alice".into(),
+                    since: Some(41),
+                    epoch: Some("18e4a0c1f2-77-3".into()),
+                },
+                r#"{"type":"Join","room":"general","username":"alice","since":41,"epoch":"18e4a0c1f2-77-3"}"#,
             ),
             (
                 ClientMessage::Members { room: "general".into() },
@@ -334,8 +368,9 @@ mod tests {
                     username: "bob".into(),
                     timestamp: "2026-11-25T12:00:00.000Z".into(),
                     seq: 6,
+                    epoch: "18e4a0c1f2-77-3".into(),
                 },
-                r#"{"type":"Joined","room":"r","username":"bob","timestamp":"2026-11-25T12:00:00.000Z","seq":6}"#,
+                r#"{"type":"Joined","room":"r","username":"bob","timestamp":"2026-11-25T12:00:00.000Z","seq":6,"epoch":"18e4a0c1f2-77-3"}"#,
             ),
             (
                 ServerEvent::Left {
@@ -359,6 +394,7 @@ mod tests {
                 ServerEvent::Gap { room: "r".into(), first: 42, last: 57 },
                 r#"{"type":"Gap","room":"r","first":42,"last":57}"#,
             ),
+            (ServerEvent::StartedOver { room: "r".into() }, r#"{"type":"StartedOver","room":"r"}"#),
             (
                 ServerEvent::Members {
                     room: "r".into(),
@@ -405,7 +441,7 @@ mod tests {
     }
 
     #[test]
-    fn presence_from_an_older_server_has_no_time_and_seq_0() {
+    fn presence_from_an_older_server_has_no_time_seq_or_epoch() {
         let older = r#"{"type":"Joined","room":"r","username":"bob"}"#;
         let event = ServerEvent::try_from(&Message::text(older)).unwrap();
         let expected = ServerEvent::Joined {
@@ -413,6 +449,7 @@ mod tests {
             username: "bob".into(),
             timestamp: String::new(),
             seq: 0,
+            epoch: String::new(),
         };
         assert_eq!(event, expected);
         let older = r#"{"type":"Left","room":"r","username":"bob"}"#;

@@ -59,6 +59,9 @@ pub struct Rooms {
     held: Held,
     /// Rooms whose replay is under way: the lines held back until it ends.
     replaying: HashMap<String, Replaying>,
+    /// The epoch of each room, from our last `Joined` there: the life of
+    /// the room its `shown` counts in.
+    epochs: HashMap<String, String>,
 }
 
 /// A resume's lines held back until its replay has been shown.
@@ -68,8 +71,9 @@ struct Replaying {
     until: u64,
     /// Our own `Joined`, shown after the replay.
     joined: ServerEvent,
-    /// A `Gap` notice, shown before the next line of the room.
-    gap: Option<ServerEvent>,
+    /// Notices (`StartedOver`, `Gap`), shown before the next line of the
+    /// room.
+    notes: Vec<ServerEvent>,
 }
 // ANCHOR_END: state
 
@@ -115,6 +119,7 @@ impl Rooms {
             shown: HashMap::new(),
             held: Held::new(backoff),
             replaying: HashMap::new(),
+            epochs: HashMap::new(),
         }
     }
 
@@ -149,7 +154,12 @@ impl Rooms {
             return None;
         }
         self.joining = Some(room.into());
-        Some(ClientMessage::Join { room: room.into(), username: self.me.clone(), since: None })
+        Some(ClientMessage::Join {
+            room: room.into(),
+            username: self.me.clone(),
+            since: None,
+            epoch: None,
+        })
     }
 
     // ANCHOR: joins
@@ -168,7 +178,12 @@ impl Rooms {
         let mut joins: Vec<_> = self.joined.iter().map(|room| self.rejoin(room)).collect();
         if let Some(room) = &self.joining {
             let username = self.me.clone();
-            joins.push(ClientMessage::Join { room: room.clone(), username, since: None });
+            joins.push(ClientMessage::Join {
+                room: room.clone(),
+                username,
+                since: None,
+                epoch: None,
+            });
         }
         joins
     }
@@ -185,7 +200,14 @@ impl Rooms {
     /// message once.
     pub fn rejoin(&self, room: &str) -> ClientMessage {
         let since = self.shown.get(room).copied().unwrap_or(0);
-        ClientMessage::Join { room: room.into(), username: self.me.clone(), since: Some(since) }
+        // The life of the room `since` counts in, if the server said.
+        let epoch = self.epochs.get(room).filter(|e| !e.is_empty()).cloned();
+        ClientMessage::Join {
+            room: room.into(),
+            username: self.me.clone(),
+            since: Some(since),
+            epoch,
+        }
     }
     // ANCHOR_END: rejoin
 
@@ -195,6 +217,7 @@ impl Rooms {
         self.rejoining.retain(|r| r != room);
         self.shown.remove(room);
         self.replaying.remove(room);
+        self.epochs.remove(room);
     }
 
     // ANCHOR: follow
@@ -205,10 +228,11 @@ impl Rooms {
     pub fn follow(&mut self, event: &ServerEvent) -> Follow {
         match event {
             // Names are unique in a room, so a `Joined` with our name is ours.
-            ServerEvent::Joined { room, username, seq, .. } if *username == self.me => {
+            ServerEvent::Joined { room, username, seq, epoch, .. } if *username == self.me => {
                 if self.joining.as_ref() == Some(room) {
                     self.joining = None;
                 }
+                let life = self.epochs.insert(room.clone(), epoch.clone());
                 if !self.rejoining.contains(room) {
                     self.joined.retain(|r| r != room);
                     self.joined.push(room.clone());
@@ -217,10 +241,15 @@ impl Rooms {
                 // Back in a room we were in: it keeps its place. Its replay
                 // of what we missed, older than this line, comes next.
                 self.rejoining.retain(|r| r != room);
-                if *seq <= self.shown.get(room).copied().unwrap_or(0) {
+                // Another life of the room: it counts from 1 again, and its
+                // `StartedOver` notice comes next, then all it holds.
+                let new_life = life.is_some_and(|old| !old.is_empty() && old != *epoch);
+                if new_life {
+                    self.shown.insert(room.clone(), 0);
+                } else if *seq <= self.shown.get(room).copied().unwrap_or(0) {
                     return Follow::Show; // nothing to replay
                 }
-                let held = Replaying { until: *seq, joined: event.clone(), gap: None };
+                let held = Replaying { until: *seq, joined: event.clone(), notes: vec![] };
                 self.replaying.insert(room.clone(), held);
                 Follow::Skip
             }
@@ -243,15 +272,10 @@ impl Rooms {
             ServerEvent::Gap { room, last, .. } => {
                 let shown = self.shown.entry(room.clone()).or_default();
                 *shown = (*shown).max(*last);
-                match self.replaying.get_mut(room) {
-                    // Before the replay's first message: shown with it.
-                    Some(replay) if *last < replay.until => {
-                        replay.gap = Some(event.clone());
-                        Follow::Skip
-                    }
-                    _ => self.release(room, *last, event),
-                }
+                self.note(room, *last, event)
             }
+            // Before the new life's messages (`shown` is 0 already).
+            ServerEvent::StartedOver { room } => self.note(room, 0, event),
             ServerEvent::Error { room: Some(room), code, message }
                 if self.rejoining.contains(room) =>
             {
@@ -288,12 +312,24 @@ impl Rooms {
     }
     // ANCHOR_END: follow
 
+    /// A notice about `room` (`Gap`, `StartedOver`) that reaches `seq`:
+    /// held during a replay until the next line, shown with it.
+    fn note(&mut self, room: &str, seq: u64, event: &ServerEvent) -> Follow {
+        match self.replaying.get_mut(room) {
+            Some(replay) if seq < replay.until => {
+                replay.notes.push(event.clone());
+                Follow::Skip
+            }
+            _ => self.release(room, seq, event),
+        }
+    }
+
     /// `event`, the line of `room` that reaches `seq`, with the lines of a
     /// replay under way there that it releases: a held `Gap` before it, and
     /// our `Joined` after it once the replay is complete.
     fn release(&mut self, room: &str, seq: u64, event: &ServerEvent) -> Follow {
         let Some(replay) = self.replaying.get_mut(room) else { return Follow::Show };
-        let mut lines: Vec<ServerEvent> = replay.gap.take().into_iter().collect();
+        let mut lines = std::mem::take(&mut replay.notes);
         lines.push(event.clone());
         if seq >= replay.until {
             lines.extend(self.replaying.remove(room).map(|replay| replay.joined));
@@ -402,8 +438,17 @@ mod tests {
 
     /// `who` joined `room`, whose last message was then `seq`.
     fn joined_at(room: &str, who: &str, seq: u64) -> ServerEvent {
+        joined_in(room, who, seq, EPOCH)
+    }
+
+    /// The epoch of the rooms of these tests, unless one says otherwise.
+    const EPOCH: &str = "e1";
+
+    /// `who` joined `room` in its life `epoch`, its last message then `seq`.
+    fn joined_in(room: &str, who: &str, seq: u64, epoch: &str) -> ServerEvent {
+        let (room, username, epoch) = (room.into(), who.into(), epoch.into());
         let timestamp = "2026-12-06T18:00:09.000Z".into();
-        ServerEvent::Joined { room: room.into(), username: who.into(), timestamp, seq }
+        ServerEvent::Joined { room, username, timestamp, seq, epoch }
     }
 
     fn message(room: &str, seq: u64) -> ServerEvent {
@@ -422,8 +467,10 @@ mod tests {
         ServerEvent::Error { room: Some(room.into()), code, message }
     }
 
+    /// alice's join of `room`: a rejoin (`since`) names the room's epoch.
     fn join(room: &str, since: Option<u64>) -> ClientMessage {
-        ClientMessage::Join { room: room.into(), username: "alice".into(), since }
+        let epoch = since.map(|_| EPOCH.to_string());
+        ClientMessage::Join { room: room.into(), username: "alice".into(), since, epoch }
     }
 
     /// A backoff of 100 ms doubling up to 1 s, that stops after
@@ -600,7 +647,13 @@ mod tests {
             assert_eq!(rooms.follow(&refused("general", code)), Follow::Show, "{code:?}");
             assert!(rooms.joined().is_empty(), "{code:?}: given up");
             assert_eq!(rooms.waiting(), Waiting::Nothing, "{code:?}");
-            assert_eq!(rooms.rejoin("general"), join("general", Some(0)), "forgotten");
+            let forgotten = ClientMessage::Join {
+                room: "general".into(),
+                username: "alice".into(),
+                since: Some(0),
+                epoch: None,
+            };
+            assert_eq!(rooms.rejoin("general"), forgotten, "forgotten, epoch and all");
         }
         assert_eq!(refusal(ErrorCode::SinceAhead), Refusal::StartedOver);
     }
@@ -660,6 +713,37 @@ mod tests {
         let all_gone = Follow::Lines(vec![gap("general", 10, 30), ours]);
         assert_eq!(rooms.follow(&gap("general", 10, 30)), all_gone);
         assert_eq!(rooms.joins(), [join("general", Some(30))]);
+    }
+
+    #[test]
+    fn a_room_that_started_over_shows_its_new_life_under_a_notice() {
+        let mut rooms = in_general(); // in the room's life EPOCH
+        rooms.follow(&message("general", 5));
+        assert_eq!(rooms.joins(), [join("general", Some(5))], "since 5, in EPOCH");
+        // The server restarted: another epoch, and two messages so far.
+        let ours = joined_in("general", "alice", 2, "e2");
+        assert_eq!(rooms.follow(&ours), Follow::Skip, "held until its replay is shown");
+        let over = ServerEvent::StartedOver { room: "general".into() };
+        assert_eq!(rooms.follow(&over), Follow::Skip, "shown with the next line");
+        let first = Follow::Lines(vec![over.clone(), message("general", 1)]);
+        assert_eq!(rooms.follow(&message("general", 1)), first, "counted from 1 again");
+        let last = Follow::Lines(vec![message("general", 2), ours]);
+        assert_eq!(rooms.follow(&message("general", 2)), last);
+        assert_eq!(rooms.follow(&message("general", 3)), Follow::Show, "live");
+        // The next resume counts in the new life.
+        let expected = ClientMessage::Join {
+            room: "general".into(),
+            username: "alice".into(),
+            since: Some(3),
+            epoch: Some("e2".into()),
+        };
+        assert_eq!(rooms.joins(), [expected]);
+
+        // A new life with nothing in it yet: the notice, then our line.
+        let ours = joined_in("general", "alice", 0, "e3");
+        assert_eq!(rooms.follow(&ours), Follow::Skip);
+        assert_eq!(rooms.follow(&over), Follow::Lines(vec![over.clone(), ours]));
+        assert_eq!(rooms.follow(&message("general", 1)), Follow::Show);
     }
 
     #[test]

@@ -139,13 +139,16 @@ pub struct Config {
     /// resume with `since`.
     pub history: usize,
     /// The announcement that `username` joined `room`, whose last message
-    /// is then `seq`.
-    pub joined: fn(room: &str, username: &str, seq: u64) -> Message,
+    /// is then `seq`, in the room's life `epoch`.
+    pub joined: fn(room: &str, username: &str, seq: u64, epoch: &str) -> Message,
     /// The announcement that `username` left `room`.
     pub left: fn(room: &str, username: &str) -> Message,
     /// The notice, before a replay, that messages `first..=last` of `room`
     /// are gone from its history.
     pub gap: fn(room: &str, first: u64, last: u64) -> Message,
+    /// The notice, before a replay, that `room` started over since the
+    /// joiner's `since` (another epoch).
+    pub started_over: fn(room: &str) -> Message,
 }
 
 impl Default for Config {
@@ -157,9 +160,10 @@ impl Default for Config {
             outbox_bytes: 1024 * 1024,
             presence_limit: 1_000,
             history: 1_000,
-            joined: |room, username, seq| {
+            joined: |room, username, seq, epoch| {
                 let (room, username, timestamp) = (room.into(), username.into(), timestamp_now());
-                ServerEvent::Joined { room, username, timestamp, seq }.to_message()
+                ServerEvent::Joined { room, username, timestamp, seq, epoch: epoch.into() }
+                    .to_message()
             },
             left: |room, username| {
                 let (room, username, timestamp) = (room.into(), username.into(), timestamp_now());
@@ -168,6 +172,7 @@ impl Default for Config {
             gap: |room, first, last| {
                 ServerEvent::Gap { room: room.into(), first, last }.to_message()
             },
+            started_over: |room| ServerEvent::StartedOver { room: room.into() }.to_message(),
         }
     }
 }
@@ -200,6 +205,9 @@ struct Room {
     /// The last messages said here, oldest first, the newest being `seq`:
     /// they are numbered without gaps, so their own numbers need no storing.
     history: VecDeque<Message>,
+    /// This life of the room: a room that empties is removed, and one made
+    /// again under its name counts from 1 in a new epoch.
+    epoch: String,
 }
 
 #[derive(Debug)]
@@ -346,7 +354,7 @@ impl Member {
     /// announces it in the same step. Names are unique within a room.
     /// (See [`Member::join_since`] for `since`.)
     pub fn join(&self, room: &str, username: &str) -> Result<(), RoomError> {
-        self.rooms.join(self.id, room, username, None)
+        self.rooms.join(self.id, room, username, None, None)
     }
 
     /// [`Member::join`], and with `since`, the room's messages after that
@@ -357,7 +365,7 @@ impl Member {
         username: &str,
         since: Option<u64>,
     ) -> Result<(), RoomError> {
-        self.rooms.join(self.id, room, username, since)
+        self.rooms.join(self.id, room, username, since, None)
     }
 
     /// Leaves `room`, deleting it if it is now empty, and announces it (to
@@ -409,13 +417,15 @@ impl RoomManager {
     /// no message is both replayed and delivered live, and none is neither.
     /// When the history no longer reaches back to `since + 1`, a
     /// [`Config::gap`] notice names what is gone first. A `since` ahead of
-    /// the room's last `seq` is refused, and nothing changes.
+    /// the room's last `seq` is refused, and nothing changes. A `since`
+    /// from another `epoch`, another life of the room, counts as 0.
     pub(crate) fn join(
         &self,
         id: ClientId,
         room: &str,
         username: &str,
         since: Option<u64>,
+        epoch: Option<&str>,
     ) -> Result<(), RoomError> {
         let mut guard = self.lock();
         let state = &mut *guard;
@@ -426,21 +436,31 @@ impl RoomManager {
         if members.is_some_and(|m| m.values().any(|name| name == username)) {
             return Err(RoomError::NameTaken);
         }
-        let last = state.rooms.get(room).map_or(0, |r| r.seq);
+        let (last, life) = state.rooms.get(room).map_or((0, None), |r| (r.seq, Some(&r.epoch)));
+        // Counted in another life of the room (or in one that has ended):
+        // everything this life holds is new to the joiner.
+        let started_over = since.is_some() && epoch.is_some_and(|e| life.is_none_or(|l| l != e));
+        let since = if started_over { Some(0) } else { since };
         if let Some(since) = since.filter(|&since| since > last) {
             return Err(RoomError::SinceAhead { since, last });
         }
         if let Some(client) = state.clients.get_mut(&id) {
             client.rooms.push((room.to_string(), username.to_string()));
         }
-        let members = &mut state.rooms.entry(room.to_string()).or_default().members;
-        members.insert(id, username.to_string());
-        let everyone = members.len() <= state.config.presence_limit;
-        let joined = (state.config.joined)(room, username, last);
+        let room_state = state
+            .rooms
+            .entry(room.to_string())
+            .or_insert_with(|| Room { epoch: new_epoch(), ..Room::default() });
+        room_state.members.insert(id, username.to_string());
+        let everyone = room_state.members.len() <= state.config.presence_limit;
+        let joined = (state.config.joined)(room, username, last, &room_state.epoch);
         if everyone {
             state.deliver(room, &joined);
         } else {
             state.send_to(id, joined);
+        }
+        if started_over {
+            state.send_to(id, (state.config.started_over)(room));
         }
         if let Some(since) = since {
             state.replay_to(room, id, since);
@@ -573,6 +593,12 @@ impl Client {
     fn room_names(&self) -> impl Iterator<Item = &str> {
         self.rooms.iter().map(|(room, _)| room.as_str())
     }
+}
+
+/// The epoch of a room made now: 64 random bits, so that no other life of
+/// the room, in this process or in a restarted one, has the same.
+pub(crate) fn new_epoch() -> String {
+    format!("{:016x}", rand::random::<u64>())
 }
 
 impl State {
@@ -731,9 +757,10 @@ mod tests {
             outbox_bytes,
             presence_limit,
             history: 5,
-            joined: |room, name, _| Message::text(format!("+{name}@{room}")),
+            joined: |room, name, _, _| Message::text(format!("+{name}@{room}")),
             left: |room, name| Message::text(format!("-{name}@{room}")),
             gap: |room, first, last| Message::text(format!("gap {first}..{last}@{room}")),
+            started_over: |room| Message::text(format!("over@{room}")),
         };
         Arc::new(RoomManager::new(config))
     }
@@ -922,6 +949,39 @@ mod tests {
         d.join("r", "dave").unwrap();
         assert_eq!(drain(&mut rc), ["+carol@r", "+dave@r"]);
         assert_eq!(drain(&mut rd), ["+dave@r"]);
+    }
+
+    #[test]
+    fn a_since_from_another_life_of_the_room_gets_all_this_one_holds() {
+        let rooms = manager(1024, 10); // 5 messages of history
+        let epoch_of = |room: &str| rooms.lock().rooms.get(room).map(|r| r.epoch.clone());
+        let (a, _ra) = rooms.register();
+        a.join("r", "alice").unwrap();
+        let first = epoch_of("r").expect("a room");
+        say_numbers(&a, "r", 3);
+        drop(a); // the room empties, and goes
+        let (a, _ra) = rooms.register();
+        a.join("r", "alice").unwrap();
+        let second = epoch_of("r").expect("a room");
+        assert_ne!(first, second, "a new life, a new epoch");
+        say_numbers(&a, "r", 7);
+
+        // With the old epoch, since 3 counts in the old life: all the new
+        // one holds follows (its first two are gone), under the notice.
+        let (b, mut rb) = rooms.register();
+        rooms.join(b.id(), "r", "bob", Some(3), Some(&first)).unwrap();
+        assert_eq!(drain(&mut rb), ["+bob@r", "over@r", "gap 1..2@r", "3", "4", "5", "6", "7"]);
+        // With this epoch, since means what it says.
+        let (c, mut rc) = rooms.register();
+        rooms.join(c.id(), "r", "carol", Some(5), Some(&second)).unwrap();
+        assert_eq!(drain(&mut rc), ["+carol@r", "6", "7"]);
+        // A room made by this very join is a new life too.
+        let (d, mut rd) = rooms.register();
+        rooms.join(d.id(), "new", "dave", Some(9), Some(&first)).unwrap();
+        assert_eq!(drain(&mut rd), ["+dave@new", "over@new"]);
+        // Without an epoch, as before: a since ahead is refused.
+        let ahead = rooms.join(d.id(), "r", "dave", Some(9), None);
+        assert_eq!(ahead, Err(RoomError::SinceAhead { since: 9, last: 7 }));
     }
 
     #[test]

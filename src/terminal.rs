@@ -138,8 +138,9 @@ pub fn line(event: &ServerEvent) -> String {
     line_at(event, None)
 }
 
-/// Events shown together, one line each, in order. A `Gap` has no time of
-/// its own: it takes the time of the next event that has one (the first
+/// Events shown together, one line each, in order. A `Gap` or a
+/// `StartedOver` has no time of its own: it takes the time of the next
+/// event that has one (the first
 /// message after what it says is lost, or our `Joined` after a replay),
 /// and the reader's clock when none follows.
 pub fn lines(events: &[ServerEvent]) -> Vec<String> {
@@ -185,6 +186,11 @@ fn line_at(event: &ServerEvent, at: Option<&str>) -> String {
         }
         ServerEvent::Gap { room, first, last } => {
             format!("[{at}] #{room} * messages {first} to {last} are lost")
+        }
+        ServerEvent::StartedOver { room } => {
+            format!(
+                "[{at}] #{room} * the room started over while you were away: its new messages follow"
+            )
         }
         ServerEvent::Members { room, usernames } => {
             format!("[{at}] #{room} * members: {}", usernames.join(", "))
@@ -309,18 +315,31 @@ mod tests {
             username: "al".into(),
             timestamp: nine.into(),
             seq: 7,
+            epoch: "e1".into(),
         };
         let expected = [
             format!("{} #r * messages 1 to 7 are lost", shown(nine)),
             format!("{} #r * al joined", shown(nine)),
         ];
-        assert_eq!(lines(&[gap, ours]), expected);
+        assert_eq!(lines(&[gap.clone(), ours.clone()]), expected);
+        // A room that started over: the notice, with the time of what follows.
+        let over = ServerEvent::StartedOver { room: "r".into() };
+        let expected = [
+            format!(
+                "{} #r * the room started over while you were away: its new messages follow",
+                shown(eight)
+            ),
+            format!("{} #r * messages 1 to 7 are lost", shown(eight)),
+            format!("{} #r <bob> m8", shown(eight)),
+        ];
+        assert_eq!(lines(&[over, gap, message(8, eight)]), expected);
         // An older server's Joined carries no time: the reader's clock.
         let older = ServerEvent::Joined {
             room: "r".into(),
             username: "al".into(),
             timestamp: String::new(),
             seq: 0,
+            epoch: String::new(),
         };
         let [line] = &lines(&[older])[..] else { panic!("one line") };
         assert!(line.starts_with('[') && line.ends_with("] #r * al joined"), "{line}");
@@ -343,6 +362,7 @@ mod tests {
             username: "bob".into(),
             timestamp: "2026-12-06T18:00:05.000Z".into(),
             seq: 1,
+            epoch: "e1".into(),
         };
         assert_eq!(line(&joined), format!("[{at}] #general * bob joined"), "the server's time");
         let left = ServerEvent::Left {

@@ -377,7 +377,7 @@ fn not_a_command(rng: &mut StdRng) -> String {
 }
 
 fn join(room: &str, username: &str) -> ClientMessage {
-    ClientMessage::Join { room: room.into(), username: username.into(), since: None }
+    ClientMessage::Join { room: room.into(), username: username.into(), since: None, epoch: None }
 }
 
 fn say(room: &str, content: &str) -> ClientMessage {
@@ -395,6 +395,7 @@ fn joined_at(room: &str, username: &str, seq: u64) -> ServerEvent {
         username: username.into(),
         timestamp: String::new(), // checked and blanked by `unstamped`
         seq,
+        epoch: String::new(),
     }
 }
 

@@ -150,7 +150,12 @@ async fn two_pages_chat_in_a_room_that_other_rooms_do_not_hear() {
 
     // A plain WebSocket client in another room.
     let mut carol = connect(&server.url).await;
-    let join = ClientMessage::Join { room: "other".into(), username: "carol".into(), since: None };
+    let join = ClientMessage::Join {
+        room: "other".into(),
+        username: "carol".into(),
+        since: None,
+        epoch: None,
+    };
     carol.send(join.to_message()).await.expect("send Join");
     let expected = joined("other", "carol");
     assert_eq!(event(&recv(&mut carol).await), expected);
@@ -283,7 +288,12 @@ async fn page_reconnects_and_rejoins_its_rooms() {
 
     // The new server really has the page in `general`.
     let mut bob = connect(&server.url).await;
-    let join = ClientMessage::Join { room: "general".into(), username: "bob".into(), since: None };
+    let join = ClientMessage::Join {
+        room: "general".into(),
+        username: "bob".into(),
+        since: None,
+        epoch: None,
+    };
     bob.send(join.to_message()).await.expect("send Join");
     assert_eq!(event(&recv(&mut bob).await), joined("general", "bob"));
     alice.wait_for_entry("alice sees bob join", |e| e.is_event("general", "bob joined")).await;
@@ -349,7 +359,12 @@ async fn page_keeps_its_room_when_a_join_is_refused_and_shows_why_it_closed() {
 
     // Someone else is `alice` in `lobby` already.
     let mut other = connect(&server.url).await;
-    let join = ClientMessage::Join { room: "lobby".into(), username: "alice".into(), since: None };
+    let join = ClientMessage::Join {
+        room: "lobby".into(),
+        username: "alice".into(),
+        since: None,
+        epoch: None,
+    };
     other.send(join.to_message()).await.expect("send Join");
     assert_eq!(event(&recv(&mut other).await), joined("lobby", "alice"));
 
@@ -394,16 +409,18 @@ async fn page_keeps_its_room_when_a_join_is_refused_and_shows_why_it_closed() {
 }
 
 /// Across a server restart on the same port, the page shows every message of
-/// its room exactly once, in order. The restarted room counts from 1 again,
-/// below the page's last `seq`, so the page's rejoin with `since` is refused;
-/// it says the room restarted and rejoins with `since` 0, which replays a
-/// message said before it was back. The later ones reuse seq 2 and 3, which
-/// the page had shown before the restart, and must not be taken for
-/// duplicates.
+/// its room exactly once, in order. The restarted room is a new life with a
+/// new epoch, and counts from 1 again: carol says five messages there, more
+/// than the three the page had seen, before the page is back. Its rejoin
+/// names the old epoch, so the server says the room started over and
+/// replays the new life from its first message: the page shows that note,
+/// all five, its own joined line, and then the live one, in time order.
+/// (Before epochs, the page rejoined with `since` 3, which the new room had
+/// passed: it never showed four, five and six.)
 ///
 /// The page reaches the server through a proxy that turns it away while the
-/// server restarts: the message said meanwhile is certainly said before the
-/// page is back.
+/// server restarts: the messages said meanwhile are certainly said before
+/// the page is back.
 async fn page_shows_every_message_once_across_a_server_restart() {
     let browser = Browser::launch().await;
     let server = Server::start("chat_server", &[]).await;
@@ -424,25 +441,30 @@ async fn page_shows_every_message_once_across_a_server_restart() {
     alice.wait_for_status("the page is retrying", "disconnected", "retrying in").await;
     let server = Server::start_on("chat_server", &addr, &[]).await;
     let mut carol = join(&server.url, "general", "carol").await;
-    assert_eq!(say(&mut carol, "general", "four").await, 1, "the new room counts from 1");
-    proxy.refuse(false);
-    alice.wait_until_entries("alice sees what was said before she was back", shown(4)).await;
-
-    for (text, seq) in [("five", 2), ("six", 3), ("seven", 4)] {
-        assert_eq!(say(&mut carol, "general", text).await, seq);
+    for (seq, text) in (1..).zip(["four", "five", "six", "seven", "eight"]) {
+        assert_eq!(say(&mut carol, "general", text).await, seq, "the new room counts from 1");
     }
-    alice.wait_until_entries("alice sees carol's later messages", shown(7)).await;
+    proxy.refuse(false);
+    alice.wait_until_entries("alice sees what was said before she was back", shown(8)).await;
+    assert_eq!(say(&mut carol, "general", "nine").await, 6);
+    alice.wait_until_entries("alice sees carol's later message", shown(9)).await;
+    let entries = alice.entries().await;
     let expected = [
+        "event: alice joined",
         "bob: one",
         "bob: two",
         "bob: three",
-        RESTARTED,
+        STARTED_OVER,
         "carol: four",
         "carol: five",
         "carol: six",
         "carol: seven",
+        "carol: eight",
+        "event: alice joined",
+        "carol: nine",
     ];
-    assert_eq!(log_of(&alice.entries().await, "general"), expected);
+    assert_eq!(everything_in(&entries, "general"), expected);
+    assert_in_time_order(&entries);
     alice.assert_no_errors().await;
 
     server.stop().await;
@@ -474,7 +496,7 @@ async fn page_moves_to_the_next_server_when_one_is_gone() {
     let mut bob = join(&b.url, "general", "bob").await;
     say(&mut bob, "general", "on B").await;
     alice.wait_for_entry("alice sees bob on B", |e| e.is_message("bob", "on B")).await;
-    let expected = ["dave: on A", RESTARTED, "bob: on B"];
+    let expected = ["dave: on A", STARTED_OVER, "bob: on B"];
     assert_eq!(log_of(&alice.entries().await, "general"), expected);
 
     // Round robin: after B, A again.
@@ -846,7 +868,7 @@ fn event(msg: &Message) -> ServerEvent {
 /// and blanked by `unstamped`).
 fn joined(room: &str, username: &str) -> ServerEvent {
     let (room, username, timestamp) = (room.into(), username.into(), String::new());
-    ServerEvent::Joined { room, username, timestamp, seq: 0 }
+    ServerEvent::Joined { room, username, timestamp, seq: 0, epoch: String::new() }
 }
 
 fn left(room: &str, username: &str) -> ServerEvent {
@@ -875,7 +897,12 @@ async fn assert_silent(ws: &mut WsClient, window: Duration) {
 /// A raw client that has joined `room` as `username`.
 async fn join(url: &str, room: &str, username: &str) -> WsClient {
     let mut ws = connect(url).await;
-    let join = ClientMessage::Join { room: room.into(), username: username.into(), since: None };
+    let join = ClientMessage::Join {
+        room: room.into(),
+        username: username.into(),
+        since: None,
+        epoch: None,
+    };
     ws.send(join.to_message()).await.expect("send Join");
     let expected = joined(room, username);
     assert_eq!(event(&recv(&mut ws).await), expected);
@@ -963,7 +990,13 @@ fn assert_in_time_order(entries: &[Entry]) {
     assert!(times.is_sorted(), "entries out of time order: {entries:#?}");
 }
 
-/// The page's note when a room it rejoins counts from 1 again.
+/// The page's note when a room it rejoins names another epoch than the
+/// page knew: the server's `StartedOver`.
+const STARTED_OVER: &str =
+    "note: #general started over while you were away: its new messages follow";
+
+/// The page's note when a room it rejoins counts from 1 again, from a
+/// server that knows no epochs (`since_ahead`).
 const RESTARTED: &str = "note: #general restarted: the server no longer has its earlier messages \
                          and counts from 1 again";
 

@@ -346,7 +346,12 @@ async fn quick_chat_client(servers: &str, username: &str) -> Program {
 /// other user of these tests. Returns once the server has confirmed the join.
 async fn member(url: &str, name: &str) -> WsClient {
     let mut ws = common::connect(url).await;
-    let join = ClientMessage::Join { room: "general".into(), username: name.into(), since: None };
+    let join = ClientMessage::Join {
+        room: "general".into(),
+        username: name.into(),
+        since: None,
+        epoch: None,
+    };
     ws.send(join.to_message()).await.expect("send Join");
     wait_for_event(
         &mut ws,
@@ -492,6 +497,58 @@ async fn a_server_restart_loses_no_message_and_shows_none_twice() {
     assert_eq!(started_over.len(), 1, "{transcript:#?}");
     assert!(log.contains(&format!("reconnecting to {url} in ")), "{log}");
     server.stop().await;
+}
+
+/// The server restarts while alice is away, and in its new life bob says
+/// more messages (five) than she had seen in the old one (three) before
+/// she is back (the proxy refuses her meanwhile). Her rejoin names the
+/// room's old epoch: the server tells her that the room started over, and
+/// replays the new life from its first message. She shows the notice, the
+/// five messages, her joined line, then what comes live: nothing lost.
+///
+/// The client before epochs rejoined with `since` 3, which the new room
+/// had passed: it was replayed n4 and n5 only, and never knew that n1 to
+/// n3 were said.
+#[tokio::test]
+async fn a_restart_past_the_clients_old_seq_loses_none_of_the_new_life() {
+    let server = Server::start("chat_server", &[]).await;
+    let addr = server.addr.clone();
+    let proxy = Proxy::start(&addr).await;
+    let mut alice = quick_chat_client(&proxy.url, "alice").await;
+    let mut transcript = Vec::new();
+    let mut bob = member(&server.url, "bob").await;
+    say(&mut bob, &["o1", "o2", "o3"]).await;
+    read_until(&mut alice, &mut transcript, "<bob> o3").await;
+
+    proxy.refuse(true);
+    server.stop().await;
+    alice.wait_for_log(|l| common::log_message(l).starts_with("cannot connect to")).await;
+    let server = Server::start_on("chat_server", &addr, &[]).await;
+    let mut bob = member(&server.url, "bob").await;
+    say(&mut bob, &["n1", "n2", "n3", "n4", "n5"]).await;
+    wait_for_event(&mut bob, |e| matches!(e, ServerEvent::Message { seq: 5, .. })).await;
+    proxy.refuse(false);
+    wait_for_event(&mut bob, |e| presence(e, "alice", true)).await;
+    say(&mut bob, &["n6"]).await;
+    read_until(&mut alice, &mut transcript, "<bob> n6").await;
+    let log = quit(alice, &mut transcript).await;
+    server.stop().await;
+
+    let said: Vec<String> =
+        ["o1", "o2", "o3", "n1", "n2", "n3", "n4", "n5", "n6"].map(String::from).into();
+    assert_eq!(said_by(&transcript, "bob"), said, "{transcript:#?}");
+    let position = |end: &str| transcript.iter().rposition(|l| l.ends_with(end));
+    let notice =
+        position("#general * the room started over while you were away: its new messages follow");
+    let (n1, n5, n6) = (position("<bob> n1"), position("<bob> n5"), position("<bob> n6"));
+    let back = position("#general * alice joined");
+    assert!(
+        notice.is_some() && notice.map(|n| n + 1) == n1,
+        "the notice, then n1: {transcript:#?}"
+    );
+    assert!(n5 < back && back < n6, "the new life, joined, live: {transcript:#?}");
+    assert_in_time_order(&transcript);
+    assert!(log.contains("rejoining #general after message 3"), "{log}");
 }
 
 /// Alice's connection drops while the server stays up; bob says three
@@ -682,7 +739,12 @@ async fn a_token_goes_with_every_connection_reconnects_included() {
     let config = Default::default();
     let bob = websocket_tutorial::client::connect_with_token(&server.url, config, Some(&bobs));
     let mut bob = bob.await.expect("bob's token");
-    let join = ClientMessage::Join { room: "general".into(), username: "bob".into(), since: None };
+    let join = ClientMessage::Join {
+        room: "general".into(),
+        username: "bob".into(),
+        since: None,
+        epoch: None,
+    };
     bob.send(join.to_message()).await.expect("send Join");
     wait_for_event(&mut bob, |e| presence(e, "bob", true)).await;
 

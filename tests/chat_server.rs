@@ -48,13 +48,14 @@ impl Chat {
             room: room.into(),
             username: username.into(),
             since: None,
+            epoch: None,
         })
         .await;
     }
 
     async fn join_since(&mut self, room: &str, username: &str, since: u64) {
         let (room, username) = (room.into(), username.into());
-        self.send(ClientMessage::Join { room, username, since: Some(since) }).await;
+        self.send(ClientMessage::Join { room, username, since: Some(since), epoch: None }).await;
     }
 
     async fn say(&mut self, room: &str, content: &str) {
@@ -119,6 +120,7 @@ fn joined_at(room: &str, username: &str, seq: u64) -> ServerEvent {
         username: username.into(),
         timestamp: String::new(), // checked and blanked by `unstamped`
         seq,
+        epoch: String::new(),
     }
 }
 
@@ -453,7 +455,12 @@ async fn answers_go_out_before_the_clients_close_is_read() {
         let server = Server::start(name, &[]).await;
         let mut c = Chat::connect(&server).await;
         let commands = [
-            ClientMessage::Join { room: "general".into(), username: "alice".into(), since: None },
+            ClientMessage::Join {
+                room: "general".into(),
+                username: "alice".into(),
+                since: None,
+                epoch: None,
+            },
             ClientMessage::Message { room: "general".into(), content: "hi".into() },
             ClientMessage::Ping,
             ClientMessage::Message { room: "rust".into(), content: "hi".into() },

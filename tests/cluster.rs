@@ -104,6 +104,11 @@ fn main() -> ExitCode {
             "a_rolling_restart_loses_no_message",
             a_rolling_restart_loses_no_message,
         ),
+        trial_needing(
+            &redis,
+            "a_room_whose_keys_expired_is_a_new_life_and_a_resume_from_the_old_gets_it_all",
+            a_room_whose_keys_expired_is_a_new_life_and_a_resume_from_the_old_gets_it_all,
+        ),
         trial(
             "a_node_whose_redis_is_unreachable_exits_1_with_one_line",
             a_node_whose_redis_is_unreachable_exits_1_with_one_line,
@@ -166,12 +171,12 @@ impl Chat {
 
     async fn join(&mut self, room: &str) {
         let (room, username) = (room.into(), self.name.clone());
-        self.send(ClientMessage::Join { room, username, since: None }).await;
+        self.send(ClientMessage::Join { room, username, since: None, epoch: None }).await;
     }
 
     async fn join_since(&mut self, room: &str, since: u64) {
         let (room, username) = (room.into(), self.name.clone());
-        self.send(ClientMessage::Join { room, username, since: Some(since) }).await;
+        self.send(ClientMessage::Join { room, username, since: Some(since), epoch: None }).await;
     }
 
     async fn say(&mut self, room: &str, content: &str) {
@@ -197,6 +202,12 @@ impl Chat {
     /// The next event, within [`WAIT`].
     async fn event(&mut self) -> ServerEvent {
         parse(recv_within(&mut self.ws, WAIT).await)
+    }
+
+    /// The next event as it came, its time and epoch not blanked.
+    async fn raw_event(&mut self) -> ServerEvent {
+        let msg = recv_within(&mut self.ws, WAIT).await;
+        ServerEvent::try_from(&msg).unwrap_or_else(|e| panic!("not a server event: {e}: {msg:?}"))
     }
 
     /// The next event if one arrives by `deadline`, `None` if none does.
@@ -262,6 +273,7 @@ fn joined_at(room: &str, username: &str, seq: u64) -> ServerEvent {
         username: username.into(),
         timestamp: String::new(), // checked and blanked by `unstamped`
         seq,
+        epoch: String::new(),
     }
 }
 
@@ -408,6 +420,71 @@ async fn say_in_turn(chat: &mut Chat, room: &str, count: u64) -> Vec<ServerEvent
     events
 }
 
+/// A room whose keys in Redis expired (deleted here, as 24 h of silence
+/// would) starts a new life with a new epoch. Alice, who saw three
+/// messages of the old life, resumes with `since` 3 and the old epoch
+/// after carol said five in the new one: she is told that the room started
+/// over, and gets all five. Dave, resuming the same way without an epoch
+/// (a client older than epochs), gets what the numbers say: the last two.
+async fn a_room_whose_keys_expired_is_a_new_life_and_a_resume_from_the_old_gets_it_all() {
+    let (redis, a, b) = start_cluster(&[]).await;
+    let mut alice = Chat::connect(&a, "alice").await;
+    alice.join("general").await;
+    let old = match alice.raw_event().await {
+        ServerEvent::Joined { epoch, seq: 0, .. } => epoch,
+        other => panic!("expected alice's Joined, got {other:?}"),
+    };
+    say_in_turn(&mut alice, "general", 3).await;
+    alice.send(ClientMessage::Leave { room: "general".into() }).await;
+    assert_eq!(alice.event().await, left("general", "alice"));
+
+    let mut keys =
+        redis::Client::open(redis.url()).expect("a URL").get_connection().expect("Redis");
+    let expired =
+        ["members", "seq", "history", "epoch"].map(|key| format!("chat:room:general:{key}"));
+    let deleted: i64 = redis::cmd("DEL").arg(&expired).query(&mut keys).expect("DEL");
+    assert_eq!(deleted, 3, "seq, history and epoch were there (members emptied with the leave)");
+
+    let mut carol = Chat::connect(&b, "carol").await;
+    carol.join("general").await;
+    let new = match carol.raw_event().await {
+        ServerEvent::Joined { epoch, .. } => epoch,
+        other => panic!("expected carol's Joined, got {other:?}"),
+    };
+    assert_ne!(new, old, "a new life, a new epoch");
+    for i in 1..=5 {
+        carol.say("general", &format!("n{i}")).await;
+        said(carol.event().await);
+    }
+
+    let resume = |name: &str, epoch: Option<&str>| ClientMessage::Join {
+        room: "general".into(),
+        username: name.into(),
+        since: Some(3),
+        epoch: epoch.map(String::from),
+    };
+    alice.send(resume("alice", Some(&old))).await;
+    match alice.raw_event().await {
+        ServerEvent::Joined { epoch, username, .. } => {
+            assert_eq!((epoch, username), (new, "alice".into()))
+        }
+        other => panic!("expected alice's Joined, got {other:?}"),
+    }
+    assert_eq!(alice.event().await, ServerEvent::StartedOver { room: "general".into() });
+    for i in 1..=5 {
+        let (username, content, _) = said(alice.event().await);
+        assert_eq!((username.as_str(), content), ("carol", format!("n{i}")), "all of the new life");
+    }
+    alice.expect_nothing_pending().await;
+
+    let mut dave = Chat::connect(&a, "dave").await;
+    dave.send(resume("dave", None)).await;
+    assert!(matches!(dave.event().await, ServerEvent::Joined { .. }));
+    let numbered: Vec<String> = [said(dave.event().await).1, said(dave.event().await).1].into();
+    assert_eq!(numbered, ["n4", "n5"], "without an epoch, since counts as it is");
+    dave.expect_nothing_pending().await;
+}
+
 /// A join with `since` on the other node gets, after its `Joined`, exactly
 /// the messages after `since`, with their original `seq`, timestamp and
 /// content, then live ones.
@@ -495,6 +572,10 @@ async fn while_redis_is_lost_messages_are_refused_and_after_it_returns_rooms_rec
         assert_eq!(said(chat.event().await), said_as("bob", "before too", 2), "{}", chat.name);
     }
     let last_before = 2;
+    let mut keys =
+        redis::Client::open(redis.url()).expect("a URL").get_connection().expect("Redis");
+    let epoch: String =
+        redis::cmd("GET").arg("chat:room:general:epoch").query(&mut keys).expect("GET");
 
     redis.stop().await;
     for chat in [&mut alice, &mut bob] {
@@ -541,6 +622,14 @@ async fn while_redis_is_lost_messages_are_refused_and_after_it_returns_rooms_rec
     assert_eq!(alice.members("general").await, members("general", &["alice", "bob"]));
     alice.expect_nothing_pending().await;
     bob.expect_nothing_pending().await;
+    // The room's life went on: the nodes gave the emptied Redis its epoch
+    // back, so a client resuming with it gets no `StartedOver`.
+    let mut carol = Chat::connect(&b, "carol").await;
+    carol.join("general").await;
+    match carol.raw_event().await {
+        ServerEvent::Joined { epoch: after, .. } => assert_eq!(after, epoch, "the same life"),
+        other => panic!("expected carol's Joined, got {other:?}"),
+    }
     stop_node(a).await;
     stop_node(b).await;
 }

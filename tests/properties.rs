@@ -186,8 +186,9 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
 
 fn client_message() -> impl Strategy<Value = ClientMessage> {
     prop_oneof![
-        (string(), string(), any::<Option<u64>>())
-            .prop_map(|(room, username, since)| ClientMessage::Join { room, username, since }),
+        (string(), string(), any::<Option<u64>>(), proptest::option::of(string())).prop_map(
+            |(room, username, since, epoch)| ClientMessage::Join { room, username, since, epoch }
+        ),
         string().prop_map(|room| ClientMessage::Leave { room }),
         (string(), string()).prop_map(|(room, content)| ClientMessage::Message { room, content }),
         string().prop_map(|room| ClientMessage::Members { room }),
@@ -198,11 +199,12 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
 
 fn server_event() -> impl Strategy<Value = ServerEvent> {
     prop_oneof![
-        (string(), string(), string(), any::<u64>()).prop_map(
-            |(room, username, timestamp, seq)| {
-                ServerEvent::Joined { room, username, timestamp, seq }
+        (string(), string(), string(), any::<u64>(), string()).prop_map(
+            |(room, username, timestamp, seq, epoch)| {
+                ServerEvent::Joined { room, username, timestamp, seq, epoch }
             }
         ),
+        string().prop_map(|room| ServerEvent::StartedOver { room }),
         (string(), string(), string()).prop_map(|(room, username, timestamp)| ServerEvent::Left {
             room,
             username,

@@ -68,7 +68,12 @@ async fn handshake(url: &str, via: Via) -> Result<WsClient, (StatusCode, Option<
 }
 
 async fn join(ws: &mut WsClient, room: &str, username: &str) -> ServerEvent {
-    let join = ClientMessage::Join { room: room.into(), username: username.into(), since: None };
+    let join = ClientMessage::Join {
+        room: room.into(),
+        username: username.into(),
+        since: None,
+        epoch: None,
+    };
     ws.send(join.to_message()).await.expect("send Join");
     let msg = recv(ws).await;
     unstamped(
@@ -131,6 +136,7 @@ fn joined(room: &str, username: &str) -> ServerEvent {
         username: username.into(),
         timestamp: String::new(), // checked and blanked by `unstamped`
         seq: 0,
+        epoch: String::new(),
     }
 }
 

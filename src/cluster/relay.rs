@@ -96,6 +96,10 @@ struct Room {
     known: u64,
     /// Members whose join the cluster has not yet confirmed here.
     joining: BTreeMap<ClientId, Joining>,
+    /// The room's epoch, as a join or a `Joined` here last said it: what a
+    /// node makes the room's epoch again if Redis lost it, as it does its
+    /// `seq` ([`Relay::last_seq`]).
+    epoch: String,
 }
 
 impl Room {
@@ -242,6 +246,22 @@ impl Relay {
         self.lock().rooms.get(room).map_or(0, |r| r.seq.max(r.known))
     }
 
+    /// The epoch of `room` as this node last heard it, if it has members
+    /// here.
+    pub(crate) fn epoch(&self, room: &str) -> Option<String> {
+        let state = self.lock();
+        state.rooms.get(room).map(|r| r.epoch.clone()).filter(|e| !e.is_empty())
+    }
+
+    /// Notes that `room`'s epoch is `epoch` (if it has members here).
+    pub(crate) fn note_epoch(&self, room: &str, epoch: &str) {
+        if let Some(room_state) = self.lock().rooms.get_mut(room)
+            && !epoch.is_empty()
+        {
+            room_state.epoch = epoch.to_string();
+        }
+    }
+
     /// Client `id`'s connection has ended: it leaves every room it holds
     /// here, and the cluster is told of each (unless the server is shutting
     /// down), then the room manager forgets it.
@@ -347,12 +367,12 @@ impl Relay {
 
     /// Each room this node has members in, with the last `seq` handed on
     /// here and the names of the members the cluster has let in.
-    pub(crate) fn local_rooms(&self) -> Vec<(String, u64, Vec<String>)> {
+    pub(crate) fn local_rooms(&self) -> Vec<(String, u64, String, Vec<String>)> {
         let state = self.lock();
         let rooms = state.rooms.iter().map(|(name, room)| {
             let confirmed = room.joining.values().filter(|j| j.last.is_some());
             let names = room.members.values().chain(confirmed.map(|j| &j.username));
-            (name.clone(), room.seq, names.cloned().collect())
+            (name.clone(), room.seq, room.epoch.clone(), names.cloned().collect())
         });
         rooms.collect()
     }
@@ -368,7 +388,7 @@ mod tests {
     fn relay() -> (Relay, mpsc::UnboundedReceiver<Departure>) {
         let config = Config {
             outbox_bytes: 1024,
-            joined: |room, name, _| Message::text(format!("+{name}@{room}")),
+            joined: |room, name, _, _| Message::text(format!("+{name}@{room}")),
             left: |room, name| Message::text(format!("-{name}@{room}")),
             ..Config::default()
         };
@@ -462,7 +482,7 @@ mod tests {
             presence(&relay, &format!("+{name}@r"), Some(id));
         }
         drain(&mut ra);
-        let names = |relay: &Relay| relay.local_rooms().into_iter().next().map(|r| r.2);
+        let names = |relay: &Relay| relay.local_rooms().into_iter().next().map(|r| r.3);
         assert_eq!(names(&relay), Some(vec!["alice".to_string(), "bob".to_string()]));
         relay.disconnect(b);
         assert!(drain(&mut ra).is_empty(), "the cluster announces it, through relay");

@@ -1,4 +1,4 @@
--- KEYS: members, seq, history.
+-- KEYS: members, seq, history, epoch.
 -- ARGV: channel, node, room, username, content, timestamp, floor, history
 -- length, retention. Returns the message's seq, or -1 when this node does
 -- not hold the name (Redis lost it, and the node has not restored it yet).
@@ -15,5 +15,6 @@ redis.call('RPUSH', KEYS[3], event)
 redis.call('LTRIM', KEYS[3], -tonumber(ARGV[8]), -1)
 redis.call('EXPIRE', KEYS[2], ARGV[9])
 redis.call('EXPIRE', KEYS[3], ARGV[9])
+redis.call('EXPIRE', KEYS[4], ARGV[9])
 redis.call('PUBLISH', ARGV[1], event)
 return seq

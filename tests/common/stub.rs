@@ -65,7 +65,9 @@ pub async fn next_command(ws: &mut StubConnection) -> ClientMessage {
 /// `username`; returns its `since`.
 pub async fn expect_join(ws: &mut StubConnection, room: &str, username: &str) -> Option<u64> {
     match next_command(ws).await {
-        ClientMessage::Join { room: r, username: u, since } if r == room && u == username => since,
+        ClientMessage::Join { room: r, username: u, since, .. } if r == room && u == username => {
+            since
+        }
         other => panic!("expected {username}'s Join of {room}, got {other:?}"),
     }
 }
@@ -75,11 +77,14 @@ pub async fn tell(ws: &mut StubConnection, event: ServerEvent) {
     ws.send(event.to_message()).await.expect("send to the client");
 }
 
+/// The epoch of every room of a stub server.
+pub const EPOCH: &str = "stub-1";
+
 /// Confirms `username`'s join of `room`, which has no message yet.
 pub async fn confirm_join(ws: &mut StubConnection, room: &str, username: &str) {
     let (room, username) = (room.into(), username.into());
     let timestamp = websocket_tutorial::protocol::timestamp_now();
-    tell(ws, ServerEvent::Joined { room, username, timestamp, seq: 0 }).await;
+    tell(ws, ServerEvent::Joined { room, username, timestamp, seq: 0, epoch: EPOCH.into() }).await;
 }
 
 /// A refusal about `room`, with `code` and words of the test's choosing.

@@ -35,8 +35,9 @@ pub fn said(event: websocket_tutorial::protocol::ServerEvent) -> (String, String
 }
 
 /// `event` as a test expects it: a `Joined` or `Left` must carry the
-/// server's now, in UTC, as a message does; its time is then blanked, so
-/// that the rest compares exactly (`timestamp: String::new()`).
+/// server's now, in UTC, as a message does, and a `Joined` the room's
+/// epoch; both are then blanked, so that the rest compares exactly
+/// (`timestamp: String::new()`, `epoch: String::new()`).
 pub fn unstamped(
     mut event: websocket_tutorial::protocol::ServerEvent,
 ) -> websocket_tutorial::protocol::ServerEvent {
@@ -49,6 +50,10 @@ pub fn unstamped(
         assert!(age.num_seconds().abs() < 60, "timestamp is the server's now: {timestamp}");
         assert!(timestamp.len() == 24 && timestamp.ends_with('Z'), "UTC, ms: {timestamp}");
         timestamp.clear();
+    }
+    if let ServerEvent::Joined { epoch, .. } = &mut event {
+        assert!(!epoch.is_empty(), "a Joined names the room's epoch");
+        epoch.clear();
     }
     event
 }

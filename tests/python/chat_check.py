@@ -68,14 +68,17 @@ async def expect_message(ws, who, username, content, seq):
 
 
 async def expect_joined(ws, who, username, seq):
-    """A `Joined` event with the server's time and the room's last seq."""
+    """A `Joined` event with the server's time, the room's last seq and its
+    epoch."""
     event = await receive(ws, who)
     wanted = {"type": "Joined", "room": ROOM, "username": username, "seq": seq}
-    if set(event) != set(wanted) | {"timestamp"}:
-        fail(f"{who}: a Joined event has the fields {sorted(wanted)} and timestamp, got {event}")
+    if set(event) != set(wanted) | {"timestamp", "epoch"}:
+        fail(f"{who}: a Joined event has {sorted(wanted)}, timestamp and epoch, got {event}")
     if {key: event[key] for key in wanted} != wanted:
         fail(f"{who} expected {wanted}, got {event}")
     check_stamp(who, event["timestamp"])
+    if not isinstance(event["epoch"], str) or not event["epoch"]:
+        fail(f"{who}: a Joined names the room's epoch, got {event}")
 
 
 def check_stamp(who, stamp):
