@@ -159,6 +159,7 @@ impl Refusal {
                 (StatusCode::TOO_MANY_REQUESTS, "too many connections from your address")
             }
         };
+        crate::admin::metrics().refused(status);
         let mut response = ErrorResponse::new(Some(format!("{reason}\n")));
         *response.status_mut() = status;
         let text = header::HeaderValue::from_static("text/plain; charset=utf-8");

@@ -41,6 +41,7 @@
 //! contract every server keeps: [`server::bind`] writes `listening on
 //! ws://IP:PORT` to stdout.
 
+pub mod admin;
 pub mod admission;
 pub mod args;
 pub mod client;
