@@ -124,7 +124,7 @@ pub struct Admin {
 
 impl AdminArgs {
     /// Binds the admin address, if there is one, and starts counting
-    /// ([`metrics`]). Fails with a line that names the address.
+    /// ([`metrics()`]). Fails with a line that names the address.
     pub async fn bind(&self) -> Result<Admin, String> {
         let Some(addr) = self.admin_addr else { return Ok(Admin { bound: None }) };
         let listener = TcpListener::bind(addr)
@@ -362,7 +362,8 @@ impl Metrics {
     }
 
     /// The server closes a connection with `reason`: counted as an
-    /// eviction if the reason is one ([`EVICTIONS`]); a shutdown is not.
+    /// eviction if the reason is one of `chat_evictions_total`'s four (the
+    /// module's opening comment); a shutdown is not.
     pub fn closing(&self, reason: &str) {
         if let Some(i) = EVICTIONS.iter().position(|(_, start)| reason.starts_with(start)) {
             self.evictions[i].increment(1);

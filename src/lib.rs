@@ -15,6 +15,7 @@
 //! | [`rate`] | a per-connection rate limit (token bucket) | 6.1 |
 //! | [`server`] | the flags every server shares, start-up to exit code ([`server::run`]), accept loop with a connection cap, graceful shutdown, how a connection ends | 2.2 onward |
 //! | [`tls`] | `--tls-cert`/`--tls-key`: serving `wss://` with rustls | 10.6 |
+//! | [`admin`] | `--admin-addr`: `/healthz`, `/readyz` and Prometheus's `/metrics` on a second port, and the metrics counted where their events happen | 10.7 |
 //! | [`admission`] | who may connect: allowed origins (403), connections per IP address (429) | 10 |
 //! | [`heartbeat`] | when to ping a client, and when its silence means it is gone | 2.2, 4.1, 6.1 |
 //! | [`close`] | the close handshake, with a deadline on every step | all |
@@ -39,7 +40,8 @@
 //! inside a span that names its peer), and the examples install the
 //! subscriber with [`output::init_logging`]. The one exception is the
 //! contract every server keeps: [`server::bind`] writes `listening on
-//! ws://IP:PORT` to stdout.
+//! ws://IP:PORT` to stdout (and chat_server's admin port, once bound,
+//! `admin on http://IP:PORT` after it, [`admin::Admin::serve`]).
 
 pub mod admin;
 pub mod admission;
