@@ -18,8 +18,8 @@ mod common;
 use std::process::ExitCode;
 
 use common::{
-    Component, Program, RedisServer, Server, WAIT, connect, expect_close, recv_within,
-    redis_component, run_trials, trial, trial_needing,
+    Component, Program, RedisServer, Server, WAIT, connect, connect_with_small_buffers,
+    expect_close, recv_within, redis_component, run_trials, trial, trial_needing,
 };
 use futures_util::SinkExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -40,6 +40,10 @@ fn main() -> ExitCode {
         ),
         trial("readyz_is_503_once_shutdown_begins", readyz_is_503_once_shutdown_begins),
         trial("metrics_count_what_the_clients_did", metrics_count_what_the_clients_did),
+        trial(
+            "a_member_evicted_for_its_outbox_is_counted_under_outbox",
+            a_member_evicted_for_its_outbox_is_counted_under_outbox,
+        ),
         trial("a_malformed_admin_addr_is_a_usage_error", a_malformed_admin_addr_is_a_usage_error),
         trial(
             "an_admin_port_taken_is_one_line_and_exit_1_before_listening",
@@ -262,6 +266,44 @@ async fn metrics_count_what_the_clients_did() {
     assert_eq!(admin.metric(&evictions("outbox")).await, 0.0);
     // Both members read everything: nothing waits in an outbox.
     assert_eq!(admin.metric("chat_outbox_bytes").await, 0.0);
+    admin.server.stop().await;
+}
+
+/// A member that stops reading is evicted when its outbox is over budget
+/// (1008, chapter 6.1), and `/metrics` says why. The count is read once the
+/// evicted member has its close frame, which goes out after it is counted.
+async fn a_member_evicted_for_its_outbox_is_counted_under_outbox() {
+    let flags = ["--outbox-bytes", "65536", "--send-timeout-ms", "60000"];
+    let admin =
+        Admin::start(&[&flags[..], &["--rate-limit", "100000", "--rate-burst", "100000"]].concat())
+            .await;
+    let mut sender = Client::connect(&admin.server.url).await;
+    sender.join("general", "sender").await;
+    assert!(matches!(sender.event().await, ServerEvent::Joined { .. }));
+    let mut slow = Client { ws: connect_with_small_buffers(&admin.server.url).await, received: 0 };
+    slow.join("general", "slow").await;
+    assert!(matches!(sender.event().await, ServerEvent::Joined { .. }), "slow's, to the sender");
+
+    // The slow member never reads again; the sender reads its own echoes,
+    // one message at a time, until it hears that the slow one left.
+    let content = "z".repeat(2048);
+    let mut sent = 0;
+    loop {
+        let (room, content) = ("general".to_string(), content.clone());
+        sender.send(ClientMessage::Message { room, content }).await;
+        sent += 1;
+        assert!(sent < 10_000, "the slow member was never evicted");
+        match sender.event().await {
+            ServerEvent::Message { .. } => {}
+            ServerEvent::Left { .. } => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(expect_close(&mut slow.ws).await, CloseCode::Policy);
+    let evictions = |reason| format!(r#"chat_evictions_total{{reason="{reason}"}}"#);
+    assert_eq!(admin.metric(&evictions("outbox")).await, 1.0);
+    assert_eq!(admin.metric(&evictions("write_timeout")).await, 0.0);
+    assert_eq!(admin.metric("chat_connections").await, 1.0, "the sender");
     admin.server.stop().await;
 }
 
