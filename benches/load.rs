@@ -26,6 +26,7 @@
 //! | `echo` | echo_server | 50 connections, each sends a 64-byte message and waits for its echo, for 10 s |
 //! | `broadcast` | broadcast_server | 1,000 subscribers; one publisher sends 200 msg/s of 64 bytes for 10 s; everyone (the publisher too) receives everything |
 //! | `chat` | chat_server | 1,000 members join room `bench` at once; then 20 of them publish 10 msg/s each (200 msg/s) for 10 s; every member receives every message |
+//! | `chat-admin` | chat_server with `--admin-addr` | `chat`, with `/metrics` scraped every second through the measured phase |
 //! | `chat-cluster` | two chat_server nodes with `--redis`, one redis-server | `chat` across the cluster: members take turns between the nodes (500 each), so do publishers (10 each), and every member receives every message, from both nodes, in `seq` order |
 //! | `chat-stalled` | chat_server | `chat` with 5 of the 1,000 members stalled: they join, then never read again (with small socket buffers, so they back up fast) |
 //! | `idle` | chat_server | 10,000 connections, each joins one of 100 rooms, then all sit idle |
@@ -136,7 +137,7 @@ use server::{Impl, Paths};
 
 const USAGE: &str = "\
 usage: cargo bench --bench load -- [--only NAME[,NAME]] [--compare] [--out DIR] [--docs]
-  --only NAMES  run only these scenarios: echo, broadcast, chat, chat-cluster,
+  --only NAMES  run only these scenarios: echo, broadcast, chat, chat-admin, chat-cluster,
                 chat-stalled, idle, idle-tls, join-storm-1k, join-storm-10k
   --compare     also run the Node (ws) and Python (websockets) servers
   --out DIR     where results.json and chart.svg go (default target/bench;

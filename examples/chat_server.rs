@@ -82,7 +82,12 @@
 //!   line naming the file and exit code 1 (chapter 10.6);
 //! - `--redis redis://127.0.0.1:6379`: be one node of a chat that every
 //!   server started with the same Redis shares: rooms, names, `seq` and
-//!   history live there (chapter 9, docs/09-scaling-out.md).
+//!   history live there (chapter 9, docs/09-scaling-out.md);
+//! - `--admin-addr IP:PORT` (off by default): serve `/healthz`, `/readyz`
+//!   and `/metrics` (Prometheus) over HTTP on this second address; its
+//!   line, `admin on http://IP:PORT`, follows `listening on`. An address
+//!   that cannot be bound is one line naming it and exit code 1, before the
+//!   chat's address listens (chapter 10.7, docs/10-security.md).
 //!
 //! Docs: docs/06-case-studies.md
 
@@ -100,6 +105,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 use tracing::{Span, field, info};
+use websocket_tutorial::admin::AdminArgs;
 use websocket_tutorial::admission::Admission;
 use websocket_tutorial::engine::{Engine, EngineArgs, Member};
 use websocket_tutorial::heartbeat::{Beat, HeartbeatArgs};
@@ -141,6 +147,9 @@ struct Args {
     auth: TokenArgs,
     #[command(flatten)]
     tls: TlsArgs,
+    /// --admin-addr: /healthz, /readyz and /metrics (chapter 10.7).
+    #[command(flatten)]
+    admin: AdminArgs,
 }
 // ANCHOR_END: args
 
@@ -174,6 +183,12 @@ async fn main() -> ExitCode {
         Ok(tls) => tls,
         Err(e) => return output::fail(e),
     };
+    // The admin port first: one that cannot be bound stops the server
+    // before anything else happens, and it counts from the start.
+    let admin = match args.admin.bind().await {
+        Ok(admin) => admin,
+        Err(e) => return output::fail(e),
+    };
     let engine = match Engine::start(args.engine).await {
         Ok(engine) => engine,
         Err(e) => return output::fail(e),
@@ -184,7 +199,6 @@ async fn main() -> ExitCode {
         heartbeat: args.heartbeat,
         send_timeout: args.send_timeout,
     });
-    let (addr, max_connections) = (args.addr, args.max_connections);
 
     // ANCHOR: config
     let config = WebSocketConfig::default()
@@ -195,19 +209,14 @@ async fn main() -> ExitCode {
     // ANCHOR_END: config
 
     let shutdown = server::shutdown_on_signal();
-    let listener = match server::bind_with(addr, tls).await {
+    let listener = match server::bind_with(args.addr, tls).await {
         Ok(listener) => listener,
-        Err(e) => return output::fail(format_args!("cannot listen on {addr}: {e}")),
+        Err(e) => return output::fail(format_args!("cannot listen on {}: {e}", args.addr)),
     };
-    server::serve(
-        listener,
-        config,
-        max_connections,
-        args.admission,
-        shutdown,
-        move |ws, shutdown, user| connection(ws, shutdown, user, chat.clone()),
-    )
-    .await;
+    // Its line, `admin on http://IP:PORT`, comes second.
+    admin.serve(engine.clone(), shutdown.clone());
+    let handler = move |ws, shutdown, user| connection(ws, shutdown, user, chat.clone());
+    server::serve(listener, config, args.max_connections, args.admission, shutdown, handler).await;
     // Every connection has closed without announcing its departure (see
     // `connection`); in a cluster, the other nodes hear of all of them at once.
     engine.stop().await;

@@ -188,6 +188,7 @@ impl Refusal {
                 (StatusCode::BAD_REQUEST, "the proxy's forwarding header is malformed")
             }
         };
+        crate::admin::metrics().refused(status);
         let mut response = ErrorResponse::new(Some(format!("{reason}\n")));
         *response.status_mut() = status;
         let text = header::HeaderValue::from_static("text/plain; charset=utf-8");

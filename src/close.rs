@@ -109,6 +109,7 @@ where
         + Stream<Item = Result<Message, tungstenite::Error>>
         + Unpin,
 {
+    crate::admin::metrics().closing(reason);
     send(ws, code, reason).await;
     wait_for_reply(ws).await;
 }

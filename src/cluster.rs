@@ -76,6 +76,7 @@ use tokio::time::{interval, sleep, timeout};
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, info, warn};
 
+use crate::admin::{self, Timed};
 use crate::protocol::ServerEvent;
 use crate::rooms::{self, ClientId, RoomError, RoomManager};
 
@@ -156,7 +157,7 @@ pub struct Cluster {
     /// This node's members, as the cluster sees them, and the room manager
     /// that delivers to them.
     relay: Relay,
-    redis: ConnectionManager,
+    redis: Timed<ConnectionManager>,
     client: Client,
     /// Where a leave that Redis could not take goes, to be tried again.
     departures: mpsc::UnboundedSender<Departure>,
@@ -198,7 +199,7 @@ impl Cluster {
         let cluster = Arc::new(Cluster {
             node: format!("{:016x}", rand::random::<u64>()),
             relay: Relay::new(rooms, departures.clone()),
-            redis,
+            redis: Timed(redis),
             client,
             departures,
             config,
@@ -392,6 +393,14 @@ impl Cluster {
         Ok(names)
     }
 
+    /// Whether Redis answers a PING within `wait` (the admin port's
+    /// `/readyz`, chapter 10.7).
+    pub async fn answers(&self, wait: Duration) -> bool {
+        let (ping, mut redis) = (redis::cmd("PING"), self.redis.clone());
+        let answer = timeout(wait, ping.query_async::<redis::Value>(&mut redis)).await;
+        matches!(answer, Ok(Ok(_)))
+    }
+
     /// At shutdown: takes this node's members out of the cluster at once,
     /// announcing their departure to the other nodes.
     pub async fn leave_cluster(&self) {
@@ -528,6 +537,7 @@ impl Cluster {
                     warn!("the Redis event stream stopped answering; reconnecting");
                 }
             }
+            admin::metrics().reconnects.increment(1);
             (sink, events) = self.resubscribe().await;
         }
     }

@@ -29,7 +29,6 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-use crate::args;
 use crate::cluster::{self, Cluster};
 use crate::outbox::Outgoing;
 use crate::protocol::{
@@ -38,6 +37,7 @@ use crate::protocol::{
 };
 use crate::rate::{RateLimit, Verdict};
 use crate::rooms::{self, ClientId, RoomError, RoomManager};
+use crate::{admin, args};
 
 /// The chat server's settings for its rooms, as flags (chapters 4.2, 5.1
 /// and 9).
@@ -126,6 +126,21 @@ impl Engine {
         }
     }
 
+    /// How many clients are connected, and the bytes queued for them and not
+    /// yet written: the admin port's gauges (chapter 10.7).
+    pub fn outboxes(&self) -> (usize, usize) {
+        self.rooms.outboxes()
+    }
+
+    /// Whether the chat can serve: always on one server; in a cluster, when
+    /// Redis answers a PING within `wait` (the admin port's `/readyz`).
+    pub async fn redis_answers(&self, wait: std::time::Duration) -> bool {
+        match &self.cluster {
+            None => true,
+            Some(cluster) => cluster.answers(wait).await,
+        }
+    }
+
     /// At the very end, once every connection has closed: in a cluster, this
     /// node's members leave it all at once, and the other nodes hear of it.
     pub async fn stop(&self) {
@@ -160,10 +175,11 @@ impl Member {
         since: Option<u64>,
         epoch: Option<&str>,
     ) -> Result<(), RoomError> {
-        match &self.engine.cluster {
+        let joined = match &self.engine.cluster {
             None => self.engine.rooms.join(self.id, room, username, since, epoch),
             Some(cluster) => cluster.join(self.id, room, username, since, epoch).await,
-        }
+        };
+        joined.inspect(|()| admin::metrics().joins.increment(1))
     }
 
     /// Leaves `room`; the leaver hears its own `Left`. Returns the name it
@@ -179,7 +195,7 @@ impl Member {
     /// next `seq`, and the sender receives its message like everyone else.
     pub async fn say(&self, room: &str, content: String) -> Result<u64, RoomError> {
         let timestamp = timestamp_now();
-        match &self.engine.cluster {
+        let said = match &self.engine.cluster {
             // Serialised once, inside `make`, for every member.
             None => self.engine.rooms.say(self.id, room, |username, seq| {
                 let (room, username) = (room.to_string(), username.to_string());
@@ -187,7 +203,8 @@ impl Member {
             }),
             // Numbered and published by Redis; every node serialises it once.
             Some(cluster) => cluster.say(self.id, room, &content, &timestamp).await,
-        }
+        };
+        said.inspect(|_| admin::metrics().messages.increment(1))
     }
 
     /// The names of `room`'s members, sorted; only a member may ask.
@@ -308,6 +325,7 @@ impl Member {
         let command = ClientMessage::try_from(frame).ok();
         let room = command.as_ref().and_then(room_of);
         let (per_second, wait) = (rate.per_second(), rate.retry_after().as_millis());
+        crate::admin::metrics().rate_limited.increment(1);
         self.refuse(
             room,
             ErrorCode::RateLimited,

@@ -15,6 +15,7 @@
 //! | [`rate`] | a per-connection rate limit (token bucket) | 6.1 |
 //! | [`server`] | the flags every server shares, start-up to exit code ([`server::run`]), accept loop with a connection cap, graceful shutdown, how a connection ends | 2.2 onward |
 //! | [`tls`] | `--tls-cert`/`--tls-key`: serving `wss://` with rustls | 10.6 |
+//! | [`admin`] | `--admin-addr`: `/healthz`, `/readyz` and Prometheus's `/metrics` on a second port, and the metrics counted where their events happen | 10.7 |
 //! | [`admission`] | who may connect: allowed origins (403), connections per IP address (429) | 10 |
 //! | [`proxy`] | behind a reverse proxy: `--trust-proxy CIDR`, the client named in `X-Forwarded-For` or `Forwarded` (400 when malformed) | 10.6 |
 //! | [`limits`] | the open-file limit a server with many connections raises at start, and warns about | 11 |
@@ -41,8 +42,10 @@
 //! inside a span that names its peer), and the examples install the
 //! subscriber with [`output::init_logging`]. The one exception is the
 //! contract every server keeps: [`server::bind`] writes `listening on
-//! ws://IP:PORT` to stdout.
+//! ws://IP:PORT` to stdout (and chat_server's admin port, once bound,
+//! `admin on http://IP:PORT` after it, [`admin::Admin::serve`]).
 
+pub mod admin;
 pub mod admission;
 pub mod args;
 pub mod client;

@@ -220,6 +220,13 @@ impl Queued {
     }
 }
 
+impl Outbox {
+    /// Bytes of frames queued or taken and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.shared.lock().bytes
+    }
+}
+
 /// Everything that was queued for a client, in order: what
 /// [`Outgoing::next_batch`] hands over. It yields each `Message` in turn.
 #[derive(Debug, Default)]
@@ -247,7 +254,9 @@ impl Iterator for Batch {
     type Item = Message;
 
     fn next(&mut self) -> Option<Message> {
-        self.0.pop_front().map(Message::from)
+        let queued = self.0.pop_front()?;
+        crate::admin::metrics().deliveries.increment(1);
+        Some(queued.into())
     }
 }
 

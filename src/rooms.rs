@@ -296,6 +296,14 @@ impl RoomManager {
         self.lock().quiet = true;
     }
 
+    /// How many clients are registered, and the bytes queued for them and
+    /// not yet written (the admin port's gauges, chapter 10.7).
+    pub fn outboxes(&self) -> (usize, usize) {
+        let state = self.lock();
+        let bytes = state.clients.values().map(|client| client.outbox.queued_bytes()).sum();
+        (state.clients.len(), bytes)
+    }
+
     /// The members of `room` and their names, in id order (empty when the
     /// room does not exist).
     pub fn members(&self, room: &str) -> Vec<(ClientId, String)> {

@@ -26,10 +26,11 @@ use crate::report::Row;
 use crate::server::{Impl, Mode, Paths, Redis, Server};
 
 /// The scenarios, in the order they run.
-pub const NAMES: [&str; 9] = [
+pub const NAMES: [&str; 10] = [
     "echo",
     "broadcast",
     "chat",
+    "chat-admin",
     "chat-cluster",
     "chat-stalled",
     "idle",
@@ -39,11 +40,12 @@ pub const NAMES: [&str; 9] = [
 ];
 
 /// Whether `--compare` also runs the Node and Python servers for `scenario`.
-/// chat-stalled checks our eviction policy, chat-cluster our Redis engine
+/// chat-admin measures our admin port, chat-stalled our eviction policy,
+/// chat-cluster our Redis engine
 /// (`--redis`), and idle-tls our TLS (`--tls-cert`, `--tls-key`), which the
 /// compare servers do not have.
 pub fn compared(scenario: &str) -> bool {
-    !matches!(scenario, "chat-stalled" | "chat-cluster" | "idle-tls")
+    !matches!(scenario, "chat-admin" | "chat-stalled" | "chat-cluster" | "idle-tls")
 }
 
 /// chat-cluster's chat_server nodes, sharing one redis-server.
@@ -157,6 +159,7 @@ pub async fn run(scenario: &str, implementation: Impl, ctx: &Ctx) -> Row {
         "echo" => echo(ctx, implementation, &mut row).await,
         "broadcast" => broadcast(ctx, implementation, &mut row).await,
         "chat" => chat(ctx, implementation, &mut row, 0, 1).await,
+        "chat-admin" => chat(ctx, implementation, &mut row, 0, 0).await,
         "chat-cluster" => chat(ctx, implementation, &mut row, 0, CLUSTER_NODES).await,
         "chat-stalled" => chat(ctx, implementation, &mut row, s.stalled, 1).await,
         "idle" => idle(ctx, implementation, &mut row, Transport::Plain).await,
@@ -651,6 +654,45 @@ async fn stalled_member(mut ws: Ws, me: Member, shared: Arc<ChatShared>) -> Clie
     stats
 }
 
+/// chat-admin's Prometheus: `GET /metrics` every second (the first at
+/// once), until aborted; a failed scrape ends it with the reason.
+async fn scrape_every_second(admin: SocketAddr) -> Result<(), String> {
+    let mut every = interval(Duration::from_secs(1));
+    loop {
+        every.tick().await;
+        scrape(admin).await?;
+    }
+}
+
+/// `GET /metrics` on a connection of its own: the page, if the answer is a
+/// 200 with the chat's counters on it.
+async fn scrape(admin: SocketAddr) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(admin).await?;
+        let request =
+            format!("GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut page = String::new();
+        stream.read_to_string(&mut page).await?;
+        Ok::<_, std::io::Error>(page)
+    };
+    let page = match timeout(Duration::from_secs(5), exchange).await {
+        Ok(Ok(page)) => page,
+        Ok(Err(e)) => return Err(format!("GET /metrics failed: {e}")),
+        Err(_) => return Err("GET /metrics took over 5 s".into()),
+    };
+    if !page.starts_with("HTTP/1.1 200") || !page.contains("\nchat_deliveries_total ") {
+        return Err(format!("GET /metrics: not the metrics page: {page:.200}"));
+    }
+    Ok(page)
+}
+
+/// The value of a metric without labels on a `/metrics` page.
+fn metric(page: &str, name: &str) -> Option<u64> {
+    page.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
 /// Settings for our chat server in every chat scenario. Publishers send 10
 /// commands a second, right at the default rate limit; the limit is raised
 /// so that jitter in our pacing cannot trip it: this measures delivery, not
@@ -666,6 +708,11 @@ fn chat_settings() -> Vec<(&'static str, String)> {
 /// a redis-server (`--redis`). Members take turns among the nodes, and so
 /// do publishers, so every member receives messages sent on every node; the
 /// CPU and memory columns are the nodes' and redis-server's together.
+///
+/// chat-admin (`nodes` = 0): `chat` on one server with `--admin-addr`,
+/// whose `/metrics` is scraped every second through the measured phase, as
+/// Prometheus would (more often than its default 15 s), to show what the
+/// counting and the scrapes cost per delivery.
 async fn chat(
     ctx: &Ctx,
     implementation: Impl,
@@ -673,6 +720,8 @@ async fn chat(
     stalled: usize,
     nodes: usize,
 ) -> Result<(), String> {
+    let admin = nodes == 0;
+    let nodes = nodes.max(1);
     let s = &ctx.scale;
     let members = s.chat_members;
     let readers = members - stalled;
@@ -684,6 +733,9 @@ async fn chat(
         // this they would be dropped for that (1011) after 15 s, and the
         // scenario is about the slow-consumer policy.
         settings.push(("pong-timeout-ms", "600000".into()));
+    }
+    if admin {
+        settings.push(("admin-addr", "127.0.0.1:0".into()));
     }
     let redis = if nodes > 1 { Some(Redis::start().await?) } else { None };
     if let Some(redis) = &redis {
@@ -722,6 +774,11 @@ async fn chat(
     // The measured phase starts before the join storm: its CPU counts, and
     // so do the Joined events it delivers.
     let window = Window::open(&pids, &shared.deliveries)?;
+    let scraper = match servers[0].admin {
+        Some(addr) if admin => Some(tokio::spawn(scrape_every_second(addr))),
+        _ if admin => return Err("chat_server printed no `admin on http://IP:PORT`".into()),
+        _ => None,
+    };
     shared.go_join.open();
     let not_joined = shared.joined.wait(Instant::now() + s.deadline).await;
     let joins_took = window.started.elapsed();
@@ -731,6 +788,23 @@ async fn chat(
     let lacking = shared.received_all.wait(Instant::now() + publish_for + s.deadline).await;
     let publish_secs = publishing.elapsed().as_secs_f64();
     let measured = window.close(ctx, &shared.deliveries)?;
+    if let Some(scraper) = scraper {
+        scraper.abort();
+        match scraper.await {
+            Err(e) if e.is_cancelled() => {}
+            Err(e) => row.problem(format!("the scraper failed: {e}")),
+            Ok(Err(e)) => row.problem(e),
+            Ok(Ok(())) => {}
+        }
+        // Once more after the phase: the counts are what the clients did.
+        let page = scrape(servers[0].admin.expect("checked above")).await?;
+        let counts = (metric(&page, "chat_joins_total"), metric(&page, "chat_messages_total"));
+        if counts != (Some(members as u64), Some(planned)) {
+            row.problem(format!(
+                "/metrics counted (joins, messages) {counts:?}, not ({members}, {planned})"
+            ));
+        }
+    }
     row.kib_per_connection = kib_per(rss_before, rss_kib(&pids)?, members);
     shared.go_probe.open();
     let unprobed = shared.probed.wait(Instant::now() + Duration::from_secs(30)).await;

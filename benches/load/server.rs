@@ -126,6 +126,9 @@ pub struct Server {
     pub addr: SocketAddr,
     /// It serves `wss://`: its first line said so.
     pub tls: bool,
+    /// With `--admin-addr`, the admin port its second line names
+    /// (`admin on http://IP:PORT`).
+    pub admin: Option<SocketAddr>,
     /// Settings this server did not know, so that it ran without them.
     pub unknown_settings: Vec<String>,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
@@ -220,12 +223,19 @@ impl Server {
             Some((addr, tls))
         });
         if let (Ok(Ok(_)), Some((addr, tls))) = (&read, listening) {
+            let mut admin = None;
+            if described.contains("--admin-addr") {
+                let mut second = String::new();
+                let _ = timeout(START_TIMEOUT, stdout.read_line(&mut second)).await;
+                let url = second.trim_end().strip_prefix("admin on http://");
+                admin = url.and_then(|addr| addr.parse().ok());
+            }
             // From now on, stdout is read and thrown away.
             tokio::spawn(async move {
                 let _ = tokio::io::copy_buf(&mut stdout, &mut tokio::io::sink()).await;
             });
             let unknown_settings = Vec::new();
-            return Ok(Server { child, pid, addr, tls, unknown_settings, stderr_tail });
+            return Ok(Server { child, pid, addr, tls, admin, unknown_settings, stderr_tail });
         }
 
         // No listening line: say why, with the exit status and stderr.
