@@ -271,29 +271,34 @@ fn connection(
         }
         let evicted = me.is_evicted();
         drop(me);
-        if let Ending::Close(code, reason) | Ending::BrokeARule(code, reason) = &ending {
-            info!(code = u16::from(*code), %reason, "closing");
-            // Boxed, like a write: needed once, at the end, it should not
-            // size every connection's future for its whole life.
-            Box::pin(goodbye(&mut ws, &mut outgoing, evicted, &ending)).await;
-        }
+        // Boxed, like a write: needed once, at the end, it should not size
+        // every connection's future for its whole life.
+        Box::pin(goodbye(&mut ws, &mut outgoing, evicted, &ending)).await;
         info!("disconnected");
     }
 }
 
 /// Our side of the close handshake. What is still queued (the refusals
-/// before a rate-limit close, say) goes out ahead of the close frame, unless
+/// before a rate-limit close, say) goes out ahead of our close frame, unless
 /// the client was evicted for not reading it.
 async fn goodbye(ws: &mut WsStream, outgoing: &mut Outgoing, evicted: bool, ending: &Ending) {
+    let (code, reason) = match ending {
+        Ending::Close(code, reason) | Ending::BrokeARule(code, reason) => (code, reason),
+        // The client closed first: nothing may follow its close frame but
+        // the answer tungstenite queued, which the next read sends. (A write
+        // refused after its close, an event that crossed it, would
+        // otherwise end the connection without one.) Or it is gone.
+        Ending::PeerDone => return close::answer(ws).await,
+    };
+    info!(code = u16::from(*code), %reason, "closing");
     if !evicted {
         let _ = timeout(close::CLOSE_TIMEOUT, outgoing.feed_rest(ws)).await;
     }
     match ending {
-        Ending::Close(code, reason) => close::handshake(ws, *code, reason).await,
         // No close frame to wait for on a stream we cannot read: the peer
         // gets ours, then the end of the stream, not a reset.
-        Ending::BrokeARule(code, reason) => close::after_broken_rule(ws, *code, reason).await,
-        Ending::PeerDone => {}
+        Ending::BrokeARule(..) => close::after_broken_rule(ws, *code, reason).await,
+        _ => close::handshake(ws, *code, reason).await,
     }
 }
 

@@ -113,8 +113,13 @@ async fn chat(
             }
             frame = ws.next() => match frame.transpose()? {
                 Some(msg) if msg.is_text() || msg.is_binary() => handle(&msg, &me),
+                // The client closed: nothing may follow its close frame but
+                // the answer tungstenite queued, which the next read sends.
+                Some(Message::Close(_)) | None => {
+                    close::answer(&mut ws).await;
+                    return Ok(());
+                }
                 Some(_) => {} // a ping (tungstenite answers it) or a pong
-                None => return Ok(()), // the client closed; tungstenite answered
             },
         }
     };

@@ -441,7 +441,8 @@ pub enum Ending {
     /// A read failed: a client that broke a rule is told which, one that is
     /// simply gone is let go ([`close_after_error`]).
     ReadFailed(tungstenite::Error),
-    /// A send failed: there is no telling a client we cannot write to.
+    /// A send failed: there is no telling a client we cannot write to,
+    /// but one whose close frame came first is owed its answer.
     SendFailed(tungstenite::Error),
 }
 
@@ -461,7 +462,12 @@ impl Ending {
                 close::handshake(ws, code, reason).await;
             }
             Ending::ReadFailed(e) => close_after_error(ws, &e).await,
-            Ending::SendFailed(e) => log_send_failure(&e),
+            Ending::SendFailed(e) => {
+                log_send_failure(&e);
+                // A send refused because the client's close frame was read
+                // first: the answer tungstenite queued goes out on a read.
+                close::answer(ws).await;
+            }
         }
     }
 }

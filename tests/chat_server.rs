@@ -483,6 +483,60 @@ async fn answers_go_out_before_the_clients_close_is_read() {
     }
 }
 
+/// A client's close frame that crosses messages on their way to it still
+/// gets the server's close frame in answer, not a dropped connection: once
+/// the client's close is read nothing more may be sent to it, and the
+/// answer tungstenite queued must still go out. (Found when two chat_clients
+/// quit at once, one of them reading a reset.) Each round, a speaker sends
+/// a burst and a listener closes as the burst reaches it.
+#[tokio::test]
+async fn a_close_that_crosses_messages_is_still_answered() {
+    for name in CHAT_SERVERS {
+        eprintln!("against {name}");
+        let server = Server::start(name, &[]).await;
+        for round in 0..30 {
+            let mut listener = Chat::connect(&server).await;
+            // Names of their own: the last round's may not have left yet.
+            let (listening, speaking) = (format!("listener{round}"), format!("speaker{round}"));
+            // The last round's members may still be leaving: the room may
+            // have messages (`seq`), and their `Left` may come first, here
+            // and below.
+            listener.join("r", &listening).await;
+            while !is_joined(&listener.event().await, &listening) {}
+            let mut speaker = Chat::connect(&server).await;
+            speaker.join("r", &speaking).await;
+            while !is_joined(&speaker.event().await, &speaking) {}
+            while !is_joined(&listener.event().await, &speaking) {}
+            for i in 0..15 {
+                let say = ClientMessage::Message { room: "r".into(), content: format!("{i}") };
+                speaker.ws.feed(say.to_message()).await.expect("feed");
+            }
+            speaker.ws.flush().await.expect("flush");
+            while !matches!(listener.event().await, ServerEvent::Message { .. }) {}
+            listener.send_raw(Message::Close(None)).await;
+            let answer = tokio::time::timeout(WAIT, async {
+                loop {
+                    match listener.ws.next().await {
+                        Some(Ok(Message::Close(_))) => break Ok(()),
+                        Some(Ok(_)) => {} // the rest of the burst, sent before
+                        other => break Err(format!("{other:?}")),
+                    }
+                }
+            });
+            let answer = answer.await.expect("an answer within WAIT");
+            assert_eq!(answer, Ok(()), "{name}, round {round}: the close frame answered");
+            speaker.ws.close(None).await.expect("the speaker closes");
+            while speaker.ws.next().await.is_some() {}
+        }
+        server.stop().await;
+    }
+}
+
+/// Whether `event` says that `name` joined (any room, any `seq`).
+fn is_joined(event: &ServerEvent, name: &str) -> bool {
+    matches!(event, ServerEvent::Joined { username, .. } if username == name)
+}
+
 /// A message over 64 KiB closes the connection with 1009 (message too big);
 /// one of exactly 64 KiB is still read (and refused politely). After the
 /// close frame comes the end of the stream, not a reset: the server reads
