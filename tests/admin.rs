@@ -55,6 +55,11 @@ fn main() -> ExitCode {
             promtool_accepts_the_metrics_page,
         ),
         trial_needing(
+            &promtool,
+            "the_deploy_scrape_config_and_alerts_pass_promtool_on_real_metric_names",
+            the_deploy_scrape_config_and_alerts_pass_promtool_on_real_metric_names,
+        ),
+        trial_needing(
             &redis,
             "with_redis_readyz_follows_redis_and_commands_are_timed",
             with_redis_readyz_follows_redis_and_commands_are_timed,
@@ -366,6 +371,35 @@ async fn promtool_accepts_the_metrics_page() {
     let said =
         format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && said.trim().is_empty(), "promtool: {said}\n{page}");
+    admin.server.stop().await;
+}
+
+/// Chapter 11.5's files in deploy/: Prometheus's scrape configuration and
+/// alert rules are valid (`promtool check config`, which reads the rules
+/// too), each alert fires when, and only where, `alerts_test.yml` says
+/// (`promtool test rules`), and every metric the alerts use is one that
+/// chat_server's `/metrics` has: an alert on a misspelt name never fires.
+async fn the_deploy_scrape_config_and_alerts_pass_promtool_on_real_metric_names() {
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    for args in [["check", "config", "prometheus.yml"], ["test", "rules", "alerts_test.yml"]] {
+        let run = tokio::process::Command::new("promtool").args(args).current_dir(&deploy).output();
+        let out = timeout(WAIT, run).await.expect("promtool finishes").expect("run promtool");
+        let said = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "promtool {}: {said}", args.join(" "));
+    }
+    let admin = Admin::start(&[]).await;
+    let (status, page) = admin.get("/metrics").await;
+    assert_eq!(status, 200);
+    let alerts = std::fs::read_to_string(deploy.join("alerts.yml")).expect("deploy/alerts.yml");
+    let used: std::collections::BTreeSet<&str> = alerts
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| word.starts_with("chat_") && !word.starts_with("chat_server"))
+        .collect();
+    assert!(used.len() >= 4, "the alerts use chat_server's metrics: {used:?}");
+    for name in used {
+        let listed = page.lines().any(|line| line.split(['{', ' ']).next() == Some(name));
+        assert!(listed, "alerts.yml uses {name}, which /metrics does not have:\n{page}");
+    }
     admin.server.stop().await;
 }
 
