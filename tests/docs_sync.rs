@@ -3,7 +3,8 @@
 //! and this test checks that the quote is still exact.
 //!
 //! Every ```rust block (and every ```lua block: the cluster's Redis scripts,
-//! whole files) must be preceded (only blank lines between) by one of:
+//! whole files; and ```ini and ```yaml: deploy/'s systemd unit and
+//! Prometheus files) must be preceded (only blank lines between) by one of:
 //!
 //! - `<!-- include: examples/echo_server.rs#echo -->`: the block is the region
 //!   `echo` of that file, i.e. the lines between `// ANCHOR: echo` and
@@ -31,7 +32,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// The languages of the blocks that quote code, and so need a marker.
-const QUOTED: [&str; 2] = ["rust", "lua"];
+const QUOTED: [&str; 4] = ["rust", "lua", "ini", "yaml"];
 
 /// What checking the docs found.
 #[derive(Debug, Default)]
