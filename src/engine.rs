@@ -153,10 +153,63 @@ impl Engine {
 // ANCHOR: engine
 // Each command is decided by this server alone, or with `--redis` by the
 // cluster: the answers are the same.
+impl Engine {
+    /// Joins client `id` to `room` under `username`, resuming after `since`
+    /// counted in the room's life `epoch`: the joiner's `Joined` goes to the
+    /// room, then what it missed, to it alone (chapter 5.1).
+    async fn join(
+        &self,
+        id: ClientId,
+        room: &str,
+        username: &str,
+        since: Option<u64>,
+        epoch: Option<&str>,
+    ) -> Result<(), RoomError> {
+        match &self.cluster {
+            None => self.rooms.join(id, room, username, since, epoch),
+            Some(cluster) => cluster.join(id, room, username, since, epoch).await,
+        }
+    }
+
+    /// Takes client `id` out of `room`; the leaver hears its own `Left`.
+    /// Returns the name it had there.
+    async fn leave(&self, id: ClientId, room: &str) -> Result<String, RoomError> {
+        match &self.cluster {
+            None => self.rooms.leave(id, room),
+            Some(cluster) => cluster.leave(id, room).await,
+        }
+    }
+
+    /// Says `content` in `room` for client `id`; the server stamps the time
+    /// and the room's next `seq`, and the sender receives its message like
+    /// everyone else.
+    async fn say(&self, id: ClientId, room: &str, content: String) -> Result<u64, RoomError> {
+        let timestamp = timestamp_now();
+        match &self.cluster {
+            // Serialised once, inside `make`, for every member.
+            None => self.rooms.say(id, room, |username, seq| {
+                let (room, username) = (room.to_string(), username.to_string());
+                ServerEvent::Message { room, username, content, timestamp, seq }.to_message()
+            }),
+            // Numbered and published by Redis; every node serialises it once.
+            Some(cluster) => cluster.say(id, room, &content, &timestamp).await,
+        }
+    }
+
+    /// The names of `room`'s members, sorted; only a member may ask.
+    async fn members(&self, id: ClientId, room: &str) -> Result<Vec<String>, RoomError> {
+        match &self.cluster {
+            None => self.rooms.names(id, room),
+            Some(cluster) => cluster.members(id, room).await,
+        }
+    }
+}
+// ANCHOR_END: engine
+
+// A connection's commands, through the engine above; what succeeds is
+// counted for the admin port's /metrics (chapter 10.7).
 impl Member {
-    /// Joins `room` under `username`, resuming after `since`: the joiner's
-    /// `Joined` goes to the room, then what it missed, to it alone
-    /// (chapter 5.1).
+    /// Joins `room` under `username`, resuming after `since` ([`Engine`]).
     pub async fn join(
         &self,
         room: &str,
@@ -175,47 +228,27 @@ impl Member {
         since: Option<u64>,
         epoch: Option<&str>,
     ) -> Result<(), RoomError> {
-        let joined = match &self.engine.cluster {
-            None => self.engine.rooms.join(self.id, room, username, since, epoch),
-            Some(cluster) => cluster.join(self.id, room, username, since, epoch).await,
-        };
+        let joined = self.engine.join(self.id, room, username, since, epoch).await;
         joined.inspect(|()| admin::metrics().joins.increment(1))
     }
 
     /// Leaves `room`; the leaver hears its own `Left`. Returns the name it
     /// had there.
     pub async fn leave(&self, room: &str) -> Result<String, RoomError> {
-        match &self.engine.cluster {
-            None => self.engine.rooms.leave(self.id, room),
-            Some(cluster) => cluster.leave(self.id, room).await,
-        }
+        self.engine.leave(self.id, room).await
     }
 
-    /// Says `content` in `room`; the server stamps the time and the room's
-    /// next `seq`, and the sender receives its message like everyone else.
+    /// Says `content` in `room`; returns its `seq`.
     pub async fn say(&self, room: &str, content: String) -> Result<u64, RoomError> {
-        let timestamp = timestamp_now();
-        let said = match &self.engine.cluster {
-            // Serialised once, inside `make`, for every member.
-            None => self.engine.rooms.say(self.id, room, |username, seq| {
-                let (room, username) = (room.to_string(), username.to_string());
-                ServerEvent::Message { room, username, content, timestamp, seq }.to_message()
-            }),
-            // Numbered and published by Redis; every node serialises it once.
-            Some(cluster) => cluster.say(self.id, room, &content, &timestamp).await,
-        };
+        let said = self.engine.say(self.id, room, content).await;
         said.inspect(|_| admin::metrics().messages.increment(1))
     }
 
     /// The names of `room`'s members, sorted; only a member may ask.
     pub async fn members(&self, room: &str) -> Result<Vec<String>, RoomError> {
-        match &self.engine.cluster {
-            None => self.engine.rooms.names(self.id, room),
-            Some(cluster) => cluster.members(self.id, room).await,
-        }
+        self.engine.members(self.id, room).await
     }
 }
-// ANCHOR_END: engine
 
 // ANCHOR: handle
 impl Member {
