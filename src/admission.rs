@@ -15,7 +15,7 @@
 //!   from it that cannot be read gets HTTP 400.
 //! - **Tokens** (chat_server's `--auth-secret-file`, which fills in
 //!   [`Admission::tokens`]): a handshake without a valid token
-//!   ([`token`](crate::token)) gets HTTP 401; a valid one's `sub` is the
+//!   ([`token`]) gets HTTP 401; a valid one's `sub` is the
 //!   connection's username, which the server hands its handler.
 //!
 //! [`server::serve`](crate::server::serve) takes an [`Admission`] and answers

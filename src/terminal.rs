@@ -3,7 +3,7 @@
 //!
 //! The terminal client (`examples/chat_client.rs`) reads lines, turns each
 //! into an [`Input`] with [`command`], and prints every event it shows as
-//! [`line`] words it. Pure functions of their arguments (and the clock, for
+//! [`line()`] words it. Pure functions of their arguments (and the clock, for
 //! the time a line is shown), so the rules are unit-tested here:
 //!
 //! - `/join ROOM`, `/leave ROOM` (`ROOM` or `#ROOM`), `/quit`, `/help`;
