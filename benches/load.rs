@@ -9,7 +9,8 @@
 //! ```text
 //! cargo bench --bench load                        # every scenario, our servers (a few minutes)
 //! cargo bench --bench load -- --only chat,idle    # some scenarios
-//! cargo bench --bench load -- --compare           # also Node's `ws` and Python's `websockets`
+//! cargo bench --bench load -- --compare           # also Node's `ws`, Python's `websockets`
+//!                                                 #  and Go's gorilla/websocket
 //! cargo bench --bench load -- --docs              # also write docs/bench/results.json
 //!                                                 #  and docs/images/benchmark.svg
 //! cargo test --bench load                         # the tiny run `cargo test` also does
@@ -33,11 +34,13 @@
 //! | `idle-tls` | chat_server with `--tls-cert`, `--tls-key` | `idle` over `wss://` (rustls on both sides), with a CA and a certificate for 127.0.0.1 made at run time (rcgen), which the clients trust |
 //! | `join-storm-1k`, `join-storm-10k` | chat_server | 1,000 or 10,000 connected clients all send Join for one room at the same moment |
 //!
-//! With `--compare`, the scenarios except `chat-stalled`, `chat-cluster` and
-//! `idle-tls` (those servers serve no TLS) also run against
-//! `benches/compare/node/server.js` and `benches/compare/python/server.py`,
-//! which speak the same protocols (`bash benches/compare/setup.sh` installs
-//! their packages first; if it fails, those rows say so and are skipped).
+//! With `--compare`, the scenarios except `chat-admin`, `chat-stalled`,
+//! `chat-cluster` and `idle-tls` (those servers have no admin port, no Redis
+//! and no TLS) also run against `benches/compare/node/server.js`,
+//! `benches/compare/python/server.py` and `benches/compare/go/server`, which
+//! speak the same protocols (`bash benches/compare/setup.sh NAME` installs
+//! each one's packages or builds it first; if it fails, that server's rows
+//! say why and are skipped).
 //!
 //! `chat-cluster` starts a redis-server of its own (Debian's, on a free
 //! loopback port, persistence off), as the cluster tests do. Without
@@ -109,9 +112,9 @@
 //! toy scale (20 chat members, 50 messages, 200 idle connections, plain
 //! and over TLS, storms of 50 and 200) against the examples built in the
 //! test profile, in a few seconds once they are built, and exits non-zero if a correctness check
-//! failed. Its last line counts the rows: `load: 8 passed, 0 failed, 1
-//! skipped` (a skipped row, chat-cluster without redis-server, is not a
-//! pass). Its numbers mean nothing.
+//! failed. Its last line counts the rows of our servers: `load: 10 passed,
+//! 0 failed, 0 skipped` (a skipped row, chat-cluster without redis-server,
+//! is not a pass). Its numbers mean nothing.
 
 // A crate root looks for its modules beside itself, in benches/; these live
 // in benches/load/.
@@ -139,14 +142,15 @@ const USAGE: &str = "\
 usage: cargo bench --bench load -- [--only NAME[,NAME]] [--compare] [--out DIR] [--docs]
   --only NAMES  run only these scenarios: echo, broadcast, chat, chat-admin, chat-cluster,
                 chat-stalled, idle, idle-tls, join-storm-1k, join-storm-10k
-  --compare     also run the Node (ws) and Python (websockets) servers
+  --compare     also run the Node (ws), Python (websockets) and Go (gorilla/websocket) servers
   --out DIR     where results.json and chart.svg go (default target/bench;
                 target/bench/tiny for the tiny run)
   --docs        also write docs/bench/results.json and docs/images/benchmark.svg
                 (full runs only)
 Without --bench (as under `cargo test`), a tiny run that only checks correctness.";
 
-/// How long `benches/compare/setup.sh` may take (npm and pip download).
+/// How long `benches/compare/setup.sh` may take for one server (npm and pip
+/// download, go builds).
 const SETUP_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The command line.
@@ -270,23 +274,30 @@ async fn main() -> ExitCode {
         open_files,
         clock_ticks: proc::clock_ticks_per_second(),
     };
-    let compare = if options.compare { Some(setup_compare(&root).await) } else { None };
+    // Each compare server with whether it can run (`Err`: why not).
+    let mut compare = Vec::new();
+    if options.compare {
+        for implementation in Impl::COMPARED {
+            compare.push((implementation, setup_compare(&root, implementation).await));
+        }
+    }
 
+    let selected = |scenario: &str| {
+        options.only.as_ref().is_none_or(|only| only.iter().any(|n| n == scenario))
+    };
     let started = Instant::now();
     let mut rows = Vec::new();
     for scenario in NAMES {
-        if options.only.as_ref().is_some_and(|only| !only.iter().any(|n| n == scenario)) {
+        if !selected(scenario) {
             continue;
         }
         let mut servers = vec![Impl::Rust];
-        if scenarios::compared(scenario) && compare.is_some() {
-            servers.extend([Impl::Node, Impl::Python]);
+        if scenarios::compared(scenario) {
+            servers.extend(compare.iter().map(|(implementation, _)| *implementation));
         }
         for implementation in servers {
-            let row = match (&compare, implementation) {
-                (Some(Err(why)), Impl::Node | Impl::Python) => {
-                    Row::skipped(scenario, implementation, why)
-                }
+            let row = match compare.iter().find(|(i, _)| *i == implementation) {
+                Some((_, Err(why))) => Row::skipped(scenario, implementation, why),
                 _ => run_one(scenario, implementation, &ctx).await,
             };
             rows.push(row);
@@ -386,23 +397,26 @@ fn build_examples(root: &Path, full: bool) -> Result<PathBuf, String> {
     Ok(target.join(if release { "release" } else { "debug" }).join("examples"))
 }
 
-/// Runs `benches/compare/setup.sh` (it installs `ws` and `websockets` into
-/// local folders). `Err` says why the compare servers cannot run.
-async fn setup_compare(root: &Path) -> Result<(), String> {
+/// Runs `benches/compare/setup.sh NAME` for one compare server (it installs
+/// `ws` or `websockets` into a local folder, or builds the Go server). `Err`
+/// says why that server cannot run.
+async fn setup_compare(root: &Path, implementation: Impl) -> Result<(), String> {
     let script = root.join("benches/compare/setup.sh");
     if !script.exists() {
         return Err(format!("{} is missing", script.display()));
     }
-    eprintln!("setting up the compare servers: bash {}", script.display());
+    let name = implementation.label();
+    eprintln!("setting up the {name} compare server: bash {} {name}", script.display());
     let child = tokio::process::Command::new("bash")
         .arg(&script)
+        .arg(name)
         .current_dir(root)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot run bash: {e}"))?;
-    // npm and pip may be slow, never this slow.
+    // npm, pip and go may be slow, never this slow.
     let output = match tokio::time::timeout(SETUP_TIMEOUT, child.wait_with_output()).await {
         Ok(Ok(output)) => output,
         Ok(Err(e)) => return Err(format!("setup.sh: {e}")),
@@ -414,7 +428,7 @@ async fn setup_compare(root: &Path) -> Result<(), String> {
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
     let why = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no message");
-    eprintln!("compare servers skipped: setup.sh failed: {why}");
+    eprintln!("{name} compare server skipped: setup.sh failed: {why}");
     Err(format!("setup.sh failed: {why}"))
 }
 

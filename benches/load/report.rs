@@ -261,8 +261,8 @@ const RIGHT: f64 = 30.0;
 const PANEL_TOP: f64 = 100.0;
 const PANEL_STEP: f64 = 270.0;
 const PLOT_HEIGHT: f64 = 180.0;
-const SERVERS: [(&str, &str); 3] =
-    [("rust", "#b7410e"), ("node", "#3c873a"), ("python", "#3776ab")];
+const SERVERS: [(&str, &str); 4] =
+    [("rust", "#b7410e"), ("node", "#3c873a"), ("python", "#3776ab"), ("go", "#00add8")];
 
 /// Grouped bars: server CPU per delivery and server memory per connection,
 /// per scenario, one colour per server. A white background so that it
@@ -345,6 +345,7 @@ fn legend_name(server: &str) -> &'static str {
     match server {
         "rust" => "Rust: tokio-tungstenite (ours)",
         "node" => "Node: ws",
+        "go" => "Go: gorilla/websocket",
         _ => "Python: websockets",
     }
 }

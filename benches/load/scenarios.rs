@@ -39,9 +39,10 @@ pub const NAMES: [&str; 10] = [
     "join-storm-10k",
 ];
 
-/// Whether `--compare` also runs the Node and Python servers for `scenario`.
-/// chat-admin measures our admin port, chat-stalled our eviction policy,
-/// chat-cluster our Redis engine
+/// Whether `--compare` also runs the Node, Python and Go servers for
+/// `scenario`.
+/// chat-admin measures our admin port, chat-stalled our eviction
+/// policy, chat-cluster our Redis engine
 /// (`--redis`), and idle-tls our TLS (`--tls-cert`, `--tls-key`), which the
 /// compare servers do not have.
 pub fn compared(scenario: &str) -> bool {

@@ -1,5 +1,5 @@
 //! Servers as child processes: ours (the release examples), with
-//! `--compare` the Node and Python ones under `benches/compare/`, and the
+//! `--compare` the Node, Python and Go ones under `benches/compare/`, and the
 //! redis-server that chat-cluster's nodes share.
 //!
 //! Every server takes its address as its first argument (we pass
@@ -41,14 +41,21 @@ pub enum Impl {
     Node,
     /// `benches/compare/python/server.py`, on the `websockets` package.
     Python,
+    /// `benches/compare/go/server`, built from `server.go` on the
+    /// gorilla/websocket package.
+    Go,
 }
 
 impl Impl {
+    /// The compare servers, in the order their rows come.
+    pub const COMPARED: [Impl; 3] = [Impl::Node, Impl::Python, Impl::Go];
+
     pub fn label(self) -> &'static str {
         match self {
             Impl::Rust => "rust",
             Impl::Node => "node",
             Impl::Python => "python",
+            Impl::Go => "go",
         }
     }
 }
@@ -111,6 +118,12 @@ impl Paths {
                 c.arg(compare.join("python/server.py")).arg(mode.name());
                 // The listening line must not sit in Python's stdout buffer.
                 c.env("PYTHONUNBUFFERED", "1");
+                c
+            }
+            Impl::Go => {
+                // Built by setup.sh.
+                let mut c = Command::new(compare.join("go/server"));
+                c.arg(mode.name());
                 c
             }
         };
