@@ -146,10 +146,20 @@ async fn main() -> ExitCode {
     // `ConnectInfo`: handlers may ask for the peer's address, for the logs.
     let service = router.into_make_service_with_connect_info::<SocketAddr>();
     // On Ctrl-C or SIGTERM axum stops accepting and lets every request
-    // under way finish; the WebSockets see the same token and close.
-    let serving = axum::serve(listener, service).with_graceful_shutdown(shutdown.cancelled_owned());
-    if let Err(e) = serving.await {
-        return output::fail(format_args!("serving failed: {e}"));
+    // under way finish; the WebSockets see the same token and close. Within
+    // a deadline: a request that never finishes (headers sent a byte a
+    // minute) must not hold up the exit.
+    let stopping = shutdown.clone().cancelled_owned();
+    let serving = async { axum::serve(listener, service).with_graceful_shutdown(stopping).await };
+    let grace = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(server::SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        served = serving => if let Err(e) = served {
+            return output::fail(format_args!("serving failed: {e}"));
+        },
+        () = grace => warn!("some requests were still open after {:?}", server::SHUTDOWN_GRACE),
     }
     app.connections.close();
     if timeout(server::SHUTDOWN_GRACE, app.connections.wait()).await.is_err() {

@@ -13,6 +13,7 @@ mod common;
 use common::*;
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use websocket_tutorial::protocol::{ClientMessage, ServerEvent};
 
 /// `GET /` is chapter 6's browser client, the very file, as HTML; any other
@@ -113,4 +114,26 @@ async fn past_max_connections_a_handshake_gets_503() {
         handshake_once_there_is_room(&server.url, None, StatusCode::SERVICE_UNAVAILABLE).await;
     assert!(third.is_ok(), "a slot freed");
     server.stop().await;
+}
+
+/// SIGTERM while an HTTP request is still arriving (a client sending its
+/// headers slowly) and a WebSocket is open: the WebSocket gets 1001 at
+/// once, and the server exits 0 within its grace period instead of
+/// waiting for the request to finish.
+#[tokio::test]
+#[cfg_attr(not(feature = "axum"), ignore = "axum_chat needs `--features axum` (chapter 12)")]
+async fn a_request_that_never_finishes_does_not_hold_up_the_exit() {
+    use tokio::io::AsyncWriteExt;
+    let server = Server::start("axum_chat", &[]).await;
+    let mut slow = tokio::net::TcpStream::connect(&server.addr).await.expect("connect");
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n").await.expect("half a request");
+    let mut ws = connect(&server.url).await;
+    ws.send(ClientMessage::Ping.to_message()).await.expect("send Ping");
+    // The Pong: the server is up and, most likely, has read the half request.
+    recv(&mut ws).await;
+    server.program.signal("TERM");
+    assert_eq!(expect_close(&mut ws).await, CloseCode::Away);
+    let mut program = server.program;
+    assert_eq!(program.exit_code().await, 0, "exits, the slow request notwithstanding");
+    drop(slow);
 }
