@@ -137,3 +137,36 @@ async fn a_request_that_never_finishes_does_not_hold_up_the_exit() {
     assert_eq!(program.exit_code().await, 0, "exits, the slow request notwithstanding");
     drop(slow);
 }
+
+/// Its command line is chat_server's kind: `--help` exits 0, a mistake
+/// is one `error:` line and exit 2 (a flag it does not have, a malformed
+/// origin, a bare port, no connections at all), and an address already in
+/// use is one line naming it and exit 1.
+#[tokio::test]
+#[cfg_attr(not(feature = "axum"), ignore = "axum_chat needs `--features axum` (chapter 12)")]
+async fn its_command_line_mistakes_are_usage_errors() {
+    let mut help = Program::start("axum_chat", &["--help"]);
+    let text = help.remaining_lines().await.join("\n");
+    assert_eq!(help.exit_code().await, 0);
+    assert!(text.contains("Usage: axum_chat") && text.contains("--allow-origin"), "{text}");
+    for args in [
+        &["--no-such-flag"][..],
+        &["--allow-origin", "chat.example.com"],
+        &["9002"],
+        &["127.0.0.1:0", "--max-connections", "0"],
+        &["127.0.0.1:0", "--tls-cert", "cert.pem"],
+    ] {
+        let mut program = Program::start("axum_chat", args);
+        assert_eq!(program.exit_code().await, 2, "{args:?}");
+        let stderr = program.stderr_text().await;
+        assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    let server = Server::start("axum_chat", &[]).await;
+    let mut second = Program::start("axum_chat", &[&server.addr]);
+    assert_eq!(second.exit_code().await, 1);
+    let stderr = second.stderr_text().await;
+    assert!(stderr.contains(&format!("cannot listen on {}", server.addr)), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    server.stop().await;
+}
