@@ -94,9 +94,11 @@ where
 /// connection is read or written: a program that stops at the peer's frame
 /// and drops the connection never answers, and its peer reads a reset
 /// where the close handshake should end.
-pub async fn answer<S>(stream: &mut S)
+///
+/// Any stream of messages will do, axum's too (chapter 12).
+pub async fn answer<S, M, E>(stream: &mut S)
 where
-    S: Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
+    S: Stream<Item = Result<M, E>> + Unpin,
 {
     let _ = timeout(CLOSE_TIMEOUT, async { while let Some(Ok(_)) = stream.next().await {} }).await;
 }

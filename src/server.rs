@@ -151,6 +151,13 @@ pub async fn listen(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
     listen_as(addr, "ws").await
 }
 
+/// Binds `addr` and prints `listening on http://IP:PORT`: for a server
+/// whose WebSocket is one route of a web application (chapter 12), which
+/// serves its page on the same port.
+pub async fn listen_http(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
+    listen_as(addr, "http").await
+}
+
 async fn listen_as(addr: impl ToSocketAddrs, scheme: &str) -> io::Result<TcpListener> {
     let tcp = TcpListener::bind(addr).await?;
     // The line is out before we accept anyone. It is the only thing a
@@ -368,10 +375,14 @@ pub async fn serve<H, F>(
                     .map_err(Refusal::response)
             };
             // A handshake still under way at shutdown is simply dropped:
-            // there is no WebSocket yet to send a close frame on.
+            // there is no WebSocket yet to send a close frame on. `biased`:
+            // a client that reconnects the moment it reads our 1001 may get
+            // its request in before this task runs, and must not be handed
+            // a WebSocket only to be closed with 1001 again.
             let upgraded = tokio::select! {
-                upgraded = accept(stream, tls.as_ref(), config, check) => upgraded,
+                biased;
                 _ = shutdown.cancelled() => return,
+                upgraded = accept(stream, tls.as_ref(), config, check) => upgraded,
             };
             match upgraded {
                 // The connection gets a task of its own, holding only the

@@ -4,9 +4,8 @@
 //!
 //! The test learns the admin port from chat_server's second stdout line,
 //! `admin on http://IP:PORT`, which follows `listening on ws://IP:PORT`.
-//! Its HTTP client is a plain `GET ... Connection: close` over a
-//! `TcpStream`, read to the end: the server under test is hyper's, and
-//! reading the status line of one answer needs no HTTP library.
+//! Its HTTP client is `common::http_get`: a plain `GET ... Connection:
+//! close` over a `TcpStream`, read to the end.
 //!
 //! The Redis test needs Debian's redis-server, and the format test
 //! Prometheus's `promtool` (Debian's `prometheus` package): without them they
@@ -19,15 +18,15 @@ use std::process::ExitCode;
 
 use common::{
     Component, Program, RedisServer, Server, WAIT, connect, connect_with_small_buffers,
-    expect_close, recv_within, redis_component, run_trials, trial, trial_needing,
+    expect_close, handshake, http_get, recv_within, redis_component, run_trials, trial,
+    trial_needing,
 };
 use futures_util::SinkExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncWriteExt;
 use tokio::time::timeout;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{self, Message};
 use websocket_tutorial::client::WsClient;
 use websocket_tutorial::protocol::{ClientMessage, ErrorCode, ServerEvent};
 
@@ -102,7 +101,8 @@ impl Admin {
     }
 
     async fn get(&self, path: &str) -> (u16, String) {
-        get(&self.admin, path).await
+        let answer = http_get(&self.admin, path).await;
+        (answer.status, answer.body)
     }
 
     /// The value of `series` (a name, with its labels if any) on `/metrics`.
@@ -111,22 +111,6 @@ impl Admin {
         assert_eq!(status, 200, "/metrics: {page}");
         value(&page, series).unwrap_or_else(|| panic!("no {series} in\n{page}"))
     }
-}
-
-/// `GET path` on a connection of its own: the status and the body.
-async fn get(addr: &str, path: &str) -> (u16, String) {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await.expect("connect to the admin port");
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.expect("send the request");
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).await.expect("read the answer");
-        answer
-    };
-    let answer = timeout(WAIT, exchange).await.expect("the admin port answers within WAIT");
-    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok());
-    (status.unwrap_or_else(|| panic!("no status line in {head:?}")), body.to_string())
 }
 
 fn value(page: &str, series: &str) -> Option<f64> {
@@ -219,17 +203,20 @@ async fn metrics_count_what_the_clients_did() {
     // fits (--max-per-ip 3), once the refused one has given its place back
     // (a moment after its client saw the 403: each 429 until then is
     // counted too); a fourth gets 429.
-    assert_eq!(handshake(&url, Some("https://evil.example")).await.err(), Some(403));
+    assert_eq!(
+        handshake(&url, Some("https://evil.example")).await.err(),
+        Some(StatusCode::FORBIDDEN)
+    );
     let mut too_many = 0;
     let mut flooder = loop {
         match handshake(&url, None).await {
             Ok(ws) => break Client { ws, received: 0 },
-            Err(429) => too_many += 1,
+            Err(StatusCode::TOO_MANY_REQUESTS) => too_many += 1,
             Err(status) => panic!("expected 101 or 429, got {status}"),
         }
         assert!(too_many < 10_000, "the refused handshake's place never came back");
     };
-    assert_eq!(handshake(&url, None).await.err(), Some(429));
+    assert_eq!(handshake(&url, None).await.err(), Some(StatusCode::TOO_MANY_REQUESTS));
     too_many += 1;
 
     // The flooder's pings: 10 answered, then refused, until it is a whole
@@ -310,20 +297,6 @@ async fn a_member_evicted_for_its_outbox_is_counted_under_outbox() {
     assert_eq!(admin.metric(&evictions("write_timeout")).await, 0.0);
     assert_eq!(admin.metric("chat_connections").await, 1.0, "the sender");
     admin.server.stop().await;
-}
-
-/// A handshake with `origin`: the WebSocket, or the refusal's HTTP status.
-async fn handshake(url: &str, origin: Option<&str>) -> Result<WsClient, u16> {
-    let mut request = url.into_client_request().expect("a request");
-    if let Some(origin) = origin {
-        request.headers_mut().insert("origin", origin.parse().expect("a header value"));
-    }
-    let answered = timeout(WAIT, tokio_tungstenite::connect_async(request)).await;
-    match answered.expect("the server answers the handshake") {
-        Ok((ws, _)) => Ok(ws),
-        Err(tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
-        Err(e) => panic!("handshake with {url}: {e}"),
-    }
 }
 
 async fn a_malformed_admin_addr_is_a_usage_error() {

@@ -5,54 +5,16 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use futures_util::SinkExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, timeout};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::http::StatusCode;
-use tokio_tungstenite::tungstenite::{self, Message};
-use websocket_tutorial::client::WsClient;
 
 const SERVERS: [&str; 4] = ["echo_server", "broadcast_server", "chat_server", "data_pusher"];
 const ALLOWED: &str = "https://chat.example.com";
-
-/// A handshake with `origin` in its `Origin` header (no header if `None`):
-/// the WebSocket, or the HTTP status that refused it.
-async fn handshake(url: &str, origin: Option<&str>) -> Result<WsClient, StatusCode> {
-    let mut request = url.into_client_request().expect("a request");
-    if let Some(origin) = origin {
-        request.headers_mut().insert("origin", origin.parse().expect("a header value"));
-    }
-    let answered = timeout(WAIT, tokio_tungstenite::connect_async(request)).await;
-    match answered.expect("the server answers the handshake") {
-        Ok((ws, _)) => Ok(ws),
-        Err(tungstenite::Error::Http(response)) => Err(response.status()),
-        Err(e) => panic!("handshake with {url}: {e}"),
-    }
-}
-
-/// Like [`handshake`], repeated while it gets 429, for up to [`WAIT`]: the
-/// server gives a closed connection's slot back when the connection's task
-/// ends, a moment after the client has seen its socket close.
-async fn handshake_once_there_is_room(
-    url: &str,
-    origin: Option<&str>,
-) -> Result<WsClient, StatusCode> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match handshake(url, origin).await {
-            Err(StatusCode::TOO_MANY_REQUESTS) if Instant::now() < deadline => {
-                // Polling pace, not synchronisation: the deadline decides.
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            answer => return answer,
-        }
-    }
-}
 
 /// With `--allow-origin` (twice), every server accepts the listed origins,
 /// however the flag spelled them, and a client without `Origin` (not a
@@ -144,7 +106,11 @@ async fn past_max_per_ip_open_connections_a_handshake_gets_429() {
         }
         let mut first = open.remove(0);
         close_cleanly(&mut first).await;
-        open.push(handshake_once_there_is_room(&server.url, None).await.expect("admitted again"));
+        open.push(
+            handshake_once_there_is_room(&server.url, None, StatusCode::TOO_MANY_REQUESTS)
+                .await
+                .expect("admitted again"),
+        );
         let refused = handshake(&server.url, None).await.err();
         assert_eq!(refused, Some(StatusCode::TOO_MANY_REQUESTS), "{name}: three open again");
         server.stop().await;
@@ -164,10 +130,17 @@ async fn failed_and_refused_handshakes_give_their_slot_back() {
         // The server answers (400) and closes: read to the end.
         let mut answer = Vec::new();
         timeout(WAIT, tcp.read_to_end(&mut answer)).await.expect("closed").expect("read");
-        let refused = handshake_once_there_is_room(&server.url, Some("https://evil.example")).await;
+        let refused = handshake_once_there_is_room(
+            &server.url,
+            Some("https://evil.example"),
+            StatusCode::TOO_MANY_REQUESTS,
+        )
+        .await;
         assert_eq!(refused.err(), Some(StatusCode::FORBIDDEN));
     }
-    let _only = handshake_once_there_is_room(&server.url, None).await.expect("its one connection");
+    let _only = handshake_once_there_is_room(&server.url, None, StatusCode::TOO_MANY_REQUESTS)
+        .await
+        .expect("its one connection");
     assert_eq!(handshake(&server.url, None).await.err(), Some(StatusCode::TOO_MANY_REQUESTS));
     server.stop().await;
 }

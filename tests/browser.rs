@@ -25,8 +25,8 @@ use std::time::Duration;
 use chrono::{DateTime, FixedOffset};
 use common::stub::{self, StubServer, confirm_join, expect_join, refusal, tell};
 use common::{
-    Certificates, Component, Cut, Proxy, Server, TempFile, WAIT, connect, log_message, recv,
-    run_trials, trial_needing, unstamped,
+    Certificates, Component, Cut, Proxy, Server, TempFile, WAIT, axum_chat_missing, connect,
+    log_message, recv, run_trials, trial_needing, unstamped,
 };
 use futures_util::{SinkExt, StreamExt};
 use libtest_mimic::Trial;
@@ -50,6 +50,12 @@ fn main() -> std::process::ExitCode {
         name: "chromium",
         install: "apt-get install chromium",
         missing: chromium_binary().err(),
+    };
+    // axum_chat (chapter 12) is built only with `--features axum`.
+    let chromium_and_axum = Component {
+        name: "chromium, and axum_chat",
+        install: "apt-get install chromium; cargo test --features axum",
+        missing: chromium.missing.clone().or_else(axum_chat_missing),
     };
     let trials = vec![
         trial_needing(
@@ -116,6 +122,11 @@ fn main() -> std::process::ExitCode {
             &chromium,
             "page_chats_over_wss_with_a_certificate_chromium_is_told_to_trust",
             page_chats_over_wss_with_a_certificate_chromium_is_told_to_trust,
+        ),
+        trial_needing(
+            &chromium_and_axum,
+            "two_pages_served_by_axum_chat_chat_over_its_own_websocket",
+            two_pages_served_by_axum_chat_chat_over_its_own_websocket,
         ),
         Trial::test("base64_encodes_and_decodes_the_standard_alphabet", || {
             base64_encodes_and_decodes_the_standard_alphabet();
@@ -261,6 +272,42 @@ async fn two_pages_chat_in_a_room_that_other_rooms_do_not_hear() {
     alice.assert_no_errors().await;
     bob.assert_no_errors().await;
 
+    server.stop().await;
+}
+
+/// axum_chat (chapter 12) serves the page itself: two tabs open
+/// `http://IP:PORT/`, each page connects to that server's `/ws` without
+/// being told (its origin is the server's own, so no `--allow-origin`),
+/// and they chat.
+async fn two_pages_served_by_axum_chat_chat_over_its_own_websocket() {
+    let browser = Browser::launch().await;
+    let server = Server::start("axum_chat", &[]).await;
+    let page = format!("http://{}/", server.addr);
+
+    let alice = browser.open_page(&page).await;
+    let chosen = alice.eval("document.querySelector('#server').value").await;
+    assert_eq!(chosen, server.url.as_str(), "the page picks its own server's /ws");
+    alice.connect("alice", "general").await;
+    alice
+        .wait_for_entry("alice sees her own join", |e| e.is_event("general", "alice joined"))
+        .await;
+    let bob = browser.open_page(&page).await;
+    bob.connect("bob", "general").await;
+    alice.wait_for_entry("alice sees bob join", |e| e.is_event("general", "bob joined")).await;
+
+    let hello = "Served and spoken on one port.";
+    alice.fill("#message", hello).await;
+    alice.click("#send").await;
+    bob.wait_for_entry("bob sees alice's message", |e| e.is_message("alice", hello)).await;
+    bob.type_text("#message", "Same chat, another framework.").await;
+    bob.press_enter().await;
+    alice
+        .wait_for_entry("alice sees bob's reply", |e| {
+            e.is_message("bob", "Same chat, another framework.")
+        })
+        .await;
+    alice.assert_no_errors().await;
+    bob.assert_no_errors().await;
     server.stop().await;
 }
 
@@ -1210,6 +1257,13 @@ impl Browser {
 
     /// Like [`Browser::open_chat`], with the page's whole query string.
     async fn open_chat_with(&self, query: &str) -> ChatPage {
+        let html = Path::new(env!("CARGO_MANIFEST_DIR")).join("web/chat.html");
+        self.open_page(&format!("{}?{query}", file_url(&html))).await
+    }
+
+    /// A new tab, as [`Browser::open_chat`] makes one, showing the chat
+    /// page at `url`: from disk, or from a server that serves it.
+    async fn open_page(&self, url: &str) -> ChatPage {
         let mut cdp = self.cdp.lock().await;
         let target = cdp.call(None, "Target.createTarget", json!({ "url": "about:blank" })).await;
         let params = json!({ "targetId": target["targetId"], "flatten": true });
@@ -1231,13 +1285,11 @@ impl Browser {
         page.call("Page.enable", json!({})).await; // needed for the next call to take effect
         page.call("Page.addScriptToEvaluateOnNewDocument", json!({ "source": collect })).await;
 
-        let html = Path::new(env!("CARGO_MANIFEST_DIR")).join("web/chat.html");
-        let url = format!("{}?{query}", file_url(&html));
         let navigated = page.call("Page.navigate", json!({ "url": url })).await;
         assert!(navigated.get("errorText").is_none(), "open {url}: {navigated}");
         page.wait_until(
             "the chat page has loaded",
-            "location.protocol === 'file:' && document.readyState === 'complete'",
+            "location.protocol !== 'about:' && document.readyState === 'complete'",
         )
         .await;
         ChatPage { page }

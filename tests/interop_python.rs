@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use common::{Certificates, Component, Program, Server, run_trials, trial_needing};
+use common::{
+    Certificates, Component, Program, Server, axum_chat_missing, run_trials, trial_needing,
+};
 use tokio::process::Command;
 
 /// The exit status the Python scripts use for "websockets is not available".
@@ -27,6 +29,12 @@ fn main() -> ExitCode {
         name: "python3 websockets",
         install: "pip install websockets",
         missing: python_websockets_missing(),
+    };
+    // axum_chat (chapter 12) is built only with `--features axum`.
+    let python_and_axum = Component {
+        name: "python3 websockets, and axum_chat",
+        install: "pip install websockets; cargo test --features axum",
+        missing: python.missing.clone().or_else(axum_chat_missing),
     };
     let trials = vec![
         trial_needing(
@@ -40,6 +48,11 @@ fn main() -> ExitCode {
             ctrl_c_closes_a_python_client_with_1001,
         ),
         trial_needing(&python, "python_clients_chat_in_a_room", python_clients_chat_in_a_room),
+        trial_needing(
+            &python_and_axum,
+            "python_clients_chat_in_a_room_on_axum_chat",
+            python_clients_chat_in_a_room_on_axum_chat,
+        ),
         trial_needing(
             &python,
             "full_client_gets_every_echo_from_a_python_server",
@@ -179,6 +192,15 @@ async fn ctrl_c_closes_a_python_client_with_1001() {
 /// real name and the server's time); both close with 1000.
 async fn python_clients_chat_in_a_room() {
     let server = Server::start("chat_server", &[]).await;
+    let lines = run_python("chat_check.py", &[&server.url]).await;
+    assert_eq!(lines, CHAT_CHECKS);
+    server.stop().await;
+}
+
+/// The same chat on axum_chat (chapter 12), at its `/ws`.
+async fn python_clients_chat_in_a_room_on_axum_chat() {
+    let server = Server::start("axum_chat", &[]).await;
+    assert!(server.url.ends_with("/ws"), "{}", server.url);
     let lines = run_python("chat_check.py", &[&server.url]).await;
     assert_eq!(lines, CHAT_CHECKS);
     server.stop().await;

@@ -8,6 +8,7 @@
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 mod files;
+mod http;
 mod program;
 mod proxy;
 mod redis;
@@ -17,7 +18,7 @@ mod ws;
 
 // One harness for every test file: each uses a part of it.
 #[allow(unused_imports)]
-pub use {files::*, program::*, proxy::*, redis::*, trials::*, ws::*};
+pub use {files::*, http::*, program::*, proxy::*, redis::*, trials::*, ws::*};
 
 use std::time::Duration;
 

@@ -30,6 +30,12 @@ pub fn example_path(name: &str) -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = std::process::Command::new(cargo);
         build.args(["build", "--examples", "--quiet"]);
+        // The features of this test run (`cargo test --all-features`): the
+        // library built without them would be rebuilt, and every example
+        // with it, and axum_chat (chapter 12) needs `axum`.
+        if cfg!(feature = "axum") {
+            build.args(["--features", "axum"]);
+        }
         // Build the same profile as this test binary (`cargo test --release`).
         if profile_dir.ends_with("release") {
             build.arg("--release");
@@ -245,13 +251,16 @@ pub struct Server {
     pub program: Program,
     /// `IP:PORT` as the server printed it.
     pub addr: String,
-    /// `ws://IP:PORT`, or `wss://IP:PORT` with `--tls-cert`.
+    /// `ws://IP:PORT`, or `wss://IP:PORT` with `--tls-cert`; for a server
+    /// that prints `listening on http://IP:PORT` (axum_chat, chapter 12),
+    /// its WebSocket: `ws://IP:PORT/ws`.
     pub url: String,
 }
 
 impl Server {
     /// Starts server example `name` on `127.0.0.1:0` with extra `args`, and
-    /// waits for its first line, which must be `listening on ws://IP:PORT`.
+    /// waits for its first line, which must be `listening on ws://IP:PORT`
+    /// (or `wss://`, or `http://` for a web application).
     pub async fn start(name: &str, args: &[&str]) -> Server {
         Server::start_on(name, "127.0.0.1:0", args).await
     }
@@ -264,11 +273,14 @@ impl Server {
         let first = program.next_line().await.expect("server printed nothing");
         let url = first
             .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("first line should be `listening on ws://..`: {first:?}"))
-            .to_string();
-        let addr = url.strip_prefix("ws://").or_else(|| url.strip_prefix("wss://"));
-        let addr = addr.expect("a ws:// or wss:// URL").to_string();
+            .unwrap_or_else(|| panic!("first line should be `listening on ws://..`: {first:?}"));
+        let addr = ["ws://", "wss://", "http://"].iter().find_map(|s| url.strip_prefix(s));
+        let addr = addr.expect("a ws://, wss:// or http:// URL").to_string();
         assert!(!addr.ends_with(":0"), "the real port is printed, not 0: {url}");
+        let url = match url.strip_prefix("http://") {
+            Some(addr) => format!("ws://{addr}/ws"),
+            None => url.to_string(),
+        };
         Server { program, addr, url }
     }
 

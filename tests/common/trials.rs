@@ -85,3 +85,11 @@ pub fn run_trials(source: &str, trials: Vec<Trial>) -> ExitCode {
     }
     libtest_mimic::run(&Arguments::from_args(), trials).exit_code()
 }
+
+/// Why axum_chat (chapter 12) cannot run in this test build, or `None`
+/// when it can: it is built only with `--features axum`. For a test that
+/// also needs a [`Component`]; a test that needs nothing else says so with
+/// `#[cfg_attr(not(feature = "axum"), ignore = "...")]`.
+pub fn axum_chat_missing() -> Option<String> {
+    (!cfg!(feature = "axum")).then(|| "built only with `--features axum`".to_string())
+}

@@ -5,8 +5,11 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout};
+use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use websocket_tutorial::client::{self, WsClient};
 
@@ -155,8 +158,9 @@ pub async fn close_cleanly(ws: &mut WsClient) {
 /// under 200 KiB (`ss -tm` showed buffers of 70 to 189 KiB, holding up to
 /// 130 KB, depending on how the connection's first moments went).
 pub async fn connect_with_small_buffers(url: &str) -> WsClient {
+    let host = url.strip_prefix("ws://").and_then(|rest| rest.split('/').next());
     let addr: std::net::SocketAddr =
-        url.strip_prefix("ws://").and_then(|a| a.parse().ok()).expect("ws://IP:PORT URL");
+        host.and_then(|a| a.parse().ok()).expect("ws://IP:PORT URL, perhaps with a path");
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket.set_recv_buffer_size(4096).expect("set SO_RCVBUF");
     socket2::SockRef::from(&socket).set_tcp_mss(536).expect("set TCP_MAXSEG");
@@ -242,5 +246,41 @@ pub fn local_addr(ws: &WsClient) -> String {
             tcp.local_addr().expect("local address").to_string()
         }
         other => panic!("expected plain TCP, got {other:?}"),
+    }
+}
+
+/// A handshake with `origin` in its `Origin` header (no header if `None`):
+/// the WebSocket, or the HTTP status that refused it.
+pub async fn handshake(url: &str, origin: Option<&str>) -> Result<WsClient, StatusCode> {
+    let mut request = url.into_client_request().expect("a request");
+    if let Some(origin) = origin {
+        request.headers_mut().insert("origin", origin.parse().expect("a header value"));
+    }
+    let answered = timeout(WAIT, tokio_tungstenite::connect_async(request)).await;
+    match answered.expect("the server answers the handshake") {
+        Ok((ws, _)) => Ok(ws),
+        Err(tungstenite::Error::Http(response)) => Err(response.status()),
+        Err(e) => panic!("handshake with {url}: {e}"),
+    }
+}
+
+/// Like [`handshake`], repeated while it gets `busy` (429 for a full
+/// address, 503 for a full server), for up to [`WAIT`]: a server gives a
+/// closed connection's slot back when the connection's task ends, a moment
+/// after the client has seen its socket close.
+pub async fn handshake_once_there_is_room(
+    url: &str,
+    origin: Option<&str>,
+    busy: StatusCode,
+) -> Result<WsClient, StatusCode> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match handshake(url, origin).await {
+            Err(status) if status == busy && Instant::now() < deadline => {
+                // Polling pace, not synchronisation: the deadline decides.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            answer => return answer,
+        }
     }
 }
