@@ -11,6 +11,7 @@
 //! cargo bench --bench load -- --only chat,idle    # some scenarios
 //! cargo bench --bench load -- --compare           # also Node's `ws`, Python's `websockets`
 //!                                                 #  and Go's gorilla/websocket
+//! cargo bench --features axum --bench load        # also our chat inside axum
 //! cargo bench --bench load -- --docs              # also write docs/bench/results.json
 //!                                                 #  and docs/images/benchmark.svg
 //! cargo test --bench load                         # the tiny run `cargo test` also does
@@ -41,6 +42,13 @@
 //! speak the same protocols (`bash benches/compare/setup.sh NAME` installs
 //! each one's packages or builds it first; if it fails, that server's rows
 //! say why and are skipped).
+//!
+//! Built with the `axum` feature (`cargo bench --features axum --bench
+//! load`), `chat` and `idle` also run against examples/axum_chat.rs, the
+//! same chat inside axum (chapter 12), with the same settings, in rows
+//! labelled `axum`: what the framework costs per delivery and per
+//! connection. Without the feature, one line says these rows were skipped
+//! and why. The tiny run covers them under `cargo test --all-features`.
 //!
 //! `chat-cluster` starts a redis-server of its own (Debian's, on a free
 //! loopback port, persistence off), as the cluster tests do. Without
@@ -113,8 +121,9 @@
 //! and over TLS, storms of 50 and 200) against the examples built in the
 //! test profile, in a few seconds once they are built, and exits non-zero if a correctness check
 //! failed. Its last line counts the rows of our servers: `load: 10 passed,
-//! 0 failed, 0 skipped` (a skipped row, chat-cluster without redis-server,
-//! is not a pass). Its numbers mean nothing.
+//! 0 failed, 0 skipped` (with `--all-features`, axum_chat's two rows
+//! included; a skipped row, chat-cluster without redis-server, is not a
+//! pass). Its numbers mean nothing.
 
 // A crate root looks for its modules beside itself, in benches/; these live
 // in benches/load/.
@@ -138,8 +147,14 @@ use report::Row;
 use scenarios::{Ctx, NAMES, Scale};
 use server::{Impl, Paths};
 
+/// Whether this benchmark was built with the `axum` feature, and so runs
+/// axum_chat's rows (and builds the examples with the feature).
+const AXUM: bool = cfg!(feature = "axum");
+
 const USAGE: &str = "\
-usage: cargo bench --bench load -- [--only NAME[,NAME]] [--compare] [--out DIR] [--docs]
+usage: cargo bench [--features axum] --bench load -- [--only NAME[,NAME]] [--compare] [--out DIR]
+                   [--docs]
+  --features axum  (cargo's) also run chat and idle against examples/axum_chat.rs
   --only NAMES  run only these scenarios: echo, broadcast, chat, chat-admin, chat-cluster,
                 chat-stalled, idle, idle-tls, join-storm-1k, join-storm-10k
   --compare     also run the Node (ws), Python (websockets) and Go (gorilla/websocket) servers
@@ -292,6 +307,9 @@ async fn main() -> ExitCode {
             continue;
         }
         let mut servers = vec![Impl::Rust];
+        if AXUM && scenarios::on_axum(scenario) {
+            servers.push(Impl::Axum);
+        }
         if scenarios::compared(scenario) {
             servers.extend(compare.iter().map(|(implementation, _)| *implementation));
         }
@@ -314,6 +332,17 @@ async fn main() -> ExitCode {
         machine.cpu_model,
         started.elapsed().as_secs_f64()
     );
+    if !AXUM && NAMES.into_iter().any(|s| selected(s) && scenarios::on_axum(s)) {
+        let command = if options.full {
+            "cargo bench --features axum --bench load"
+        } else {
+            "cargo test --features axum --bench load"
+        };
+        println!(
+            "axum rows skipped: this benchmark was built without the `axum` feature, which \
+             examples/axum_chat.rs needs; for them: {command}"
+        );
+    }
 
     let mode = if options.full { "full" } else { "tiny" };
     let json = report::json(&rows, &machine, mode);
@@ -383,6 +412,12 @@ fn build_examples(root: &Path, full: bool) -> Result<PathBuf, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);
     build.args(["build", "--examples"]).current_dir(root);
+    // The features of this very binary (`--features axum`, `--all-features`):
+    // axum_chat needs it, and the library built without it would be another
+    // build than the one just compiled.
+    if AXUM {
+        build.args(["--features", "axum"]);
+    }
     if release {
         build.arg("--release");
     }

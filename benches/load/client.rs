@@ -62,7 +62,17 @@ pub fn micros_since(sent_ns: u64) -> u32 {
 // ---------------------------------------------------------------------------
 // Connecting
 
-/// Connects one client to `ws://addr/`, or to `wss://addr/` through `tls`.
+/// Where a server's WebSocket is: its address, and the path to ask for in
+/// the handshake (`/`; `/ws` for a web application that also serves pages,
+/// as axum_chat does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub path: &'static str,
+}
+
+/// Connects one client to `ws://addr/path`, or to `wss://addr/path` through
+/// `tls`.
 ///
 /// `small_buffers` makes a client that stops reading back up into the server
 /// within seconds: a 4 KiB receive buffer and a 536-byte maximum segment
@@ -70,10 +80,11 @@ pub fn micros_since(sent_ns: u64) -> u32 {
 /// loopback the server's kernel would otherwise buffer megabytes for it; see
 /// `connect_with_small_buffers` in `tests/common/mod.rs`.)
 pub async fn connect(
-    addr: SocketAddr,
+    endpoint: Endpoint,
     small_buffers: bool,
     tls: Option<&TlsConnector>,
 ) -> Result<Ws, String> {
+    let Endpoint { addr, path } = endpoint;
     let attempt = async {
         let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
         if small_buffers {
@@ -90,7 +101,7 @@ pub async fn connect(
         // a few hundred bytes.
         let config = WebSocketConfig::default().read_buffer_size(8 * 1024);
         let (url, stream) = match tls {
-            None => (format!("ws://{addr}/"), Either::Left(stream)),
+            None => (format!("ws://{addr}{path}"), Either::Left(stream)),
             Some(tls) => {
                 // The name rustls checks the certificate against: an IP
                 // address, as the URL has one (see `Certificates`).
@@ -99,7 +110,7 @@ pub async fn connect(
                     .connect(name, stream)
                     .await
                     .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
-                (format!("wss://{addr}/"), Either::Right(Box::new(stream)))
+                (format!("wss://{addr}{path}"), Either::Right(Box::new(stream)))
             }
         };
         tokio_tungstenite::client_async_with_config(url, stream, Some(config))
@@ -115,20 +126,20 @@ pub async fn connect(
 /// Connects `n` clients, at most `in_flight` handshakes at a time: a burst of
 /// thousands of SYNs overflows the listen backlog, and the kernel then waits
 /// a second before retrying each one. Client `i` connects to
-/// `addrs[i % addrs.len()]` (a cluster's nodes take turns), over TLS if
+/// `endpoints[i % endpoints.len()]` (a cluster's nodes take turns), over TLS if
 /// `tls` is given. Returned in order, so index `i` is client `i`.
 pub async fn connect_many(
-    addrs: &[SocketAddr],
+    endpoints: &[Endpoint],
     n: usize,
     in_flight: usize,
     small_buffers: bool,
     tls: Option<&TlsConnector>,
 ) -> Result<Vec<Ws>, String> {
-    if addrs.is_empty() {
+    if endpoints.is_empty() {
         return Err("no address to connect to".into());
     }
     let results: Vec<Result<Ws, String>> = futures_util::stream::iter(0..n)
-        .map(|i| connect(addrs[i % addrs.len()], small_buffers, tls))
+        .map(|i| connect(endpoints[i % endpoints.len()], small_buffers, tls))
         .buffered(in_flight.max(1))
         .collect()
         .await;

@@ -15,7 +15,8 @@ use crate::server::Impl;
 pub struct Row {
     pub scenario: String,
     pub server: &'static str,
-    /// Ours (the tutorial's example), as opposed to a compare server.
+    /// Ours (the tutorial's example, axum_chat too), as opposed to a compare
+    /// server.
     pub ours: bool,
     pub rate: Option<f64>,
     pub rate_unit: &'static str,
@@ -47,7 +48,7 @@ impl Row {
         Row {
             scenario: scenario.to_string(),
             server: implementation.label(),
-            ours: implementation == Impl::Rust,
+            ours: implementation.ours(),
             ..Row::default()
         }
     }
@@ -261,8 +262,13 @@ const RIGHT: f64 = 30.0;
 const PANEL_TOP: f64 = 100.0;
 const PANEL_STEP: f64 = 270.0;
 const PLOT_HEIGHT: f64 = 180.0;
-const SERVERS: [(&str, &str); 4] =
-    [("rust", "#b7410e"), ("node", "#3c873a"), ("python", "#3776ab"), ("go", "#00add8")];
+const SERVERS: [(&str, &str); 5] = [
+    ("rust", "#b7410e"),
+    ("axum", "#e8a33d"),
+    ("node", "#3c873a"),
+    ("python", "#3776ab"),
+    ("go", "#00add8"),
+];
 
 /// Grouped bars: server CPU per delivery and server memory per connection,
 /// per scenario, one colour per server. A white background so that it
@@ -344,6 +350,7 @@ type Metric = fn(&Row) -> Option<f64>;
 fn legend_name(server: &str) -> &'static str {
     match server {
         "rust" => "Rust: tokio-tungstenite (ours)",
+        "axum" => "Rust: axum (ours)",
         "node" => "Node: ws",
         "go" => "Go: gorilla/websocket",
         _ => "Python: websockets",

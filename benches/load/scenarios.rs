@@ -19,8 +19,8 @@ use tokio::time::{Instant, Interval, interval, interval_at, timeout};
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
 use crate::client::{
-    self, Certificates, ClientStats, CountOnce, Countdown, Gate, Probe, Ws, connect_many, json_str,
-    json_u64, micros_since, now_ns, parse_stamp, stamp,
+    self, Certificates, ClientStats, CountOnce, Countdown, Endpoint, Gate, Probe, Ws, connect_many,
+    json_str, json_u64, micros_since, now_ns, parse_stamp, stamp,
 };
 use crate::report::Row;
 use crate::server::{Impl, Mode, Paths, Redis, Server};
@@ -40,13 +40,19 @@ pub const NAMES: [&str; 10] = [
 ];
 
 /// Whether `--compare` also runs the Node, Python and Go servers for
-/// `scenario`.
-/// chat-admin measures our admin port, chat-stalled our eviction
+/// `scenario`. chat-admin measures our admin port, chat-stalled our eviction
 /// policy, chat-cluster our Redis engine
 /// (`--redis`), and idle-tls our TLS (`--tls-cert`, `--tls-key`), which the
 /// compare servers do not have.
 pub fn compared(scenario: &str) -> bool {
     !matches!(scenario, "chat-admin" | "chat-stalled" | "chat-cluster" | "idle-tls")
+}
+
+/// Whether `scenario` also runs against our chat inside axum (axum_chat,
+/// when the benchmark is built with the `axum` feature): chat and idle, to
+/// say what the framework costs per delivery and per connection.
+pub fn on_axum(scenario: &str) -> bool {
+    matches!(scenario, "chat" | "idle")
 }
 
 /// chat-cluster's chat_server nodes, sharing one redis-server.
@@ -187,7 +193,7 @@ async fn echo(ctx: &Ctx, implementation: Impl, row: &mut Row) -> Result<(), Stri
     need_open_files(ctx, n)?;
     let server = start(ctx, implementation, Mode::Echo, &[], row).await?;
     let rss_before = server.rss_kib()?;
-    let clients = connect_many(&[server.addr], n, s.in_flight, false, None).await?;
+    let clients = connect_many(&[server.endpoint()], n, s.in_flight, false, None).await?;
     row.connections = n;
     row.kib_per_connection = kib_per(rss_before, server.rss_kib()?, n);
 
@@ -294,8 +300,8 @@ async fn broadcast(ctx: &Ctx, implementation: Impl, row: &mut Row) -> Result<(),
     need_open_files(ctx, n + 1)?;
     let server = start(ctx, implementation, Mode::Broadcast, &[], row).await?;
     let rss_before = server.rss_kib()?;
-    let subscribers = connect_many(&[server.addr], n, s.in_flight, false, None).await?;
-    let publisher = client::connect(server.addr, false, None).await?;
+    let subscribers = connect_many(&[server.endpoint()], n, s.in_flight, false, None).await?;
+    let publisher = client::connect(server.endpoint(), false, None).await?;
     row.connections = n + 1;
     row.kib_per_connection = kib_per(rss_before, server.rss_kib()?, n + 1);
 
@@ -746,12 +752,12 @@ async fn chat(
     for _ in 0..nodes {
         servers.push(start(ctx, implementation, Mode::Chat, &settings, row).await?);
     }
-    let addrs: Vec<SocketAddr> = servers.iter().map(|server| server.addr).collect();
+    let endpoints: Vec<Endpoint> = servers.iter().map(Server::endpoint).collect();
     let pids: Vec<u32> =
         servers.iter().map(|server| server.pid).chain(redis.as_ref().map(|r| r.pid)).collect();
     let rss_before = rss_kib(&pids)?;
-    let reading = connect_many(&addrs, readers, s.in_flight, false, None).await?;
-    let stalling = connect_many(&addrs, stalled, s.in_flight, true, None).await?;
+    let reading = connect_many(&endpoints, readers, s.in_flight, false, None).await?;
+    let stalling = connect_many(&endpoints, stalled, s.in_flight, true, None).await?;
     row.connections = members;
 
     let shared = Arc::new(ChatShared::new(members, readers, stalled, s.chat_publishers, planned));
@@ -983,7 +989,7 @@ async fn idle(
 
     let window = Window::open(&[server.pid], &shared.deliveries)?;
     let started = Instant::now();
-    let clients = connect_many(&[server.addr], n, s.in_flight, false, tls).await?;
+    let clients = connect_many(&[server.endpoint()], n, s.in_flight, false, tls).await?;
     row.connections = n;
     let mut tasks = JoinSet::new();
     for (i, ws) in clients.into_iter().enumerate() {
@@ -1041,7 +1047,7 @@ async fn storm(ctx: &Ctx, implementation: Impl, row: &mut Row, n: usize) -> Resu
     let settings = [("max-connections", "20000".to_string())];
     let server = start(ctx, implementation, Mode::Chat, &settings, row).await?;
     let rss_before = server.rss_kib()?;
-    let clients = connect_many(&[server.addr], n, s.in_flight, false, None).await?;
+    let clients = connect_many(&[server.endpoint()], n, s.in_flight, false, None).await?;
     row.connections = n;
 
     let shared = Arc::new(ChatShared::new(n, n, 0, 0, 0));
@@ -1110,8 +1116,9 @@ async fn start(
     settings: &[(&'static str, String)],
     row: &mut Row,
 ) -> Result<Server, String> {
-    // Settings are our chat server's; the compare servers take none.
-    let settings = if implementation == Impl::Rust { settings } else { &[] };
+    // Settings are our chat server's, which axum_chat shares; the compare
+    // servers take none.
+    let settings = if implementation.ours() { settings } else { &[] };
     let server = Server::start(&ctx.paths, implementation, mode, settings).await?;
     for name in &server.unknown_settings {
         row.notes.push(format!("this server has no --{name} setting yet; ran without it"));

@@ -1,12 +1,13 @@
-//! Servers as child processes: ours (the release examples), with
-//! `--compare` the Node, Python and Go ones under `benches/compare/`, and the
+//! Servers as child processes: ours (the release examples, axum_chat too
+//! when the benchmark is built with the `axum` feature), with `--compare`
+//! the Node, Python and Go ones under `benches/compare/`, and the
 //! redis-server that chat-cluster's nodes share.
 //!
 //! Every server takes its address as its first argument (we pass
 //! `127.0.0.1:0`, a free port) and prints `listening on ws://IP:PORT` as its
 //! first line (`wss://` when our chat server serves TLS, with `--tls-cert`
-//! and `--tls-key`); SIGINT makes it close every connection with 1001 and
-//! exit 0.
+//! and `--tls-key`; `http://` from axum_chat, whose WebSocket is at `/ws`);
+//! SIGINT makes it close every connection with 1001 and exit 0.
 //! Its stdout and stderr are drained all the time: our servers print a line
 //! per connection, and a pipe nobody reads fills up and blocks the server.
 
@@ -21,6 +22,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::timeout;
 
+use crate::client::Endpoint;
 use crate::proc;
 
 /// How long a server may take to print its first line (a debug build or a
@@ -37,6 +39,9 @@ const STDERR_LINES: usize = 20;
 pub enum Impl {
     /// Our example, built with tokio-tungstenite.
     Rust,
+    /// Our chat inside axum: examples/axum_chat.rs (chapter 12), built with
+    /// the `axum` feature. Chat only.
+    Axum,
     /// `benches/compare/node/server.js`, on the `ws` package.
     Node,
     /// `benches/compare/python/server.py`, on the `websockets` package.
@@ -53,10 +58,16 @@ impl Impl {
     pub fn label(self) -> &'static str {
         match self {
             Impl::Rust => "rust",
+            Impl::Axum => "axum",
             Impl::Node => "node",
             Impl::Python => "python",
             Impl::Go => "go",
         }
+    }
+
+    /// The tutorial's own code, whose failed checks fail the run.
+    pub fn ours(self) -> bool {
+        matches!(self, Impl::Rust | Impl::Axum)
     }
 }
 
@@ -106,6 +117,10 @@ impl Paths {
                 c.args(["--max-per-ip", "1000000"]);
                 c
             }
+            // Only a chat (Server::start refuses other modes), and with no
+            // per-address limit to lift. Its address comes first, as for
+            // every server, then its settings.
+            Impl::Axum => Command::new(self.examples.join("axum_chat")),
             Impl::Node => {
                 let mut c = Command::new("node");
                 c.arg(compare.join("node/server.js")).arg(mode.name());
@@ -139,6 +154,9 @@ pub struct Server {
     pub addr: SocketAddr,
     /// It serves `wss://`: its first line said so.
     pub tls: bool,
+    /// The path of its WebSocket: `/`, or `/ws` for a server whose first
+    /// line said `http://` (axum_chat serves a page at `/`).
+    pub path: &'static str,
     /// With `--admin-addr`, the admin port its second line names
     /// (`admin on http://IP:PORT`).
     pub admin: Option<SocketAddr>,
@@ -168,6 +186,9 @@ impl Server {
         mode: Mode,
         settings: &[(&str, String)],
     ) -> Result<Server, String> {
+        if implementation == Impl::Axum && !matches!(mode, Mode::Chat) {
+            return Err(format!("axum_chat is a chat server, not a {} server", mode.name()));
+        }
         let mut settings = settings.to_vec();
         let mut unknown = Vec::new();
         // Each retry drops one setting, so this ends.
@@ -224,18 +245,20 @@ impl Server {
         let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         let mut first = String::new();
         let read = timeout(START_TIMEOUT, stdout.read_line(&mut first)).await;
-        // `listening on ws://IP:PORT`, or `wss://` when it serves TLS.
+        // `listening on ws://IP:PORT`, `wss://` when it serves TLS, or
+        // `http://` when it serves pages and its WebSocket at `/ws`.
         let listening = first.trim_end().strip_prefix("listening on ").and_then(|url| {
             let (scheme, addr) = url.split_once("://")?;
-            let tls = match scheme {
-                "ws" => false,
-                "wss" => true,
+            let (tls, path) = match scheme {
+                "ws" => (false, "/"),
+                "wss" => (true, "/"),
+                "http" => (false, "/ws"),
                 _ => return None,
             };
             let addr = addr.parse::<SocketAddr>().ok().filter(|addr| addr.port() != 0)?;
-            Some((addr, tls))
+            Some((addr, tls, path))
         });
-        if let (Ok(Ok(_)), Some((addr, tls))) = (&read, listening) {
+        if let (Ok(Ok(_)), Some((addr, tls, path))) = (&read, listening) {
             let mut admin = None;
             if described.contains("--admin-addr") {
                 let mut second = String::new();
@@ -248,7 +271,16 @@ impl Server {
                 let _ = tokio::io::copy_buf(&mut stdout, &mut tokio::io::sink()).await;
             });
             let unknown_settings = Vec::new();
-            return Ok(Server { child, pid, addr, tls, admin, unknown_settings, stderr_tail });
+            return Ok(Server {
+                child,
+                pid,
+                addr,
+                tls,
+                path,
+                admin,
+                unknown_settings,
+                stderr_tail,
+            });
         }
 
         // No listening line: say why, with the exit status and stderr.
@@ -273,9 +305,14 @@ impl Server {
             Ok(_) => format!("{:?}", first.trim_end()),
         };
         Err(StartError::Other(format!(
-            "{described} did not print `listening on ws://IP:PORT` or `wss://` (first line: \
-             {first}; {status}; stderr: {stderr})"
+            "{described} did not print `listening on ws://IP:PORT`, `wss://` or `http://` \
+             (first line: {first}; {status}; stderr: {stderr})"
         )))
+    }
+
+    /// Where its clients connect.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint { addr: self.addr, path: self.path }
     }
 
     /// Server resident memory now, in KiB.
