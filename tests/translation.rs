@@ -76,7 +76,7 @@ fn tools_component() -> Component {
     });
     Component {
         name: "the book's translation tools",
-        install: "cargo install --locked mdbook-i18n-helpers@0.4.0 && apt-get install gettext",
+        install: "cargo install --locked mdbook mdbook-i18n-helpers@0.4.0 && apt-get install gettext",
         missing,
     }
 }
@@ -228,7 +228,9 @@ async fn both_books_build_with_the_same_code_and_links_that_lead_somewhere() {
             problems
                 .push(format!("{page}: the Chinese page's code blocks differ from the English"));
         }
-        if !zh.contains("<html lang=\"zh-CN\"") || chinese_share(&zh) < 0.2 {
+        // Every page measures 0.74 to 0.92 today (chapter 7, with its tables
+        // of test names, is the lowest); an English page measures 0.
+        if !zh.contains("<html lang=\"zh-CN\"") || chinese_share(&zh) < 0.6 {
             problems.push(format!("{page}: the Chinese page is not mostly Chinese prose"));
         }
         for (book, html) in [(&english, &en), (&chinese, &zh)] {
