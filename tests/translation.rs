@@ -233,6 +233,9 @@ async fn both_books_build_with_the_same_code_and_links_that_lead_somewhere() {
         if !zh.contains("<html lang=\"zh-CN\"") || chinese_share(&zh) < 0.6 {
             problems.push(format!("{page}: the Chinese page is not mostly Chinese prose"));
         }
+        if let Some(mark) = unrendered_emphasis(&zh) {
+            problems.push(format!("{page}: emphasis shown as text: {mark:?}"));
+        }
         for (book, html) in [(&english, &en), (&chinese, &zh)] {
             problems.extend(dead_fragments(book, page, html));
         }
@@ -469,19 +472,47 @@ fn code_blocks(html: &str) -> Vec<&str> {
     html.split("<pre").skip(1).map(|block| block.split("</pre>").next().unwrap_or(block)).collect()
 }
 
-/// How much of a page's main text is Chinese: Chinese characters against
-/// all letters and Chinese characters outside `<pre>` and tags.
-fn chinese_share(html: &str) -> f64 {
+/// A page's main text without its `<pre>` blocks, inline code and tags.
+fn main_prose(html: &str) -> String {
     let main = html.split("<main>").nth(1).and_then(|m| m.split("</main>").next()).unwrap_or("");
     let text: String = main
         .split("<pre")
         .enumerate()
         .map(|(i, part)| if i == 0 { part } else { part.split("</pre>").nth(1).unwrap_or("") })
         .collect();
-    let text = prose_of(&text);
+    let text: String = text
+        .split("<code>")
+        .enumerate()
+        .map(|(i, part)| if i == 0 { part } else { part.split("</code>").nth(1).unwrap_or("") })
+        .collect();
+    prose_of(&text)
+}
+
+/// How much of a page's main text is Chinese: Chinese characters against
+/// all letters and Chinese characters outside `<pre>` and tags.
+fn chinese_share(html: &str) -> f64 {
+    let text = main_prose(html);
     let chinese = text.chars().filter(|&c| is_chinese(c)).count() as f64;
     let latin = text.split(|c: char| !c.is_ascii_alphabetic()).filter(|w| !w.is_empty()).count();
     chinese / (chinese + latin as f64).max(1.0)
+}
+
+/// The first emphasis mark left as text in a page's prose, if any.
+/// mdbook-gettext writes a translation's `*emphasis*` back as `_emphasis_`,
+/// and an underscore between two Chinese characters neither opens nor
+/// closes emphasis: `在 _之前_获取` shows its underscores. (A space after the
+/// closing mark, or punctuation, lets it close.)
+fn unrendered_emphasis(html: &str) -> Option<String> {
+    let text = main_prose(html);
+    let chars: Vec<char> = text.chars().collect();
+    chars.windows(2).enumerate().find_map(|(i, pair)| {
+        let marked = match pair {
+            ['*', '*'] => true,
+            ['_', c] | [c, '_'] => is_chinese(*c),
+            _ => false,
+        };
+        marked.then(|| chars[i.saturating_sub(10)..(i + 12).min(chars.len())].iter().collect())
+    })
 }
 
 /// The links of `page` (in `book`) to a heading that is not there: a link
