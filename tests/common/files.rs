@@ -5,12 +5,33 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-/// A file that holds `content`, in a directory of its own under the system's
-/// temporary directory, removed when this is dropped: a token secret for
-/// chat_server's `--auth-secret-file` and make_token's `--secret-file`, or a
-/// systemd unit to verify.
+/// A directory of its own under the system's temporary directory, removed
+/// with what it holds when this is dropped.
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("ws-test-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&path).expect("a temporary directory");
+        TempDir { path }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A file that holds `content`, in a [`TempDir`] of its own: a token secret
+/// for chat_server's `--auth-secret-file` and make_token's `--secret-file`,
+/// or a systemd unit to verify.
 pub struct TempFile {
-    dir: PathBuf,
+    _dir: TempDir,
     pub path: PathBuf,
 }
 
@@ -21,24 +42,15 @@ impl TempFile {
 
     /// A file called `name` (systemd wants a unit's file to end in `.service`).
     pub fn named(name: &str, content: &str) -> TempFile {
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("ws-test-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("a temporary directory");
-        let path = dir.join(name);
+        let dir = TempDir::new();
+        let path = dir.path.join(name);
         std::fs::write(&path, content).expect("write the temporary file");
-        TempFile { dir, path }
+        TempFile { _dir: dir, path }
     }
 
     /// The path, as a command-line argument.
     pub fn arg(&self) -> &str {
         self.path.to_str().expect("a UTF-8 temporary path")
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
