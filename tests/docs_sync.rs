@@ -1,4 +1,4 @@
-//! Keeps docs/*.md and README.md in step with the code, the way the Rust Book
+//! Keeps docs/*.md and README.md (and README.zh-CN.md) in step with the code, the way the Rust Book
 //! does: a chapter never contains a copy of code, it names the code it quotes,
 //! and this test checks that the quote is still exact.
 //!
@@ -201,7 +201,12 @@ fn check_example_names(
             Some(rest) => rest.strip_prefix('=').unwrap_or_default(),
             None => continue,
         };
-        let name = name.trim_end_matches(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-'));
+        // An example's name is ASCII; what follows it (a backtick, and in
+        // README.zh-CN.md Chinese text with no space) is not part of it.
+        let name = name
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            .next()
+            .unwrap_or_default();
         let exists = |path: String| read(&path).is_some();
         if !exists(format!("examples/{name}.rs")) && !exists(format!("examples/{name}/main.rs")) {
             problem(format!("`cargo run --example {name}`: there is no examples/{name}.rs"));
@@ -379,7 +384,8 @@ fn read_crate_file(path: &str) -> Option<String> {
     std::fs::read_to_string(&path).ok().or_else(|| path.exists().then(String::new))
 }
 
-/// docs/*.md (sorted) and README.md if it exists, relative to the crate root.
+/// docs/*.md (sorted), then README.md and its Chinese twin README.zh-CN.md
+/// where they exist, relative to the crate root.
 fn doc_files() -> Vec<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut docs: Vec<String> = std::fs::read_dir(root.join("docs"))
@@ -389,8 +395,10 @@ fn doc_files() -> Vec<String> {
         .map(|name| format!("docs/{name}"))
         .collect();
     docs.sort();
-    if root.join("README.md").exists() {
-        docs.push("README.md".into());
+    for readme in ["README.md", "README.zh-CN.md"] {
+        if root.join(readme).exists() {
+            docs.push(readme.into());
+        }
     }
     docs
 }
@@ -570,6 +578,7 @@ fn every_kind_of_mistake_is_reported() {
         ("```\nfn main() {}\n```\n", "fenced block without a language"),
         ("```text\ncargo run --example nope\n```\n", ":2: `cargo run --example nope`"),
         ("Run `cargo run --example=nope`.", "there is no examples/nope.rs"),
+        ("运行 `cargo run --example nope`（第一版）", "there is no examples/nope.rs"),
         ("See [a](../src/b.rs).", "link to ../src/b.rs: src/b.rs does not exist"),
         ("See [a](02-other.md#run-it-2).", "docs/02-other.md has no heading with the anchor"),
         ("See [a](02-other.md#1-not-a-heading).", "has no heading with the anchor #1-not"),
